@@ -1,0 +1,2 @@
+def list_threads(limit=20):
+    return {"object": "list", "data": [], "limit": limit}

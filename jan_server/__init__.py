@@ -1,0 +1,1 @@
+"""jan-server: a local, OpenAI-compatible API server built from the Jan API reference."""

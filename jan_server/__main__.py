@@ -1,0 +1,3 @@
+from jan_server.cli import main
+
+main()

@@ -1,0 +1,130 @@
+"""The app factory: Connexion loads openapi.yaml and dispatches each operationId to handlers/<tag>.py."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+import sysconfig
+from pathlib import Path
+
+import connexion
+from a2wsgi import WSGIMiddleware
+from connexion.exceptions import ProblemException
+from connexion.lifecycle import ConnexionRequest, ConnexionResponse
+from connexion.options import SwaggerUIOptions
+from connexion.resolver import Resolver
+from connexion.validators import VALIDATOR_MAP, ParameterValidator
+from starlette.exceptions import HTTPException
+
+from jan_server import docs
+from jan_server.errors import ApiError, RateLimitError, error_body
+from jan_server.services import Services
+from jan_server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SERVICES_KEY = "jan_server"
+
+
+def spec_path() -> Path:
+    """openapi.yaml in a checkout (editable install), else the copy a plain install put in <prefix>/share."""
+    checkout = Path(__file__).resolve().parent.parent / "openapi.yaml"
+    if checkout.exists():
+        return checkout
+    return Path(sysconfig.get_path("data")) / "share" / "jan-server" / "openapi.yaml"
+
+
+class TagResolver(Resolver):
+    """operationId `createThread` tagged `Threads` resolves to `jan_server.handlers.threads.create_thread`."""
+
+    def resolve_operation_id(self, operation) -> str:
+        tag = operation._operation["tags"][0].lower()  # Connexion keeps the operation's raw spec here
+        name = re.sub(r"(?<!^)(?=[A-Z])", "_", operation.operation_id).lower()
+        return f"jan_server.handlers.{tag}.{name}"
+
+
+class NamedParameterValidator(ParameterValidator):
+    """Connexion's parameter errors omit the parameter's name; OpenAI clients expect it (as `param`)."""
+
+    @staticmethod
+    def validate_parameter(parameter_type, value, param, param_name=None):
+        error = ParameterValidator.validate_parameter(parameter_type, value, param, param_name)
+        if error and f"parameter '{param['name']}'" not in error:
+            return f"Invalid {parameter_type} parameter '{param['name']}': {error}"
+        return error
+
+
+def json_response(status: int, body: dict, headers: dict | None = None) -> ConnexionResponse:
+    return ConnexionResponse(status_code=status, mimetype="application/json", body=json.dumps(body), headers=headers or {})
+
+
+_STATUS_TYPES = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}
+_STATUS_CODES = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large", 415: "unsupported_media_type"}
+
+
+def _param_from_detail(detail: str) -> str | None:
+    """Name the offending field in Connexion's validation messages, as OpenAI's `param` does."""
+    for pattern in (r" - '([^']+)'$", r"parameter '([^']+)'", r"^'([^']+)' is a required property"):
+        match = re.search(pattern, detail)
+        if match:
+            return match.group(1)
+    return None
+
+
+def _http_error(status: int, message: str, headers=None) -> ConnexionResponse:
+    message = message.split("\n\n")[0]  # drop jsonschema's dump of the schema and instance
+    error_type = _STATUS_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    param = _param_from_detail(message) if status == 400 else None
+    body = error_body(message, error_type, param, _STATUS_CODES.get(status))
+    return json_response(status, body, dict(headers or {}))
+
+
+def handle_api_error(_request: ConnexionRequest, exc: ApiError) -> ConnexionResponse:
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimitError) else {}
+    return json_response(exc.status, exc.to_dict(), headers)
+
+
+def handle_problem(_request: ConnexionRequest, exc: ProblemException) -> ConnexionResponse:
+    return _http_error(exc.status, str(exc.detail or exc.title), exc.headers)
+
+
+def handle_http_exception(_request: ConnexionRequest, exc: HTTPException) -> ConnexionResponse:
+    return _http_error(exc.status_code, str(exc.detail), exc.headers)
+
+
+def handle_crash(_request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+    log.error("unhandled error", exc_info=exc)
+    return json_response(500, error_body("The server had an error while processing your request.", "server_error"))
+
+
+def create_app(settings: Settings) -> connexion.FlaskApp:
+    services = Services.open(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        services.start()
+        try:
+            yield
+        finally:
+            services.close()
+
+    app = connexion.FlaskApp(__name__, lifespan=lifespan)
+    # FlaskApp's bridge has 10 worker threads by default; every open stream holds one.
+    app._middleware_app.asgi_app = WSGIMiddleware(app.app.wsgi_app, workers=settings.wsgi_workers)
+    app.add_api(
+        spec_path(),
+        resolver=TagResolver(),
+        strict_validation=True,
+        pythonic_params=True,
+        swagger_ui_options=SwaggerUIOptions(swagger_ui=False),
+        validator_map={**VALIDATOR_MAP, "parameter": NamedParameterValidator},
+    )
+    app.app.extensions[SERVICES_KEY] = services
+    docs.register(app.app)
+    app.add_error_handler(ApiError, handle_api_error)
+    app.add_error_handler(ProblemException, handle_problem)
+    app.add_error_handler(HTTPException, handle_http_exception)
+    app.add_error_handler(Exception, handle_crash)
+    return app

@@ -1,0 +1,85 @@
+"""The `jan-server` command: serve (the default), migrate."""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import logging
+import socket
+import sys
+
+from jan_server.settings import Settings
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jan-server", description="A local, OpenAI-compatible API server.")
+    parser.add_argument("--data-dir", help="where models, the database and downloads live (env JAN_DATA_DIR)")
+    parser.add_argument("--database-url", help="a SQLAlchemy URL instead of the SQLite file (env JAN_DATABASE_URL)")
+    commands = parser.add_subparsers(dest="command")
+
+    serve = commands.add_parser("serve", help="start the API server (the default command)")
+    add_serve_arguments(serve)
+    add_serve_arguments(parser)
+    commands.add_parser("migrate", help="apply database migrations and exit")
+    return parser
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help="address to bind (env JAN_API_HOST, default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port to bind (env JAN_API_PORT, default 1337)")
+    parser.add_argument("--n-threads", type=int, help="llama.cpp threads per model (default: every core)")
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    return Settings.from_env(
+        host=getattr(args, "host", None),
+        port=getattr(args, "port", None),
+        data_dir=args.data_dir,
+        database_url=args.database_url,
+        n_threads=getattr(args, "n_threads", None),
+    )
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """Bind before building the app, so a busy port is one clear error rather than a half-started server."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        raise SystemExit(f"jan-server: cannot listen on {host}:{port}: {reason}") from None
+    sock.listen(2048)
+    return sock
+
+
+def serve(settings: Settings) -> None:
+    import uvicorn
+
+    from jan_server.app import create_app
+
+    sock = bind_socket(settings.host, settings.port)
+    app = create_app(settings)
+    print(f"jan-server: API at http://{settings.host}:{settings.port}/v1, console at http://{settings.host}:{settings.port}/docs", flush=True)
+    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def migrate(settings: Settings) -> None:
+    from jan_server.store import Store
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    Store.open(settings.sqlalchemy_url).close()
+    print(f"jan-server: database at {settings.sqlalchemy_url} is up to date")
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    settings = settings_from_args(args)
+    if args.command == "migrate":
+        migrate(settings)
+    else:
+        serve(settings)

@@ -1,0 +1,60 @@
+"""Non-API routes: the Swagger console at /docs (served offline from swagger-ui-bundle), / and /health.
+
+Connexion mounts its own console under the API base path (/v1/ui); the user asked for /docs at the root.
+"""
+
+from __future__ import annotations
+
+import flask
+from swagger_ui_bundle import swagger_ui_path
+
+SPEC_URL = "/v1/openapi.json"
+
+INDEX_HTML = """<!DOCTYPE html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <title>jan-server API</title>
+  <link rel="stylesheet" href="/docs/swagger-ui.css">
+  <link rel="icon" type="image/png" href="/docs/favicon-32x32.png">
+</head>
+<body>
+  <div id="swagger-ui"></div>
+  <script src="/docs/swagger-ui-bundle.js"></script>
+  <script>
+    window.ui = SwaggerUIBundle({
+      url: "%s",
+      dom_id: "#swagger-ui",
+      deepLinking: true,
+      displayRequestDuration: true,
+      tryItOutEnabled: true,
+      persistAuthorization: true,
+      validatorUrl: null
+    });
+  </script>
+</body>
+</html>
+""" % SPEC_URL
+
+
+def register(app: flask.Flask) -> None:
+    docs = flask.Blueprint("docs", __name__)
+
+    @docs.get("/")
+    def root():
+        return flask.redirect("/docs", code=302)
+
+    @docs.get("/docs")
+    @docs.get("/docs/")
+    def console():
+        return flask.Response(INDEX_HTML, mimetype="text/html")
+
+    @docs.get("/docs/<path:filename>")
+    def console_asset(filename: str):
+        return flask.send_from_directory(swagger_ui_path, filename)
+
+    @docs.get("/health")
+    def health():
+        return {"status": "ok"}
+
+    app.register_blueprint(docs)

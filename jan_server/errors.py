@@ -1,0 +1,66 @@
+"""Errors in OpenAI's shape: {"error": {"message", "type", "param", "code"}}, each with its HTTP status.
+
+Domain modules raise these; the app turns them (and Connexion's own problems) into responses.
+"""
+
+from __future__ import annotations
+
+
+class ApiError(Exception):
+    status = 500
+    type = "server_error"
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code
+
+    def to_dict(self) -> dict:
+        return error_body(self.message, self.type, self.param, self.code)
+
+
+def error_body(message: str, type: str, param: str | None = None, code: str | None = None) -> dict:
+    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+class InvalidRequestError(ApiError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class AuthenticationError(ApiError):
+    status = 401
+    type = "authentication_error"
+
+
+class NotFoundError(ApiError):
+    status = 404
+    type = "invalid_request_error"
+
+    def __init__(self, kind: str, object_id: str, *, param: str | None = None):
+        super().__init__(f"No {kind} found with id '{object_id}'.", param=param, code=f"{kind}_not_found")
+
+
+class ConflictError(ApiError):
+    status = 409
+    type = "invalid_request_error"
+
+
+class PayloadTooLargeError(ApiError):
+    status = 413
+    type = "invalid_request_error"
+
+
+class RateLimitError(ApiError):
+    status = 429
+    type = "rate_limit_error"
+
+    def __init__(self, message: str, *, retry_after: int = 1, code: str | None = "queue_full"):
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
+
+
+class ServerError(ApiError):
+    status = 500
+    type = "server_error"
