@@ -25,9 +25,6 @@ from jan_server.settings import Settings
 
 log = logging.getLogger(__name__)
 
-SERVICES_KEY = "jan_server"
-
-
 def spec_path() -> Path:
     """openapi.yaml in a checkout (editable install), else the copy a plain install put in <prefix>/share."""
     checkout = Path(__file__).resolve().parent.parent / "openapi.yaml"
@@ -121,7 +118,7 @@ def create_app(settings: Settings) -> connexion.FlaskApp:
         swagger_ui_options=SwaggerUIOptions(swagger_ui=False),
         validator_map={**VALIDATOR_MAP, "parameter": NamedParameterValidator},
     )
-    app.app.extensions[SERVICES_KEY] = services
+    app.app.extensions["jan_server"] = services  # read by jan_server.handlers.services()
     docs.register(app.app)
     app.add_error_handler(ApiError, handle_api_error)
     app.add_error_handler(ProblemException, handle_problem)
