@@ -10,8 +10,10 @@ import sysconfig
 from pathlib import Path
 
 import connexion
+import yaml
 from a2wsgi import WSGIMiddleware
 from connexion.exceptions import ProblemException
+from connexion.middleware import MiddlewarePosition
 from connexion.lifecycle import ConnexionRequest, ConnexionResponse
 from connexion.options import SwaggerUIOptions
 from connexion.resolver import Resolver
@@ -22,8 +24,11 @@ from jan_server import docs
 from jan_server.errors import ApiError, RateLimitError, error_body
 from jan_server.services import Services
 from jan_server.settings import Settings
+from jan_server.slash_aliases import SlashAliasMiddleware, slash_aliases
 
 log = logging.getLogger(__name__)
+
+API_BASE_PATH = "/v1"
 
 def spec_path() -> Path:
     """openapi.yaml in a checkout (editable install), else the copy a plain install put in <prefix>/share."""
@@ -110,8 +115,14 @@ def create_app(settings: Settings) -> connexion.FlaskApp:
     app = connexion.FlaskApp(__name__, lifespan=lifespan)
     # FlaskApp's bridge has 10 worker threads by default; every open stream holds one.
     app._middleware_app.asgi_app = WSGIMiddleware(app.app.wsgi_app, workers=settings.wsgi_workers)
+    spec_file = spec_path()
+    spec = yaml.safe_load(spec_file.read_text())
+    app.add_middleware(
+        SlashAliasMiddleware, MiddlewarePosition.BEFORE_ROUTING, patterns=slash_aliases(API_BASE_PATH, spec["paths"])
+    )
     app.add_api(
-        spec_path(),
+        spec_file,
+        base_path=API_BASE_PATH,
         resolver=TagResolver(),
         strict_validation=True,
         pythonic_params=True,
