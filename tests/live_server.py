@@ -26,6 +26,9 @@ class LiveServer:
     args: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
     port: int = 0
+    #: The command to run instead of `python -m jan_server --data-dir … --port …`.
+    command: list[str] | None = None
+    cwd: Path | None = None
     process: subprocess.Popen | None = None
 
     @property
@@ -38,9 +41,14 @@ class LiveServer:
 
     def start(self, timeout: float = 60) -> "LiveServer":
         self.port = self.port or free_port()
-        command = [sys.executable, "-m", "jan_server", "--data-dir", str(self.data_dir), "--port", str(self.port), *self.args]
+        command = self.command or [
+            sys.executable, "-m", "jan_server", "--data-dir", str(self.data_dir), "--port", str(self.port), *self.args
+        ]
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.data_dir.parent / f"{self.data_dir.name}-server.log", "ab")
-        self.process = subprocess.Popen(command, env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            command, env={**os.environ, **self.env}, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

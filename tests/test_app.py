@@ -1,0 +1,122 @@
+"""App-level behaviour: the console, health, OpenAI-shaped errors for Connexion's own failures, the CLI."""
+
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import httpx
+
+from tests.live_server import LiveServer, free_port
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def assert_openai_error(response: httpx.Response, status: int) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["message"]
+    return error
+
+
+def test_health_and_root_redirect(server):
+    assert httpx.get(f"{server.base_url}/health").json() == {"status": "ok"}
+    root = httpx.get(f"{server.base_url}/")
+    assert root.status_code == 302 and root.headers["location"] == "/docs"
+
+
+def test_console_is_served_offline(server):
+    page = httpx.get(f"{server.base_url}/docs")
+    assert page.status_code == 200 and "SwaggerUIBundle" in page.text
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert assets and all(a.startswith("/docs/") for a in assets), assets
+    for asset in assets:
+        assert httpx.get(f"{server.base_url}{asset}").status_code == 200, asset
+
+
+def test_unknown_route_is_a_json_404(api):
+    assert assert_openai_error(api.get("/no-such-thing"), 404)["code"] == "not_found"
+
+
+def test_wrong_method_is_a_json_405(api):
+    assert assert_openai_error(api.put("/threads"), 405)["code"] == "method_not_allowed"
+
+
+def test_wrong_content_type_is_a_json_415(api):
+    response = api.post("/threads", content="hello", headers={"content-type": "text/plain"})
+    assert assert_openai_error(response, 415)["code"] == "unsupported_media_type"
+
+
+def test_malformed_json_is_a_400(api):
+    response = api.post("/threads", content="{not json", headers={"content-type": "application/json"})
+    assert assert_openai_error(response, 400)["type"] == "invalid_request_error"
+
+
+def test_query_validation_names_the_parameter(api):
+    assert assert_openai_error(api.get("/threads", params={"limit": 0}), 400)["param"] == "limit"
+
+
+def test_slashless_alias_of_a_trailing_slash_path(api):
+    assert api.get("/assistants").json()["object"] == "list"
+    assert api.get("/assistants/").json()["object"] == "list"
+
+
+def test_busy_port_is_one_clear_error(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "jan_server", "--data-dir", str(tmp_path), "--port", str(port)],
+            capture_output=True, text=True, timeout=60,
+        )
+    assert result.returncode != 0
+    assert result.stderr.strip() == f"jan-server: cannot listen on 127.0.0.1:{port}: address already in use"
+
+
+def test_migrate_command_creates_the_database(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "jan_server", "--data-dir", str(tmp_path), "migrate"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "jan.db").exists()
+
+
+def test_environment_variables_configure_the_server(tmp_path):
+    data_dir = tmp_path / "env-data"
+    live = LiveServer(data_dir, port=free_port(), command=[sys.executable, "-m", "jan_server"])
+    live.env = {"JAN_API_PORT": str(live.port), "JAN_DATA_DIR": str(data_dir)}
+    try:
+        live.start()
+        assert (data_dir / "jan.db").exists()
+    finally:
+        live.stop()
+
+
+def test_plain_install_elsewhere_serves_the_spec(tmp_path):
+    """`pip install .` (not editable) ships openapi.yaml and specs/ with the package."""
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, system_site_packages=True, with_pip=True)
+    python = str(env_dir / "bin" / "python")
+    subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", str(REPO)], check=True, cwd=tmp_path, timeout=600)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    found = subprocess.run(
+        [python, "-c", "import jan_server.app as a; print(a.spec_path())"],
+        capture_output=True, text=True, cwd=elsewhere, check=True,
+    ).stdout.strip()
+    assert not found.startswith(str(REPO)), found
+    data_dir = tmp_path / "data"
+    live = LiveServer(data_dir, port=free_port(), cwd=elsewhere)
+    live.command = [str(env_dir / "bin" / "jan-server"), "--data-dir", str(data_dir), "--port", str(live.port)]
+    try:
+        spec = httpx.get(f"{live.start().api_url}/openapi.json").json()
+        assert "/threads" in spec["paths"] and "/chat/completions" in spec["paths"]
+    finally:
+        live.stop()
