@@ -1,10 +1,276 @@
-"""Placeholder: replaced by the SQLAlchemy store."""
+"""Threads, messages and assistants in the database, returned as OpenAI/Jan-shaped dicts.
+
+Each public method is one transaction. Unknown ids raise NotFoundError; rule violations InvalidRequestError.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from sqlalchemy import Connection, Engine, delete, insert, select, update
+
+from jan_server import db, records
+from jan_server.errors import NotFoundError
+from jan_server.paging import ALL_ROWS, Page, fetch
+from jan_server.tables import assistants, thread_assistants, threads
+from jan_server.tables import messages as messages_table  # `messages` also names the thread methods' parameter
+
+#: Assistant fields stored as given (model/models and metadata go through records first).
+ASSISTANT_FIELDS = ("name", "description", "instructions", "avatar", "tools", "tool_resources", "temperature", "top_p", "response_format")
 
 
 class Store:
-    @classmethod
-    def open(cls, url):
-        return cls()
+    def __init__(self, engine: Engine):
+        self.engine = engine
 
-    def close(self):
-        pass
+    @classmethod
+    def open(cls, url: str) -> "Store":
+        """Connect to `url` and apply any pending migrations."""
+        engine = db.create(url)
+        db.migrate(engine)
+        return cls(engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # Threads
+
+    def create_thread(self, messages: Iterable[Mapping] = (), metadata=None, title=None, tool_resources=None, assistants: Iterable[Mapping] = ()) -> dict:
+        """A new thread with `messages` created in order and `assistants` ({assistant_id, overrides...}) attached."""
+        thread = {
+            "id": records.new_id("thread_"),
+            "created_at": records.now(),
+            "title": title,
+            "metadata": records.check_metadata(metadata),
+            "tool_resources": tool_resources,
+        }
+        new_messages = [self._message_row(thread["id"], m) for m in messages]
+        links = self._links(thread["id"], assistants)
+        with db.writing(self.engine) as connection:
+            connection.execute(insert(threads).values(thread))
+            self._link(connection, links)
+            if new_messages:
+                connection.execute(insert(messages_table), new_messages)
+        return records.thread_object(thread, [records.thread_assistant(link["assistant_id"], link["overrides"]) for link in links])
+
+    def get_thread(self, thread_id: str) -> dict:
+        with db.reading(self.engine) as connection:
+            return self._thread(connection, thread_id)
+
+    def list_threads(self, page: Page) -> dict:
+        with db.reading(self.engine) as connection:
+            rows, has_more = fetch(connection, threads, ALL_ROWS, page)
+            attached = self._attached(connection, [row["id"] for row in rows])
+        return records.list_object([records.thread_object(row, attached.get(row["id"], [])) for row in rows], has_more)
+
+    def modify_thread(self, thread_id: str, metadata=None, title=None, messages: Iterable[Mapping] = (), tool_resources=None, assistants: Iterable[Mapping] | None = None) -> dict:
+        """Replace the fields given (metadata whole, the attached assistants as a list) and append `messages`."""
+        changes = {"metadata": records.check_metadata(metadata)} if metadata is not None else {}
+        changes |= {k: v for k, v in {"title": title, "tool_resources": tool_resources}.items() if v is not None}
+        new_messages = [self._message_row(thread_id, m) for m in messages]
+        links = None if assistants is None else self._links(thread_id, assistants)
+        with db.writing(self.engine) as connection:
+            self._require(connection, threads, thread_id, "thread")
+            if changes:
+                connection.execute(update(threads).where(threads.c.id == thread_id).values(changes))
+            if links is not None:
+                connection.execute(delete(thread_assistants).where(thread_assistants.c.thread_id == thread_id))
+                self._link(connection, links)
+            if new_messages:
+                connection.execute(insert(messages_table), new_messages)
+            return self._thread(connection, thread_id)
+
+    def delete_thread(self, thread_id: str) -> dict:
+        """Delete the thread; its messages and assistant attachments go with it (ON DELETE CASCADE)."""
+        with db.writing(self.engine) as connection:
+            if connection.execute(delete(threads).where(threads.c.id == thread_id)).rowcount == 0:
+                raise NotFoundError("thread", thread_id)
+        return records.deleted_object(thread_id, "thread")
+
+    def thread_with_messages(self, thread_id: str) -> dict:
+        """The thread and all its messages, oldest first."""
+        with db.reading(self.engine) as connection:
+            thread = self._thread(connection, thread_id)
+            query = select(messages_table).where(messages_table.c.thread_id == thread_id)
+            rows = connection.execute(query.order_by(messages_table.c.created_at, messages_table.c.seq)).mappings()
+            return {**thread, "messages": [records.message_object(row) for row in rows]}
+
+    def attach_assistant(self, thread_id: str, assistant_id: str, overrides: Mapping | None = None) -> dict:
+        """Attach the assistant to the thread, or replace the overrides of one already attached."""
+        overrides = records.check_overrides(overrides)
+        with db.writing(self.engine) as connection:
+            self._require(connection, threads, thread_id, "thread")
+            self._require(connection, assistants, assistant_id, "assistant")
+            pair = (thread_assistants.c.thread_id == thread_id) & (thread_assistants.c.assistant_id == assistant_id)
+            if connection.execute(update(thread_assistants).where(pair).values(overrides=overrides)).rowcount == 0:
+                link = {"thread_id": thread_id, "assistant_id": assistant_id, "created_at": records.now(), "overrides": overrides}
+                connection.execute(insert(thread_assistants).values(link))
+            return self._thread(connection, thread_id)
+
+    def thread_assistants(self, thread_id: str) -> dict:
+        """The assistants attached to the thread, in the order attached, each with the thread's overrides applied."""
+        with db.reading(self.engine) as connection:
+            self._require(connection, threads, thread_id, "thread")
+            query = (
+                select(assistants, thread_assistants.c.overrides)
+                .join(thread_assistants, thread_assistants.c.assistant_id == assistants.c.id)
+                .where(thread_assistants.c.thread_id == thread_id)
+                .order_by(thread_assistants.c.seq)
+            )
+            rows = connection.execute(query).mappings().all()
+        return records.list_object([records.assistant_object(row, row["overrides"]) for row in rows], has_more=False)
+
+    # Messages
+
+    def create_message(self, thread_id: str, message: Mapping) -> dict:
+        row = self._message_row(thread_id, message)
+        with db.writing(self.engine) as connection:
+            self._require(connection, threads, thread_id, "thread")
+            connection.execute(insert(messages_table).values(row))
+        return records.message_object(row)
+
+    def get_message(self, thread_id: str, message_id: str) -> dict:
+        with db.reading(self.engine) as connection:
+            return records.message_object(self._message(connection, thread_id, message_id))
+
+    def list_messages(self, thread_id: str, page: Page) -> dict:
+        with db.reading(self.engine) as connection:
+            self._require(connection, threads, thread_id, "thread")
+            rows, has_more = fetch(connection, messages_table, messages_table.c.thread_id == thread_id, page)
+        return records.list_object([records.message_object(row) for row in rows], has_more)
+
+    def list_message_files(self, thread_id: str, message_id: str) -> dict:
+        with db.reading(self.engine) as connection:
+            message = self._message(connection, thread_id, message_id)
+        files = [records.message_file_object(file_id, message) for file_id in records.attached_file_ids(message)]
+        return records.list_object(files, has_more=False)
+
+    def get_message_file(self, thread_id: str, message_id: str, file_id: str) -> dict:
+        with db.reading(self.engine) as connection:
+            message = self._message(connection, thread_id, message_id)
+        if file_id not in records.attached_file_ids(message):
+            raise NotFoundError("file", file_id)
+        return records.message_file_object(file_id, message)
+
+    # Assistants
+
+    def create_assistant(self, fields: Mapping[str, Any]) -> dict:
+        model, models = records.assistant_models(fields.get("model"), fields.get("models"))
+        row = {
+            "id": records.new_id("asst_"),
+            "created_at": records.now(),
+            **{name: fields.get(name) for name in ASSISTANT_FIELDS},
+            "tools": fields.get("tools") or [],
+            "model": model,
+            "models": models,
+            "metadata": records.check_metadata(fields.get("metadata")),
+        }
+        with db.writing(self.engine) as connection:
+            connection.execute(insert(assistants).values(row))
+        return records.assistant_object(row)
+
+    def get_assistant(self, assistant_id: str) -> dict:
+        with db.reading(self.engine) as connection:
+            return records.assistant_object(self._require(connection, assistants, assistant_id, "assistant"))
+
+    def list_assistants(self, page: Page) -> dict:
+        with db.reading(self.engine) as connection:
+            rows, has_more = fetch(connection, assistants, ALL_ROWS, page)
+        return records.list_object([records.assistant_object(row) for row in rows], has_more)
+
+    def modify_assistant(self, assistant_id: str, fields: Mapping[str, Any]) -> dict:
+        """Change the fields present in `fields`; a new `model` or `models` replaces both."""
+        changes = {name: fields[name] for name in ASSISTANT_FIELDS if name in fields}
+        if "metadata" in fields:
+            changes["metadata"] = records.check_metadata(fields["metadata"])
+        if fields.get("model") or fields.get("models"):
+            changes["model"], changes["models"] = records.assistant_models(fields.get("model"), fields.get("models"))
+        with db.writing(self.engine) as connection:
+            self._require(connection, assistants, assistant_id, "assistant")
+            if changes:
+                connection.execute(update(assistants).where(assistants.c.id == assistant_id).values(changes))
+            return records.assistant_object(self._require(connection, assistants, assistant_id, "assistant"))
+
+    def delete_assistant(self, assistant_id: str) -> dict:
+        """Delete the assistant; threads it was attached to lose it (ON DELETE CASCADE)."""
+        with db.writing(self.engine) as connection:
+            if connection.execute(delete(assistants).where(assistants.c.id == assistant_id)).rowcount == 0:
+                raise NotFoundError("assistant", assistant_id)
+        return records.deleted_object(assistant_id, "assistant")
+
+    # Helpers
+
+    @staticmethod
+    def _require(connection: Connection, table, object_id: str, kind: str):
+        row = connection.execute(select(table).where(table.c.id == object_id)).mappings().first()
+        if row is None:
+            raise NotFoundError(kind, object_id)
+        return row
+
+    def _thread(self, connection: Connection, thread_id: str) -> dict:
+        row = self._require(connection, threads, thread_id, "thread")
+        return records.thread_object(row, self._attached(connection, [thread_id]).get(thread_id, []))
+
+    @staticmethod
+    def _attached(connection: Connection, thread_ids: list[str]) -> dict[str, list[dict]]:
+        """The assistants attached to each thread, in the order attached, as the thread shows them."""
+        if not thread_ids:
+            return {}
+        query = (
+            select(thread_assistants.c.thread_id, thread_assistants.c.assistant_id, thread_assistants.c.overrides)
+            .where(thread_assistants.c.thread_id.in_(thread_ids))
+            .order_by(thread_assistants.c.seq)
+        )
+        attached: dict[str, list[dict]] = {}
+        for thread_id, assistant_id, overrides in connection.execute(query):
+            attached.setdefault(thread_id, []).append(records.thread_assistant(assistant_id, overrides))
+        return attached
+
+    @staticmethod
+    def _links(thread_id: str, assistants: Iterable[Mapping]) -> list[dict]:
+        """thread_assistants rows from [{assistant_id, overrides...}], the last of a repeated assistant winning."""
+        created_at = records.now()
+        links = {}
+        for attachment in assistants:
+            fields = dict(attachment)
+            assistant_id = fields.pop("assistant_id")
+            links[assistant_id] = {"thread_id": thread_id, "assistant_id": assistant_id, "created_at": created_at, "overrides": records.check_overrides(fields)}
+        return list(links.values())
+
+    @staticmethod
+    def _link(connection: Connection, links: list[dict]) -> None:
+        if not links:
+            return
+        wanted = {link["assistant_id"] for link in links}
+        found = set(connection.execute(select(assistants.c.id).where(assistants.c.id.in_(wanted))).scalars())
+        missing = sorted(wanted - found)
+        if missing:
+            raise NotFoundError("assistant", missing[0], param="assistants")
+        connection.execute(insert(thread_assistants), links)
+
+    @staticmethod
+    def _message(connection: Connection, thread_id: str, message_id: str):
+        query = select(messages_table).where(messages_table.c.id == message_id, messages_table.c.thread_id == thread_id)
+        row = connection.execute(query).mappings().first()
+        if row is None:
+            Store._require(connection, threads, thread_id, "thread")
+            raise NotFoundError("message", message_id)
+        return row
+
+    @staticmethod
+    def _message_row(thread_id: str, message: Mapping) -> dict:
+        """A messages row from a create-message body ({role, content, file_ids, attachments, metadata})."""
+        return {
+            "id": records.new_id("msg_"),
+            "thread_id": thread_id,
+            "created_at": records.now(),
+            "role": records.message_role(message.get("role")),
+            "content": records.message_content(message.get("content")),
+            "file_ids": records.message_file_ids(message.get("file_ids")),
+            "attachments": message.get("attachments"),
+            "metadata": records.check_metadata(message.get("metadata")),
+            "assistant_id": message.get("assistant_id"),
+            "run_id": None,
+        }
+

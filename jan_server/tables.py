@@ -1,0 +1,69 @@
+"""The schema as SQLAlchemy Core tables; migrations/versions/ creates it, the store queries it.
+
+Every table has an integer `seq`: many rows share a `created_at` second, and lists break ties by insertion order.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import JSON, Column, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text, UniqueConstraint
+
+metadata = MetaData()
+
+threads = Table(
+    "threads",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("created_at", Integer, nullable=False),
+    Column("title", Text),
+    Column("metadata", JSON, nullable=False),
+    Column("tool_resources", JSON),
+)
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("thread_id", String(64), ForeignKey("threads.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", Integer, nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("content", JSON, nullable=False),
+    Column("file_ids", JSON, nullable=False),
+    Column("attachments", JSON),
+    Column("metadata", JSON, nullable=False),
+    Column("assistant_id", String(64)),
+    Column("run_id", String(64)),
+    Index("ix_messages_thread_order", "thread_id", "created_at", "seq"),
+)
+
+assistants = Table(
+    "assistants",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("created_at", Integer, nullable=False),
+    Column("name", Text),
+    Column("description", Text),
+    Column("model", Text, nullable=False),
+    Column("models", JSON, nullable=False),
+    Column("instructions", Text),
+    Column("avatar", Text),
+    Column("tools", JSON, nullable=False),
+    Column("tool_resources", JSON),
+    Column("metadata", JSON, nullable=False),
+    Column("temperature", Float),
+    Column("top_p", Float),
+    Column("response_format", JSON),
+)
+
+thread_assistants = Table(
+    "thread_assistants",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("thread_id", String(64), ForeignKey("threads.id", ondelete="CASCADE"), nullable=False),
+    Column("assistant_id", String(64), ForeignKey("assistants.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", Integer, nullable=False),
+    Column("overrides", JSON, nullable=False),
+    UniqueConstraint("thread_id", "assistant_id", name="uq_thread_assistants_pair"),
+)

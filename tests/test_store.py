@@ -1,0 +1,169 @@
+"""The store on a real SQLite file: ordering within one second, cursors, cascades, migrations, rules."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+
+import pytest
+
+from jan_server.errors import InvalidRequestError, NotFoundError
+from jan_server.paging import Page
+from jan_server.store import Store
+
+
+@pytest.fixture()
+def store(tmp_path):
+    opened = Store.open(f"sqlite:///{tmp_path / 'jan.db'}")
+    yield opened
+    opened.close()
+
+
+def ids(page: dict) -> list[str]:
+    return [item["id"] for item in page["data"]]
+
+
+def test_open_migrates_to_head_in_wal_mode(tmp_path):
+    path = tmp_path / "jan.db"
+    Store.open(f"sqlite:///{path}").close()
+    Store.open(f"sqlite:///{path}").close()  # a second open finds nothing to do
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [("0001",)]
+        tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"threads", "messages", "assistants", "thread_assistants"} <= tables
+
+
+def test_list_order_breaks_created_at_ties_by_insertion(store):
+    created = [store.create_thread(metadata={"n": str(n)})["id"] for n in range(7)]
+    assert ids(store.list_threads(Page(limit=100, order="asc"))) == created
+    assert ids(store.list_threads(Page(limit=100, order="desc"))) == created[::-1]
+
+
+@pytest.mark.parametrize("order", ["asc", "desc"])
+def test_after_and_before_walk_the_list_both_ways(store, order):
+    thread = store.create_thread()["id"]
+    for n in range(5):
+        store.create_message(thread, {"role": "user", "content": str(n)})
+    everything = ids(store.list_messages(thread, Page(limit=100, order=order)))
+
+    first = store.list_messages(thread, Page(limit=2, order=order))
+    second = store.list_messages(thread, Page(limit=2, order=order, after=first["last_id"]))
+    third = store.list_messages(thread, Page(limit=2, order=order, after=second["last_id"]))
+    assert ids(first) + ids(second) + ids(third) == everything
+    assert [first["has_more"], second["has_more"], third["has_more"]] == [True, True, False]
+
+    back = store.list_messages(thread, Page(limit=2, order=order, before=third["first_id"]))
+    assert ids(back) == ids(second) and back["has_more"] is True
+    between = store.list_messages(thread, Page(limit=100, order=order, after=everything[0], before=everything[3]))
+    assert ids(between) == everything[1:3]
+
+
+def test_unknown_cursor_is_a_400_naming_it(store):
+    other = store.create_thread()["id"]
+    thread = store.create_thread()["id"]
+    with pytest.raises(InvalidRequestError) as raised:
+        store.list_messages(thread, Page(after="msg_missing"))
+    assert raised.value.param == "after"
+    with pytest.raises(InvalidRequestError) as raised:
+        store.list_threads(Page(before="thread_missing"))
+    assert raised.value.param == "before"
+    message = store.create_message(other, {"role": "user", "content": "elsewhere"})
+    with pytest.raises(InvalidRequestError):
+        store.list_messages(thread, Page(after=message["id"]))  # a cursor from another thread's list
+
+
+@pytest.mark.parametrize("limit", [0, 101])
+def test_limit_out_of_range(limit):
+    with pytest.raises(InvalidRequestError) as raised:
+        Page(limit=limit)
+    assert raised.value.param == "limit"
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [{f"k{n}": "v" for n in range(17)}, {"k" * 65: "v"}, {"k": "v" * 513}, {"k": 1}],
+)
+def test_metadata_rules(store, metadata):
+    with pytest.raises(InvalidRequestError) as raised:
+        store.create_thread(metadata=metadata)
+    assert raised.value.param == "metadata"
+
+
+def test_metadata_at_the_limits_is_kept(store):
+    metadata = {f"{n:02d}" + "k" * 62: "v" * 512 for n in range(16)}
+    thread = store.create_thread(metadata=metadata)
+    assert store.get_thread(thread["id"])["metadata"] == metadata
+
+
+def test_content_parts_become_text_parts(store):
+    thread = store.create_thread(messages=[{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}])
+    (message,) = store.thread_with_messages(thread["id"])["messages"]
+    assert message["content"] == [
+        {"type": "text", "text": {"value": "a", "annotations": []}},
+        {"type": "text", "text": {"value": "b", "annotations": []}},
+    ]
+
+
+def test_deleting_a_thread_deletes_its_messages_and_attachments(store, tmp_path):
+    assistant = store.create_assistant({"model": "m"})["id"]
+    thread = store.create_thread(messages=[{"role": "user", "content": "hi"}], assistants=[{"assistant_id": assistant}])["id"]
+    store.delete_thread(thread)
+    with sqlite3.connect(tmp_path / "jan.db") as connection:
+        assert connection.execute("SELECT count(*) FROM messages").fetchone() == (0,)
+        assert connection.execute("SELECT count(*) FROM thread_assistants").fetchone() == (0,)
+    with pytest.raises(NotFoundError):
+        store.delete_thread(thread)
+
+
+def test_deleting_an_assistant_detaches_it(store):
+    assistant = store.create_assistant({"model": "m"})["id"]
+    thread = store.create_thread(assistants=[{"assistant_id": assistant, "instructions": "x"}])["id"]
+    store.delete_assistant(assistant)
+    assert store.get_thread(thread)["assistants"] == []
+
+
+def test_attaching_an_unknown_assistant_creates_nothing(store):
+    with pytest.raises(NotFoundError) as raised:
+        store.create_thread(assistants=[{"assistant_id": "asst_missing"}])
+    assert raised.value.code == "assistant_not_found"
+    assert store.list_threads(Page())["data"] == []
+
+
+@pytest.mark.parametrize(
+    ("given", "model", "models"),
+    [
+        ({"model": "a"}, "a", [{"model_id": "a"}]),
+        ({"models": [{"model_id": "b"}, {"model_id": "c"}]}, "b", [{"model_id": "b"}, {"model_id": "c"}]),
+        ({"model": "c", "models": [{"model_id": "b"}, {"model_id": "c"}]}, "c", [{"model_id": "c"}, {"model_id": "b"}]),
+    ],
+)
+def test_model_and_models_fill_each_other(store, given, model, models):
+    assistant = store.create_assistant(given)
+    assert (assistant["model"], assistant["models"]) == (model, models)
+
+
+def test_assistant_needs_a_model(store):
+    with pytest.raises(InvalidRequestError) as raised:
+        store.create_assistant({"name": "nobody"})
+    assert raised.value.param == "model"
+
+
+def test_concurrent_writers_all_succeed(store):
+    thread = store.create_thread()["id"]
+    errors = []
+
+    def write(n):
+        try:
+            for i in range(20):
+                store.create_message(thread, {"role": "user", "content": f"{n}-{i}"})
+        except Exception as exc:  # collected: the assertion below names any failure
+            errors.append(exc)
+
+    workers = [threading.Thread(target=write, args=(n,)) for n in range(8)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert errors == []
+    assert len(store.thread_with_messages(thread)["messages"]) == 160
