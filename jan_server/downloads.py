@@ -1,0 +1,316 @@
+"""Fetching GGUF weights over HTTP(S): resumable, verified transfers in background threads, one per model id.
+
+A transfer writes `<file>.part` next to its destination, resumes it with a Range request after a dropped
+connection (or a restart), checks the GGUF header and an optional sha256, and only then renames the file into
+place, so a partial or foreign file is never taken for a model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import logging
+import os
+import re
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from jan_server.errors import ConflictError, InvalidRequestError
+
+log = logging.getLogger(__name__)
+
+GGUF_MAGIC = b"GGUF"
+PART_SUFFIX = ".part"
+#: Most bytes taken from the socket per read; loopback hands over whatever it holds, up to this.
+READ_SIZE = 4 << 20
+#: Seconds to connect, and between two reads, before a stalled server counts as gone.
+TIMEOUT = 30.0
+#: A dropped connection, a timeout or a 5xx is retried this many times in all, each resuming where it stopped.
+ATTEMPTS = 5
+USER_AGENT = "jan-server"
+
+
+class DownloadError(Exception):
+    """A transfer that cannot complete; the message is what the model shows."""
+
+
+class TransientError(DownloadError):
+    """A failure worth another attempt (network, 5xx); the partial file is kept."""
+
+
+class Stopped(Exception):
+    """The transfer was asked to stop."""
+
+
+def partial_path(dest: Path) -> Path:
+    return dest.with_name(dest.name + PART_SUFFIX)
+
+
+def check_url(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidRequestError(f"source_url must be an http or https URL, not {url!r}.", param="source_url")
+    return url
+
+
+def file_name(url: str) -> str:
+    """The last segment of the URL's path: ".../SmolLM2.Q4_1.gguf?download=true" -> "SmolLM2.Q4_1.gguf"."""
+    return urllib.parse.unquote(urllib.parse.urlsplit(url).path.rstrip("/").rpartition("/")[2])
+
+
+class _HttpRedirectsOnly(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if urllib.parse.urlsplit(newurl).scheme not in ("http", "https"):
+            raise DownloadError(f"Refusing a redirect to a non-http(s) URL: {newurl}")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_opener = urllib.request.build_opener(_HttpRedirectsOnly)
+
+
+def _check_header(head: bytes) -> None:
+    if head[: len(GGUF_MAGIC)] != GGUF_MAGIC:
+        raise DownloadError(f"Not a GGUF file: it starts with {head[:16]!r} instead of {GGUF_MAGIC!r}.")
+
+
+class Transfer:
+    """One URL copied to one file through `<file>.part`: run() in one thread; progress() and stop() from any."""
+
+    def __init__(self, url: str, dest: Path, *, sha256: str | None = None, timeout: float = TIMEOUT, attempts: int = ATTEMPTS):
+        self.url = check_url(url)
+        self.dest = Path(dest)
+        self.part = partial_path(self.dest)
+        self.sha256 = sha256.lower() if sha256 else None
+        self.timeout = timeout
+        self.attempts = attempts
+        self._done = 0
+        self._total: int | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+
+    def progress(self) -> tuple[int, int | None]:
+        """(bytes downloaded, bytes in all or None while unknown)."""
+        with self._lock:
+            return self._done, self._total
+
+    def stop(self) -> None:
+        """Make run() raise Stopped soon; the partial file stays for a later resume."""
+        self._stop.set()
+
+    def discard(self) -> None:
+        self.part.unlink(missing_ok=True)
+
+    def run(self) -> Path:
+        """Download, verify and move into place; raises DownloadError or Stopped."""
+        self.dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            for attempt in range(1, self.attempts + 1):
+                try:
+                    digest = self._attempt()
+                    break
+                except TransientError as exc:
+                    if attempt == self.attempts:
+                        raise
+                    log.info("download of %s interrupted (%s); resuming", self.url, exc)
+                    if self._stop.wait(min(0.25 * 2**attempt, 5)):
+                        raise Stopped from None
+            if self.sha256 and digest != self.sha256:
+                raise DownloadError(f"sha256 mismatch: expected {self.sha256}, got {digest}.")
+        except TransientError:
+            raise
+        except DownloadError:
+            self.discard()
+            raise
+        os.replace(self.part, self.dest)
+        return self.dest
+
+    def _attempt(self) -> str | None:
+        """One request, resuming the partial file; returns its sha256 hex when one was asked for."""
+        offset = self.part.stat().st_size if self.part.exists() else 0
+        headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
+        response = self._open(headers, offset)
+        with response:
+            start, total = self._extent(response, offset)
+            with self._lock:
+                self._done, self._total = start, total
+            hasher = self._hasher(start)
+            try:
+                with open(self.part, "ab" if start else "wb", buffering=0) as out:
+                    if not start:
+                        head = self._read(response, len(GGUF_MAGIC))
+                        _check_header(head)
+                        self._write(out, head, hasher)
+                    while chunk := self._read1(response):
+                        self._write(out, chunk, hasher)
+                        if self._stop.is_set():
+                            raise Stopped
+            except OSError as exc:
+                raise DownloadError(f"Cannot write {self.part.name}: {exc.strerror or exc}.") from exc
+        done = self.progress()[0]
+        if total is not None and done < total:
+            raise TransientError(f"connection closed after {done} of {total} bytes")
+        with open(self.part, "rb") as part:
+            _check_header(part.read(len(GGUF_MAGIC)))
+        return hasher.hexdigest() if hasher else None
+
+    def _open(self, headers: dict, offset: int):
+        try:
+            return _opener.open(urllib.request.Request(self.url, headers=headers), timeout=self.timeout)
+        except urllib.error.HTTPError as exc:
+            exc.close()
+            if exc.code == 416 and offset:  # the partial file is not a prefix of what the server holds now
+                self.discard()
+                raise TransientError("the server refused to resume; starting over") from None
+            error = TransientError if exc.code >= 500 or exc.code == 429 else DownloadError
+            raise error(f"{self.url} answered HTTP {exc.code} {exc.reason}.") from None
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+            raise TransientError(f"Cannot fetch {self.url}: {getattr(exc, 'reason', None) or exc}.") from exc
+
+    def _extent(self, response, offset: int) -> tuple[int, int | None]:
+        """(where this response starts in the file, the file's full size if known); a 200 restarts from zero."""
+        if response.status == 206:
+            match = re.fullmatch(r"bytes (\d+)-\d+/(\d+|\*)", response.headers.get("Content-Range", ""))
+            if not match or int(match[1]) != offset:
+                self.discard()
+                raise TransientError("the server sent another range than asked; starting over")
+            return offset, int(match[2]) if match[2] != "*" else None
+        length = response.headers.get("Content-Length", "")
+        return 0, int(length) if length.isdigit() else None
+
+    def _hasher(self, start: int):
+        """A sha256 fed with the first `start` bytes already on disk, or None when no checksum was given."""
+        if not self.sha256:
+            return None
+        hasher = hashlib.sha256()
+        if start:
+            with open(self.part, "rb") as part:
+                while start > 0 and (block := part.read(min(READ_SIZE, start))):
+                    hasher.update(block)
+                    start -= len(block)
+        return hasher
+
+    def _read(self, response, size: int) -> bytes:
+        try:
+            return response.read(size)
+        except (OSError, http.client.HTTPException) as exc:
+            raise TransientError(f"connection lost: {exc}") from exc
+
+    def _read1(self, response) -> bytes:
+        try:
+            return response.read1(READ_SIZE)
+        except (OSError, http.client.HTTPException) as exc:
+            raise TransientError(f"connection lost: {exc}") from exc
+
+    def _write(self, out, chunk: bytes, hasher) -> None:
+        out.write(chunk)
+        if hasher:
+            hasher.update(chunk)
+        with self._lock:
+            self._done += len(chunk)
+
+
+@dataclass
+class Download:
+    """A transfer running in its own thread, with the state a model object shows."""
+
+    model_id: str
+    transfer: Transfer
+    on_success: Callable[[Path], None] | None = None
+    state: str = "downloading"  # then "downloaded", "error" or "stopped"
+    error: str | None = None
+    thread: threading.Thread | None = field(default=None, repr=False)
+
+    @property
+    def active(self) -> bool:
+        return self.state == "downloading"
+
+    def status(self) -> dict:
+        done, total = self.transfer.progress()
+        return {
+            "state": self.state,
+            "bytes_downloaded": done,
+            "bytes_total": total,
+            "percent": round(100 * done / total, 1) if total else None,
+            "error": self.error,
+        }
+
+    def run(self) -> None:
+        try:
+            path = self.transfer.run()
+            if self.on_success:
+                self.on_success(path)
+            self.state = "downloaded"
+        except Stopped:
+            self.state = "stopped"
+        except DownloadError as exc:
+            self.error = str(exc)
+            self.state = "error"
+        except Exception as exc:  # a thread's crash must still end in a state, never a model stuck downloading
+            log.exception("download of %s failed", self.model_id)
+            self.error = f"Download failed: {exc}"
+            self.state = "error"
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """True once the download has ended."""
+        self.thread.join(timeout)
+        return not self.thread.is_alive()
+
+
+class DownloadManager:
+    """Background downloads keyed by model id, at most one running per id."""
+
+    def __init__(self) -> None:
+        self._downloads: dict[str, Download] = {}
+        self._lock = threading.Lock()
+
+    def start(self, model_id: str, url: str, dest: Path, *, sha256: str | None = None, on_success: Callable[[Path], None] | None = None) -> Download:
+        """Start fetching url into dest; on_success(dest) runs in the download's thread once the file is in place."""
+        transfer = Transfer(url, dest, sha256=sha256)
+        with self._lock:
+            current = self._downloads.get(model_id)
+            if current and current.active:
+                raise ConflictError(f"Model '{model_id}' is already downloading.", code="model_downloading")
+            download = self._downloads[model_id] = Download(model_id, transfer, on_success)
+            download.thread = threading.Thread(target=download.run, name=f"download-{model_id}", daemon=True)
+            download.thread.start()
+        return download
+
+    def get(self, model_id: str) -> Download | None:
+        with self._lock:
+            return self._downloads.get(model_id)
+
+    def status(self, model_id: str) -> dict | None:
+        """The download's state and progress, or None when the id has none."""
+        download = self.get(model_id)
+        return download.status() if download else None
+
+    def is_active(self, model_id: str) -> bool:
+        download = self.get(model_id)
+        return bool(download and download.active)
+
+    def cancel(self, model_id: str) -> bool:
+        """Stop the id's download, wait for its thread and remove the partial file; False if it had none."""
+        with self._lock:
+            download = self._downloads.pop(model_id, None)
+        if download is None:
+            return False
+        download.transfer.stop()
+        download.wait()
+        download.transfer.discard()
+        return True
+
+    def close(self) -> None:
+        """Stop every download, keeping partial files so the next start resumes them."""
+        with self._lock:
+            downloads = list(self._downloads.values())
+        for download in downloads:
+            download.transfer.stop()
+        for download in downloads:
+            download.wait()
