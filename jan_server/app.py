@@ -21,6 +21,7 @@ from connexion.validators import VALIDATOR_MAP, ParameterValidator
 from starlette.exceptions import HTTPException
 
 from jan_server import docs
+from jan_server.disconnect import DisconnectWatcher
 from jan_server.errors import ApiError, RateLimitError, error_body
 from jan_server.services import Services
 from jan_server.settings import Settings
@@ -115,6 +116,7 @@ def create_app(settings: Settings) -> connexion.FlaskApp:
     app = connexion.FlaskApp(__name__, lifespan=lifespan)
     # FlaskApp's bridge has 10 worker threads by default; every open stream holds one.
     app._middleware_app.asgi_app = WSGIMiddleware(app.app.wsgi_app, workers=settings.wsgi_workers)
+    app.add_middleware(DisconnectWatcher, MiddlewarePosition.BEFORE_EXCEPTION)  # see jan_server.disconnect
     spec_file = spec_path()
     spec = yaml.safe_load(spec_file.read_text())
     app.add_middleware(

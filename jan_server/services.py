@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from jan_server.engine import ModelManager
+from jan_server.registry import Registry
 from jan_server.settings import Settings
 from jan_server.store import Store
 
@@ -12,15 +14,20 @@ from jan_server.store import Store
 class Services:
     settings: Settings
     store: Store
+    registry: Registry
+    models: ModelManager
 
     @classmethod
     def open(cls, settings: Settings) -> "Services":
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         settings.models_dir.mkdir(parents=True, exist_ok=True)
-        return cls(settings=settings, store=Store.open(settings.sqlalchemy_url))
+        registry = Registry(settings.models_dir)
+        models = ModelManager(registry, n_threads=settings.n_threads, max_queued_requests=settings.max_queued_requests)
+        return cls(settings=settings, store=Store.open(settings.sqlalchemy_url), registry=registry, models=models)
 
     def start(self) -> None:
         """Start background work (called once the server is up)."""
 
     def close(self) -> None:
+        self.models.close()
         self.store.close()
