@@ -20,7 +20,7 @@ from connexion.resolver import Resolver
 from connexion.validators import VALIDATOR_MAP, ParameterValidator
 from starlette.exceptions import HTTPException
 
-from jan_server import docs
+from jan_server import docs, security
 from jan_server.disconnect import DisconnectWatcher
 from jan_server.errors import ApiError, RateLimitError, error_body
 from jan_server.services import Services
@@ -117,6 +117,7 @@ def create_app(settings: Settings) -> connexion.FlaskApp:
     # FlaskApp's bridge has 10 worker threads by default; every open stream holds one.
     app._middleware_app.asgi_app = WSGIMiddleware(app.app.wsgi_app, workers=settings.wsgi_workers)
     app.add_middleware(DisconnectWatcher, MiddlewarePosition.BEFORE_EXCEPTION)  # see jan_server.disconnect
+    security.install(app, settings)
     spec_file = spec_path()
     spec = yaml.safe_load(spec_file.read_text())
     app.add_middleware(

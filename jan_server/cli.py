@@ -8,7 +8,8 @@ import logging
 import socket
 import sys
 
-from jan_server.settings import Settings
+from jan_server.security import is_loopback
+from jan_server.settings import Settings, split_list
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,6 +29,13 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="address to bind (env JAN_API_HOST, default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to bind (env JAN_API_PORT, default 1337)")
     parser.add_argument("--n-threads", type=int, help="llama.cpp threads per model (default: every core)")
+    parser.add_argument("--api-key", action="append", dest="api_keys", metavar="KEY",
+                        help="require `Authorization: Bearer KEY` on /v1; repeat for several keys (env JAN_API_KEY, comma-separated)")
+    parser.add_argument("--allow-remote", action="store_true", default=None,
+                        help="allow an open API (no --api-key) on an address other than loopback")
+    parser.add_argument("--cors-origins", type=split_list, metavar="ORIGINS",
+                        help="comma-separated origins browsers may call from, or * (env JAN_CORS_ORIGINS, default: localhost origins)")
+    parser.add_argument("--max-body-bytes", type=int, help="largest request body accepted (env JAN_MAX_BODY_BYTES, default 8 MiB)")
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -37,6 +45,10 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         data_dir=args.data_dir,
         database_url=args.database_url,
         n_threads=getattr(args, "n_threads", None),
+        api_keys=tuple(key for key in getattr(args, "api_keys", None) or () if key) or None,
+        allow_remote=getattr(args, "allow_remote", None),
+        cors_origins=getattr(args, "cors_origins", None),
+        max_body_bytes=getattr(args, "max_body_bytes", None),
     )
 
 
@@ -56,6 +68,9 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 
 def serve(settings: Settings) -> None:
+    if not settings.api_keys and not settings.allow_remote and not is_loopback(settings.host):
+        raise SystemExit(f"jan-server: refusing to serve an open API on {settings.host}: "
+                         "set an API key (--api-key / JAN_API_KEY) or pass --allow-remote")
     import uvicorn
 
     from jan_server.app import create_app

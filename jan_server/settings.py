@@ -11,6 +11,12 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "jan-server"
 
 
+def split_list(value: str | None) -> tuple[str, ...] | None:
+    """`a, b,c` -> ("a", "b", "c"); None or only blanks -> None (not set)."""
+    items = tuple(item.strip() for item in (value or "").split(",") if item.strip())
+    return items or None
+
+
 @dataclass(frozen=True)
 class Settings:
     host: str = "127.0.0.1"
@@ -23,6 +29,14 @@ class Settings:
     max_queued_requests: int = 32
     #: Worker threads bridging Flask to ASGI; open streams each hold one, so keep well above the queue.
     wsgi_workers: int = 64
+    #: Bearer keys that /v1 requests must carry; empty means the API is open (and loopback-only).
+    api_keys: tuple[str, ...] = ()
+    #: Serve an open API (no key) on an address other than loopback.
+    allow_remote: bool = False
+    #: Origins browsers may call the API from; empty means any http(s)://localhost or 127.0.0.1 origin.
+    cors_origins: tuple[str, ...] = ()
+    #: Largest request body accepted; bigger ones get 413.
+    max_body_bytes: int = 8 * 1024 * 1024
 
     @property
     def models_dir(self) -> Path:
@@ -43,8 +57,13 @@ class Settings:
             "data_dir": Path(env["JAN_DATA_DIR"]) if env.get("JAN_DATA_DIR") else None,
             "database_url": env.get("JAN_DATABASE_URL"),
             "n_threads": int(env["JAN_N_THREADS"]) if env.get("JAN_N_THREADS") else None,
+            "api_keys": split_list(env.get("JAN_API_KEY")),
+            "allow_remote": env.get("JAN_ALLOW_REMOTE", "").lower() in ("1", "true", "yes") or None,
+            "cors_origins": split_list(env.get("JAN_CORS_ORIGINS")),
+            "max_body_bytes": int(env["JAN_MAX_BODY_BYTES"]) if env.get("JAN_MAX_BODY_BYTES") else None,
         }
-        chosen = {k: v for k, v in {**from_env, **overrides}.items() if v is not None}
+        chosen = {k: v for k, v in from_env.items() if v is not None}
+        chosen.update((k, v) for k, v in overrides.items() if v is not None)
         if "data_dir" in chosen:
             chosen["data_dir"] = Path(chosen["data_dir"]).expanduser()
         return replace(settings, **chosen)

@@ -1,0 +1,170 @@
+"""The server's guards, as ASGI middlewares in front of Connexion: Host check, CORS, API keys, body size.
+
+They run before routing, so they cover every path (unknown ones too), and answer in OpenAI's error shape.
+docs/SECURITY.md lists what they promise and the tests that show it.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+
+from connexion import FlaskApp
+from connexion.middleware import MiddlewarePosition
+from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from jan_server.errors import error_body
+from jan_server.settings import Settings
+
+#: Any http(s) origin on this machine, on any port: the default for --cors-origins.
+LOCAL_ORIGINS = r"https?://(localhost|127\.0\.0\.1|\[::1\])(:\d+)?"
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})
+#: Paths under /v1 that stay open with API keys set: the console needs the spec to offer "Authorize".
+OPEN_API_PATHS = frozenset({"/v1/openapi.json"})
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def install(app: FlaskApp, settings: Settings) -> None:
+    """Outermost first: the Host check, CORS (so preflights skip the key check and errors carry CORS
+    headers), the API key check, the body limit."""
+    guards = [(HostCheckMiddleware, {"bound_host": settings.host}), cors_middleware(settings.cors_origins)]
+    if settings.api_keys:
+        guards.append((ApiKeyMiddleware, {"keys": settings.api_keys}))
+    guards.append((BodyLimitMiddleware, {"max_bytes": settings.max_body_bytes}))
+    for middleware, options in guards:
+        app.add_middleware(middleware, position=MiddlewarePosition.BEFORE_EXCEPTION, **options)
+
+
+def cors_middleware(origins: tuple[str, ...]) -> tuple[type, dict]:
+    allowed = {"allow_origins": origins} if origins else {"allow_origin_regex": LOCAL_ORIGINS}
+    options = {"allow_methods": ["*"], "allow_headers": ["*"], "expose_headers": ["Retry-After"], "allow_private_network": True}
+    return CORSMiddleware, {**allowed, **options}
+
+
+async def send_error(send: Send, status: int, message: str, error_type: str, code: str, headers=()) -> None:
+    body = json.dumps(error_body(message, error_type, None, code)).encode()
+    response_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers]
+    await send({"type": "http.response.start", "status": status, "headers": response_headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def header(scope: Scope, name: bytes) -> bytes | None:
+    return next((value for key, value in scope["headers"] if key == name), None)
+
+
+class HostCheckMiddleware:
+    """Answer only requests addressed to the bound host, so a DNS-rebinding page cannot reach the API.
+
+    On loopback, localhost/127.0.0.1/[::1] are aliases. Any port is accepted (ssh tunnels and port
+    forwards change it; a rebinding page is told apart by its name). Bound to 0.0.0.0 or ::, any host.
+    """
+
+    def __init__(self, app: ASGIApp, bound_host: str):
+        self.app = app
+        host = bound_host.lower().strip("[]")
+        self.allowed = None if host in WILDCARD_HOSTS else {host} | (LOOPBACK_NAMES if is_loopback(host) else set())
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.allowed is not None:
+            host = (header(scope, b"host") or b"").decode("latin-1")
+            if host_name(host) not in self.allowed:
+                message = f"This server does not answer for host '{host}'."
+                await send_error(send, 421, message, "invalid_request_error", "invalid_host")
+                return
+        await self.app(scope, receive, send)
+
+
+def host_name(host: str) -> str:
+    """`[::1]:1337` -> `::1`, `LocalHost.:80` -> `localhost`."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    return host.rpartition(":")[0].rstrip(".") if ":" in host else host.rstrip(".")
+
+
+class ApiKeyMiddleware:
+    """Every /v1 request but the spec must carry `Authorization: Bearer <one of the keys>`."""
+
+    def __init__(self, app: ASGIApp, keys: tuple[str, ...]):
+        self.app = app
+        self.keys = [key.encode() for key in keys]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        guarded = scope["type"] == "http" and (path == "/v1" or path.startswith("/v1/")) and path not in OPEN_API_PATHS
+        if guarded and not self.authorized(header(scope, b"authorization")):
+            message = "Missing or incorrect API key. Send it as `Authorization: Bearer <key>`."
+            await send_error(send, 401, message, "authentication_error", "invalid_api_key", [(b"www-authenticate", b"Bearer")])
+            return
+        await self.app(scope, receive, send)
+
+    def authorized(self, authorization: bytes | None) -> bool:
+        scheme, _, token = (authorization or b"").strip().partition(b" ")
+        if scheme.lower() != b"bearer":
+            return False
+        token = token.strip()
+        matched = False
+        for key in self.keys:  # no early exit: the time taken does not tell which key came close
+            matched |= hmac.compare_digest(token, key)
+        return matched
+
+
+class BodyLimitMiddleware:
+    """Request bodies over `max_bytes` get 413: Content-Length is checked up front, a chunked body as it
+    arrives. The body is read before the app runs (Connexion reads it whole to validate it anyway), and
+    the app is told its length."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = header(scope, b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self.too_large(send)
+            return
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_bytes:
+                await self.too_large(send)
+                return
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        if declared is None:  # a chunked body: WSGI (Flask behind the bridge) reads none without a length
+            headers = [(k, v) for k, v in scope["headers"] if k != b"transfer-encoding"]
+            scope = {**scope, "headers": [*headers, (b"content-length", str(len(body)).encode())]}
+        await self.app(scope, replay(body, receive), send)
+
+    async def too_large(self, send: Send) -> None:
+        message = f"Request body is larger than the server's limit of {self.max_bytes} bytes."
+        await send_error(send, 413, message, "invalid_request_error", "request_too_large", [(b"connection", b"close")])
+
+
+def replay(body: bytes, receive: Receive) -> Receive:
+    """A receive() that hands over the buffered body once, then waits on the client (for disconnects)."""
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def replayed() -> Message:
+        return pending.pop() if pending else await receive()
+
+    return replayed
