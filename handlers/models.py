@@ -1,5 +1,11 @@
-"""Models: list, retrieve, delete, start, stop (downloadModel arrives with the downloader)."""
+"""Models: list, retrieve, download, delete, start, stop."""
 
+import json
+import time
+
+from flask import Response
+
+from jan_server.downloads import start_model_download
 from jan_server.errors import ApiError
 from jan_server.handlers import services
 from jan_server.registry import validate_model_id
@@ -18,6 +24,7 @@ def retrieve_model(model_id):
 def delete_model(model_id):
     registry, models = services().registry, services().models
     registry.get(validate_model_id(model_id))
+    services().downloads.cancel(model_id)  # stops a download and removes its partial file
     models.stop(model_id)
     registry.delete(model_id)
     models.forget(model_id)
@@ -26,7 +33,8 @@ def delete_model(model_id):
 
 def start_model(model_id, body=None):
     models = services().models
-    runner = models.start(validate_model_id(model_id), body or {})
+    overrides = body if isinstance(body, dict) else {}  # Connexion hands over b"" when the body is left out
+    runner = models.start(validate_model_id(model_id), overrides)
     return models.describe(runner.record)
 
 
@@ -37,10 +45,28 @@ def stop_model(model_id):
     return models.describe(record)
 
 
-class NotImplementedYet(ApiError):
-    status = 501
-    type = "server_error"
-
-
 def download_model(body):
-    raise NotImplementedYet("Model downloads are not available yet.", code="not_implemented")
+    """The 200 response has two media types, so this returns explicit Flask responses."""
+    registry, models, downloads = services().registry, services().models, services().downloads
+    record = start_model_download(registry, downloads, body)
+    if body.get("stream"):
+        return Response(
+            _progress_events(lambda: models.describe(registry.get(record.id))),
+            mimetype="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+    return Response(json.dumps(models.describe(record)), mimetype="application/json")
+
+
+def _progress_events(describe, interval: float = 0.5):
+    """The model object as an SSE `data:` event every interval until its download ends (or the model is deleted)."""
+    while True:
+        try:
+            model = describe()
+        except ApiError as exc:
+            yield f"event: error\ndata: {json.dumps(exc.to_dict())}\n\n"
+            return
+        yield f"data: {json.dumps(model)}\n\n"
+        if model["state"] != "downloading":
+            return
+        time.sleep(interval)

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from jan_server.errors import ConflictError, InvalidRequestError
+from jan_server.errors import ConflictError, InvalidRequestError, NotFoundError
+from jan_server.registry import ModelRecord, Registry, validate_model_id
 
 log = logging.getLogger(__name__)
 
@@ -306,11 +307,103 @@ class DownloadManager:
         download.transfer.discard()
         return True
 
-    def close(self) -> None:
-        """Stop every download, keeping partial files so the next start resumes them."""
+    def close(self, timeout: float = 5) -> None:
+        """Stop every download, keeping partial files so the next start resumes them.
+
+        A thread blocked on a stalled server gives up only at its read timeout; it is a daemon, so it is left.
+        """
         with self._lock:
             downloads = list(self._downloads.values())
         for download in downloads:
             download.transfer.stop()
         for download in downloads:
-            download.wait()
+            download.wait(timeout)
+
+    def overlay(self, model: dict) -> dict:
+        """A model object as the API shows it, with its download laid over a model not yet on disk:
+        state `downloading` (or `error` with the reason) and `metadata.download` = the progress."""
+        status = self.status(model["id"])
+        if status is None or status["state"] not in ("downloading", "error") or model["state"] != "not_downloaded":
+            return model
+        progress = {key: status[key] for key in ("bytes_downloaded", "bytes_total", "percent")}
+        model = {**model, "state": status["state"], "metadata": {**model["metadata"], "download": progress}}
+        if status["error"]:
+            model["error"] = status["error"]
+        return model
+
+
+# Models: a download as Jan does it, `<models_dir>/<id>/model.json` naming the source, fetched next to it.
+
+_WEIGHTS_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*\.gguf", re.IGNORECASE)
+
+
+def default_model_id(url: str) -> str:
+    """"…/SmolLM2-135M-Instruct.Q4_1.gguf" -> "smollm2-135m-instruct.q4_1"."""
+    stem = re.sub(r"\.gguf$", "", file_name(url), flags=re.IGNORECASE)
+    return re.sub(r"[^a-z0-9._:+-]+", "-", stem.lower()).strip("-._:+")
+
+
+def _source(manifest: dict) -> dict:
+    """Jan's `sources[0]` ({"url", "filename"}, plus our "sha256"), falling back to `source_url`."""
+    sources = manifest.get("sources")
+    source = dict(sources[0]) if isinstance(sources, list) and sources and isinstance(sources[0], dict) else {}
+    if manifest.get("source_url"):
+        source["url"] = manifest["source_url"]
+    return source
+
+
+def start_model_download(registry: Registry, downloads: DownloadManager, request: dict) -> ModelRecord:
+    """Start downloadModel's request ({"source_url", "id"?, "name"?, "sha256"?, "settings"?, "parameters"?}, or
+    {"id"} of a model.json already naming its source): write model.json, then fetch its weights in the background."""
+    url = request.get("source_url")
+    if not url and not request.get("id"):
+        raise InvalidRequestError("Give a source_url, or the id of a model whose model.json names one.", param="source_url")
+    if url:
+        check_url(url)
+    model_id = validate_model_id(request.get("id") or default_model_id(url), param="id")
+    record = registry.find(model_id)
+    if downloads.is_active(model_id):
+        raise ConflictError(f"Model '{model_id}' is already downloading.", param="id", code="model_downloading")
+    if record is not None and record.downloaded:
+        raise ConflictError(f"Model '{model_id}' is already downloaded.", param="id", code="model_exists")
+    if record is None and not url:
+        raise NotFoundError("model", model_id, param="id")
+    manifest = dict(record.manifest) if record else {}
+    source = _source(manifest)
+    url = url or source.get("url")
+    if not url:
+        raise InvalidRequestError(f"Model '{model_id}' names no source_url to download from.", param="source_url")
+    check_url(url)
+    sha256 = request.get("sha256") or (source.get("sha256") if source.get("url") == url else None)
+    weights = record.weights.name if record and record.weights else file_name(url)
+    if not _WEIGHTS_NAME.fullmatch(weights):
+        weights = f"{model_id}.gguf"
+    manifest.update(
+        name=request.get("name") or manifest.get("name") or model_id,
+        source_url=url,
+        sources=[{"filename": weights, "url": url, **({"sha256": sha256.lower()} if sha256 else {})}],
+        settings={**(manifest.get("settings") or {}), **(request.get("settings") or {}), "llama_model_path": weights},
+        parameters={**(manifest.get("parameters") or {}), **(request.get("parameters") or {})},
+    )
+    if source.get("url") not in (None, url):  # a partial file of another source must not be resumed
+        partial_path(registry.directory(model_id) / weights).unlink(missing_ok=True)
+    record = registry.save(model_id, manifest)
+    downloads.start(model_id, url, record.directory / weights, sha256=sha256)
+    return record
+
+
+def resume_interrupted(registry: Registry, downloads: DownloadManager) -> list[str]:
+    """Restart the downloads a stopped server left as `.part` files, so no model stays half-fetched."""
+    resumed = []
+    for record in registry.list():
+        if record.bundled or record.downloaded or record.weights is None or downloads.is_active(record.id):
+            continue
+        source = _source(record.manifest)
+        if partial_path(record.weights).exists() and source.get("url"):
+            try:
+                downloads.start(record.id, source["url"], record.weights, sha256=source.get("sha256"))
+            except InvalidRequestError as exc:
+                log.warning("not resuming the download of %s: %s", record.id, exc.message)
+                continue
+            resumed.append(record.id)
+    return resumed

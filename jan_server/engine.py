@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterator
 
+from jan_server.downloads import DownloadManager
 from jan_server.errors import ConflictError, InvalidRequestError, NotFoundError, RateLimitError, ServerError
 from jan_server.registry import ModelRecord, Registry, validate_model_id
 
@@ -303,8 +304,9 @@ class Runner:
 class ModelManager:
     """Which models are loaded, and their lifecycle: downloaded -> starting -> running -> stopping."""
 
-    def __init__(self, registry: Registry, *, n_threads: int | None = None, max_queued_requests: int = 32):
+    def __init__(self, registry: Registry, *, n_threads: int | None = None, max_queued_requests: int = 32, downloads: DownloadManager | None = None):
         self.registry = registry
+        self.downloads = downloads  # shows the progress of models not on disk yet
         self.n_threads = n_threads or os.cpu_count() or 1
         self.max_queued_requests = max_queued_requests
         self._runners: dict[str, Runner] = {}
@@ -321,7 +323,7 @@ class ModelManager:
             obj = record.to_object(state)
             if error:
                 obj["error"] = error
-        return obj
+        return self.downloads.overlay(obj) if self.downloads else obj
 
     def running(self, model_id: str) -> Runner | None:
         return self._runners.get(model_id)

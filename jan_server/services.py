@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from jan_server.downloads import DownloadManager, resume_interrupted
 from jan_server.engine import ModelManager
 from jan_server.registry import Registry
 from jan_server.settings import Settings
@@ -16,18 +17,22 @@ class Services:
     store: Store
     registry: Registry
     models: ModelManager
+    downloads: DownloadManager
 
     @classmethod
     def open(cls, settings: Settings) -> "Services":
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         settings.models_dir.mkdir(parents=True, exist_ok=True)
         registry = Registry(settings.models_dir)
-        models = ModelManager(registry, n_threads=settings.n_threads, max_queued_requests=settings.max_queued_requests)
-        return cls(settings=settings, store=Store.open(settings.sqlalchemy_url), registry=registry, models=models)
+        downloads = DownloadManager()
+        models = ModelManager(registry, n_threads=settings.n_threads, max_queued_requests=settings.max_queued_requests, downloads=downloads)
+        return cls(settings=settings, store=Store.open(settings.sqlalchemy_url), registry=registry, models=models, downloads=downloads)
 
     def start(self) -> None:
-        """Start background work (called once the server is up)."""
+        """Start background work (called once the server is up): resume the downloads a stop interrupted."""
+        resume_interrupted(self.registry, self.downloads)
 
     def close(self) -> None:
+        self.downloads.close()
         self.models.close()
         self.store.close()
