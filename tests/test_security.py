@@ -199,3 +199,16 @@ def test_body_under_the_limit_reaches_the_api(keyed):
     response = httpx.post(f"{keyed.api_url}/threads", content=chunks(), headers={**bearer(KEYS[0]), "content-type": "application/json"})
     assert response.status_code == 200, response.text
     assert response.json()["metadata"] == {"k": "small"}
+
+
+# --- the spec, for the console's "Authorize" -----------------------------------------------------
+
+
+def test_spec_declares_the_optional_bearer_scheme_and_401s(keyed):
+    spec = httpx.get(f"{keyed.base_url}/v1/openapi.json").json()
+    assert spec["components"]["securitySchemes"]["bearerAuth"] == {**spec["components"]["securitySchemes"]["bearerAuth"],
+                                                                   "type": "http", "scheme": "bearer"}
+    assert {"bearerAuth": []} in spec["security"] and {} in spec["security"]
+    operations = [op for item in spec["paths"].values() for op in item.values() if isinstance(op, dict) and "operationId" in op]
+    assert len(operations) == 25
+    assert [op["operationId"] for op in operations if "401" not in op["responses"]] == []
