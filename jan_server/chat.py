@@ -89,7 +89,7 @@ def sse(payload: dict) -> bytes:
 
 
 def stream(job: Job, model: str, include_usage: bool = False) -> Iterator[bytes]:
-    """The SSE body: role, content deltas, finish_reason, optional usage, [DONE]; errors as `data: {"error"}`."""
+    """The SSE body: role, content deltas, finish_reason, optional usage, [DONE]; a late error as an `error` event."""
     head = {"id": completion_id(), "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
     if include_usage:
         head["usage"] = None
@@ -102,7 +102,7 @@ def stream(job: Job, model: str, include_usage: bool = False) -> Iterator[bytes]
         for text in job:
             yield chunk({"content": text})
     except ApiError as exc:
-        yield sse(exc.to_dict())
+        yield b"event: error\n" + sse(exc.to_dict())
         yield DONE
         return
     if job.finish_reason is None:  # cancelled: the client is gone

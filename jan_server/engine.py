@@ -345,7 +345,7 @@ class ModelManager:
                 message = f"Could not load model '{model_id}': {exc}"
                 self._states[model_id] = ("error", message)
                 log.warning(message)
-                raise ServerError(message, param="model", code="model_load_failed") from None
+                raise ServerError(message, code="model_load_failed") from None
             runner = Runner(record, llama, load_settings, self.max_queued_requests)
             self._runners[model_id] = runner
             self._states.pop(model_id, None)

