@@ -1,4 +1,4 @@
-"""The `jan-server` command: serve (the default), migrate."""
+"""The `jan-server` command: serve (the default), migrate, pull, models."""
 
 from __future__ import annotations
 
@@ -22,6 +22,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_arguments(serve)
     add_serve_arguments(parser)
     commands.add_parser("migrate", help="apply database migrations and exit")
+
+    pull = commands.add_parser("pull", help="download a GGUF model into the data dir, with a progress bar")
+    pull.add_argument("source", metavar="URL|MODEL_ID", help="a GGUF URL, or the id of a model whose model.json names its source_url")
+    pull.add_argument("--id", dest="model_id", help="the model's id (default: from the file name)")
+    pull.add_argument("--name", help="a display name for the model")
+    pull.add_argument("--sha256", help="the file's expected sha256; a mismatch deletes it")
+    commands.add_parser("models", help="list the models in the data dir")
     return parser
 
 
@@ -90,11 +97,63 @@ def migrate(settings: Settings) -> None:
     print(f"jan-server: database at {settings.sqlalchemy_url} is up to date")
 
 
+def pull(settings: Settings, args: argparse.Namespace) -> None:
+    """Download in this process (no server needed); Ctrl-C keeps the partial file for the next pull to resume."""
+    from tqdm import tqdm
+
+    from jan_server.downloads import DownloadManager, start_model_download
+    from jan_server.errors import ApiError
+    from jan_server.registry import Registry
+
+    request = {"source_url": args.source} if "://" in args.source else {"id": args.source}
+    request.update({key: value for key, value in {"id": args.model_id, "name": args.name, "sha256": args.sha256}.items() if value})
+    downloads = DownloadManager()
+    try:
+        record = start_model_download(Registry(settings.models_dir), downloads, request)
+    except ApiError as exc:
+        raise SystemExit(f"jan-server: {exc.message}") from None
+    download = downloads.get(record.id)
+    with tqdm(desc=record.id, unit="B", unit_scale=True, unit_divisor=1024, dynamic_ncols=True) as bar:
+        try:
+            while True:
+                ended = download.wait(0.1)
+                done, bar.total = download.transfer.progress()
+                bar.update(done - bar.n)
+                if ended:
+                    break
+        except KeyboardInterrupt:
+            downloads.close()
+            raise SystemExit("jan-server: interrupted; the same command resumes the download") from None
+    if download.state != "downloaded":
+        raise SystemExit(f"jan-server: {download.error or download.state}")
+    print(f"jan-server: model '{record.id}' is ready ({record.directory})")
+
+
+def list_models(settings: Settings) -> None:
+    from jan_server.downloads import partial_path
+    from jan_server.registry import Registry
+
+    records = Registry(settings.models_dir).list()
+    if not records:
+        print(f"jan-server: no models in {settings.models_dir}; add one with `jan-server pull URL`")
+    for record in records:
+        model = record.to_object()
+        size = model["metadata"].get("size")
+        state = model["state"]
+        if not record.downloaded and record.weights and partial_path(record.weights).exists():
+            size, state = partial_path(record.weights).stat().st_size, "partial (pull resumes it)"
+        print(f"{record.id:40} {state:26} {f'{size / 1e6:,.0f} MB' if size else '':>9}  {record.weights or ''}")
+
+
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     settings = settings_from_args(args)
     if args.command == "migrate":
         migrate(settings)
+    elif args.command == "pull":
+        pull(settings, args)
+    elif args.command == "models":
+        list_models(settings)
     else:
         serve(settings)

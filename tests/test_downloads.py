@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -461,3 +462,48 @@ def test_a_restart_mid_download_resumes_it(tmp_path, upstream, smollm2):
         assert (tmp_path / "data" / "models" / "restart" / "restart.gguf").read_bytes() == smollm2.read_bytes()
     finally:
         live.stop()
+
+
+# The CLI: `jan-server pull` and `jan-server models`, without a server.
+
+
+def jan_server(data_dir, *args, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "jan_server", "--data-dir", str(data_dir), *args], capture_output=True, text=True, timeout=120, **kwargs)
+
+
+def test_cli_pull_then_models(tmp_path, upstream, smollm2):
+    url, _ = serve_model(upstream, smollm2, "/cli/SmolLM2-135M-Instruct.Q4_1.gguf")
+    pulled = jan_server(tmp_path, "pull", url, "--id", "cli-model", "--name", "From the CLI")
+    assert pulled.returncode == 0, pulled.stderr
+    assert "model 'cli-model' is ready" in pulled.stdout
+    assert "100%" in pulled.stderr  # tqdm's bar
+    assert (tmp_path / "models" / "cli-model" / smollm2.name).read_bytes() == smollm2.read_bytes()
+    assert json.loads((tmp_path / "models" / "cli-model" / "model.json").read_text())["name"] == "From the CLI"
+    listed = jan_server(tmp_path, "models")
+    assert listed.returncode == 0
+    line = next(line for line in listed.stdout.splitlines() if line.startswith("cli-model "))
+    assert "downloaded" in line and "98 MB" in line
+
+
+def test_cli_pull_failure_exits_non_zero_with_the_reason(tmp_path, upstream):
+    pulled = jan_server(tmp_path, "pull", upstream.url("/cli/absent.gguf"))
+    assert pulled.returncode == 1
+    assert "HTTP 404" in pulled.stderr
+
+
+def test_cli_pull_interrupted_resumes_by_id(tmp_path, upstream, smollm2):
+    url, route = serve_model(upstream, smollm2, "/cli/interrupted.gguf", rate=8 * MiB)
+    process = subprocess.Popen([sys.executable, "-m", "jan_server", "--data-dir", str(tmp_path), "pull", url, "--id", "later"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    partial = partial_path(tmp_path / "models" / "later" / "interrupted.gguf")
+    wait_for(lambda: partial.exists() and partial.stat().st_size > MiB)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 1 and "resumes" in stderr
+    kept = partial.stat().st_size
+    assert "partial" in jan_server(tmp_path, "models").stdout
+    route.rate = None
+    resumed = jan_server(tmp_path, "pull", "later")
+    assert resumed.returncode == 0, resumed.stderr
+    assert upstream.requests_for("/cli/interrupted.gguf")[-1].headers["Range"] == f"bytes={kept}-"
+    assert (tmp_path / "models" / "later" / "interrupted.gguf").read_bytes() == smollm2.read_bytes()
