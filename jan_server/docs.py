@@ -1,6 +1,8 @@
 """Non-API routes: the Swagger console at /docs (served offline from swagger-ui-bundle), / and /health.
 
 Connexion mounts its own console under the API base path (/v1/ui); the user asked for /docs at the root.
+"Try it out" stays a click away: with `tryItOutEnabled` Swagger UI 4 fills request bodies from the schema
+instead of the spec's first example, and those generated bodies fail.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ INDEX_HTML = """<!DOCTYPE html>
       dom_id: "#swagger-ui",
       deepLinking: true,
       displayRequestDuration: true,
-      tryItOutEnabled: true,
       persistAuthorization: true,
       validatorUrl: null
     });
