@@ -18,7 +18,6 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from jan_server.errors import ConflictError, InvalidRequestError, NotFoundError
 from jan_server.registry import ModelRecord, Registry, validate_model_id
@@ -223,7 +222,6 @@ class Download:
 
     model_id: str
     transfer: Transfer
-    on_success: Callable[[Path], None] | None = None
     state: str = "downloading"  # then "downloaded", "error" or "stopped"
     error: str | None = None
     thread: threading.Thread | None = field(default=None, repr=False)
@@ -244,9 +242,7 @@ class Download:
 
     def run(self) -> None:
         try:
-            path = self.transfer.run()
-            if self.on_success:
-                self.on_success(path)
+            self.transfer.run()
             self.state = "downloaded"
         except Stopped:
             self.state = "stopped"
@@ -271,14 +267,14 @@ class DownloadManager:
         self._downloads: dict[str, Download] = {}
         self._lock = threading.Lock()
 
-    def start(self, model_id: str, url: str, dest: Path, *, sha256: str | None = None, on_success: Callable[[Path], None] | None = None) -> Download:
-        """Start fetching url into dest; on_success(dest) runs in the download's thread once the file is in place."""
+    def start(self, model_id: str, url: str, dest: Path, *, sha256: str | None = None) -> Download:
+        """Start fetching url into dest in a thread of its own."""
         transfer = Transfer(url, dest, sha256=sha256)
         with self._lock:
             current = self._downloads.get(model_id)
             if current and current.active:
                 raise ConflictError(f"Model '{model_id}' is already downloading.", code="model_downloading")
-            download = self._downloads[model_id] = Download(model_id, transfer, on_success)
+            download = self._downloads[model_id] = Download(model_id, transfer)
             download.thread = threading.Thread(target=download.run, name=f"download-{model_id}", daemon=True)
             download.thread.start()
         return download

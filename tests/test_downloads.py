@@ -176,9 +176,8 @@ sys.exit("no error")
 def test_manager_reports_progress_moving_then_success(files, gguf, tmp_path):
     route = Route(body=gguf, rate=4 * MiB)
     url = files.add("/tiny.gguf", route)
-    finished = []
     manager = DownloadManager()
-    download = manager.start("tiny", url, tmp_path / "tiny.gguf", on_success=finished.append)
+    download = manager.start("tiny", url, tmp_path / "tiny.gguf")
     first = wait_for(lambda: (s := manager.status("tiny"))["bytes_downloaded"] > 0 and s)
     assert first["state"] == "downloading" and first["bytes_total"] == 6 * MiB
     later = wait_for(lambda: (s := manager.status("tiny"))["bytes_downloaded"] > first["bytes_downloaded"] and s)
@@ -187,7 +186,7 @@ def test_manager_reports_progress_moving_then_success(files, gguf, tmp_path):
     assert download.wait(30)
     assert manager.status("tiny")["state"] == "downloaded"
     assert manager.status("tiny")["percent"] == 100
-    assert finished == [tmp_path / "tiny.gguf"]
+    assert (tmp_path / "tiny.gguf").read_bytes() == gguf.read_bytes()
 
 
 def test_manager_refuses_a_second_download_of_the_same_id(files, gguf, tmp_path):
