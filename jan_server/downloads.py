@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -312,8 +313,9 @@ class DownloadManager:
             downloads = list(self._downloads.values())
         for download in downloads:
             download.transfer.stop()
+        deadline = time.monotonic() + timeout
         for download in downloads:
-            download.wait(timeout)
+            download.wait(max(0.0, deadline - time.monotonic()))
 
     def overlay(self, model: dict) -> dict:
         """A model object as the API shows it, with its download laid over a model not yet on disk:
