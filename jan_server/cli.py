@@ -146,7 +146,8 @@ def list_models(settings: Settings) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("jan_server").setLevel(logging.INFO)
     args = build_parser().parse_args(argv)
     settings = settings_from_args(args)
     if args.command == "migrate":
