@@ -37,13 +37,13 @@ def is_loopback(host: str) -> bool:
 
 
 def install(app: FlaskApp, settings: Settings) -> None:
-    """Outermost first: the Host check, CORS (so preflights skip the key check and errors carry CORS
+    """Outermost first: the Host check, the dot-segment check, CORS (so preflights skip the key check and errors carry CORS
     headers), the API key check, the body limit."""
     # The spec declares the bearer scheme (for the console's "Authorize") as optional; the key check is
     # ApiKeyMiddleware's, so Connexion's own security layer, which would only warn that it has no
     # x-bearerInfoFunc, is left out.
     app.middleware.middlewares.remove(SecurityMiddleware)
-    guards = [(HostCheckMiddleware, {"bound_host": settings.host}), cors_middleware(settings.cors_origins)]
+    guards = [(HostCheckMiddleware, {"bound_host": settings.host}), (DotSegmentMiddleware, {}), cors_middleware(settings.cors_origins)]
     if settings.api_keys:
         guards.append((ApiKeyMiddleware, {"keys": settings.api_keys}))
     guards.append((BodyLimitMiddleware, {"max_bytes": settings.max_body_bytes}))
@@ -57,7 +57,7 @@ def cors_middleware(origins: tuple[str, ...]) -> tuple[type, dict]:
     return CORSMiddleware, {**allowed, **options}
 
 
-async def send_error(send: Send, status: int, message: str, error_type: str, code: str, headers=()) -> None:
+async def send_error(send: Send, status: int, message: str, error_type: str, code: str | None, headers=()) -> None:
     body = json.dumps(error_body(message, error_type, None, code)).encode()
     response_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers]
     await send({"type": "http.response.start", "status": status, "headers": response_headers})
@@ -98,6 +98,21 @@ def host_name(host: str) -> str:
     return host.rpartition(":")[0].rstrip(".") if ":" in host else host.rstrip(".")
 
 
+class DotSegmentMiddleware:
+    """Refuse paths with `.` or `..` segments, encoded ones too (`..%2F`): no id or file name has them, and
+    a router would otherwise resolve them (to a redirect, or a different route) before any id check."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and any(segment in (".", "..") for segment in scope["path"].split("/")):
+            message = "The path must not contain '.' or '..' segments."
+            await send_error(send, 400, message, "invalid_request_error", "invalid_path")
+            return
+        await self.app(scope, receive, send)
+
+
 class ApiKeyMiddleware:
     """Every /v1 request but the spec must carry `Authorization: Bearer <one of the keys>`."""
 
@@ -128,7 +143,7 @@ class ApiKeyMiddleware:
 class BodyLimitMiddleware:
     """Request bodies over `max_bytes` get 413: Content-Length is checked up front, a chunked body as it
     arrives. The body is read before the app runs (Connexion reads it whole to validate it anyway), and
-    the app is told its length."""
+    the app is told its length. A JSON body that is not UTF-8 gets 400 here, as RFC 8259 asks."""
 
     def __init__(self, app: ASGIApp, max_bytes: int):
         self.app = app
@@ -155,6 +170,9 @@ class BodyLimitMiddleware:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
+        if is_json(header(scope, b"content-type")) and not is_utf8(body):  # Connexion's decode would crash: 500
+            await send_error(send, 400, "The request body is not UTF-8 encoded JSON.", "invalid_request_error", None)
+            return
         if declared is None:  # a chunked body: WSGI (Flask behind the bridge) reads none without a length
             headers = [(k, v) for k, v in scope["headers"] if k != b"transfer-encoding"]
             scope = {**scope, "headers": [*headers, (b"content-length", str(len(body)).encode())]}
@@ -163,6 +181,19 @@ class BodyLimitMiddleware:
     async def too_large(self, send: Send) -> None:
         message = f"Request body is larger than the server's limit of {self.max_bytes} bytes."
         await send_error(send, 413, message, "invalid_request_error", "request_too_large", [(b"connection", b"close")])
+
+
+def is_json(content_type: bytes | None) -> bool:
+    media_type = (content_type or b"").split(b";")[0].strip().lower()
+    return media_type == b"application/json" or media_type.endswith(b"+json")
+
+
+def is_utf8(body: bytes) -> bool:
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def replay(body: bytes, receive: Receive) -> Receive:
