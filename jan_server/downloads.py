@@ -93,14 +93,16 @@ class Transfer:
         self._total: int | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._discard_on_stop = False
 
     def progress(self) -> tuple[int, int | None]:
         """(bytes downloaded, bytes in all or None while unknown)."""
         with self._lock:
             return self._done, self._total
 
-    def stop(self) -> None:
-        """Make run() raise Stopped soon; the partial file stays for a later resume."""
+    def stop(self, *, discard: bool = False) -> None:
+        """Make run() raise Stopped soon, keeping the partial file for a later resume unless `discard`."""
+        self._discard_on_stop = discard
         self._stop.set()
 
     def discard(self) -> None:
@@ -127,6 +129,10 @@ class Transfer:
         except DownloadError:
             self.discard()
             raise
+        except Stopped:
+            if self._discard_on_stop:
+                self.discard()
+            raise
         os.replace(self.part, self.dest)
         return self.dest
 
@@ -138,6 +144,8 @@ class Transfer:
             headers["Range"] = f"bytes={offset}-"
         response = self._open(headers, offset)
         with response:
+            if self._stop.is_set():
+                raise Stopped
             start, total = self._extent(response, offset)
             with self._lock:
                 self._done, self._total = start, total
@@ -293,14 +301,17 @@ class DownloadManager:
         download = self.get(model_id)
         return bool(download and download.active)
 
-    def cancel(self, model_id: str) -> bool:
-        """Stop the id's download, wait for its thread and remove the partial file; False if it had none."""
+    def cancel(self, model_id: str, timeout: float = 10) -> bool:
+        """Stop the id's download and remove its partial file; False if it had none.
+
+        Waits for the thread up to `timeout`: one stuck on a stalled server removes the file itself when it ends.
+        """
         with self._lock:
             download = self._downloads.pop(model_id, None)
         if download is None:
             return False
-        download.transfer.stop()
-        download.wait()
+        download.transfer.stop(discard=True)
+        download.wait(timeout)
         download.transfer.discard()
         return True
 

@@ -211,6 +211,18 @@ def test_manager_cancel_stops_and_removes_the_partial(files, gguf, tmp_path):
     assert not manager.cancel("tiny")
 
 
+def test_cancel_does_not_wait_for_a_stalled_server_and_the_partial_still_goes(files, gguf, tmp_path):
+    url = files.add("/stalled.gguf", Route(body=gguf, rate=4))
+    manager = DownloadManager()
+    download = manager.start("stalled", url, tmp_path / "stalled.gguf")
+    wait_for(lambda: partial_path(tmp_path / "stalled.gguf").exists())
+    assert manager.cancel("stalled", timeout=0)
+    assert manager.status("stalled") is None
+    assert download.wait(30)
+    assert download.state == "stopped"
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_manager_close_keeps_the_partial_and_a_new_start_resumes(files, gguf, tmp_path):
     route = Route(body=gguf, rate=2 * MiB)
     url = files.add("/tiny.gguf", route)
