@@ -1,10 +1,14 @@
-"""Cursor pagination shared by the list operations: limit, order by created_at (ties by insertion), after/before ids."""
+"""Cursor pagination shared by the list operations: limit, order by created_at (ties by insertion), after/before ids.
+
+Statements are built once per shape and reused with bound values: building a SELECT costs more than running it.
+"""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, ColumnElement, Table, and_, or_, select, true
+from sqlalchemy import Connection, Select, Table, and_, bindparam, or_, select
 
 from jan_server.errors import InvalidRequestError
 
@@ -26,38 +30,54 @@ class Page:
             raise InvalidRequestError("order must be 'asc' or 'desc'.", param="order")
 
 
-def fetch(connection: Connection, table: Table, scope: ColumnElement, page: Page) -> tuple[list, bool]:
-    """The rows of `table` within `scope` for one page, in the page's order, and whether more follow.
+def fetch(connection: Connection, table: Table, page: Page, scope: str | None = None, scope_value=None) -> tuple[list, bool]:
+    """The rows of `table` (those whose column `scope` equals `scope_value`, if given) for one page, and whether more follow.
 
-    A cursor must name a row within the scope: an unknown `after`/`before` id is a 400, since a client
-    paging through a list whose cursor row was deleted would otherwise silently restart from the top.
+    A cursor must name a row of the same list: an unknown `after`/`before` id is a 400, since a client paging
+    through a list whose cursor row was deleted would otherwise silently start again from the top.
     """
-    ascending = page.order == "asc"
-    where = [scope]
-    if page.after:
-        where.append(_beyond(connection, table, scope, page.after, "after", forward=ascending))
-    if page.before:
-        where.append(_beyond(connection, table, scope, page.before, "before", forward=not ascending))
-    # `before` pages walk backwards from the cursor: fetch in reverse, then flip into the page's order.
+    values = {"scope": scope_value, "limit": page.limit + 1}
+    for param in ("after", "before"):
+        cursor = getattr(page, param)
+        if cursor:
+            found = connection.execute(_cursor_statement(table, scope), {"scope": scope_value, "id": cursor}).first()
+            if found is None:
+                raise InvalidRequestError(f"No object with id '{cursor}' in this list to page from.", param=param)
+            values[f"{param}_created_at"], values[f"{param}_seq"] = found
+    # `before` alone walks backwards from the cursor: fetch in reverse, then flip into the page's order.
     reverse = bool(page.before) and not page.after
-    forward = ascending != reverse
-    keys = (table.c.created_at, table.c.seq) if forward else (table.c.created_at.desc(), table.c.seq.desc())
-    rows = connection.execute(select(table).where(*where).order_by(*keys).limit(page.limit + 1)).mappings().all()
+    statement = _page_statement(table, scope, page.order == "asc", reverse, bool(page.after), bool(page.before))
+    rows = connection.execute(statement, values).mappings().all()
     has_more = len(rows) > page.limit
     rows = rows[: page.limit]
     return (rows[::-1] if reverse else rows), has_more
 
 
-def _beyond(connection: Connection, table: Table, scope: ColumnElement, cursor: str, param: str, forward: bool) -> ColumnElement:
+@functools.cache
+def _cursor_statement(table: Table, scope: str | None) -> Select:
+    statement = select(table.c.created_at, table.c.seq).where(table.c.id == bindparam("id"))
+    return statement if scope is None else statement.where(table.c[scope] == bindparam("scope"))
+
+
+@functools.cache
+def _page_statement(table: Table, scope: str | None, ascending: bool, reverse: bool, after: bool, before: bool) -> Select:
+    statement = select(table)
+    if scope is not None:
+        statement = statement.where(table.c[scope] == bindparam("scope"))
+    if after:
+        statement = statement.where(_beyond(table, "after", forward=ascending))
+    if before:
+        statement = statement.where(_beyond(table, "before", forward=not ascending))
+    if ascending != reverse:
+        statement = statement.order_by(table.c.created_at, table.c.seq)
+    else:
+        statement = statement.order_by(table.c.created_at.desc(), table.c.seq.desc())
+    return statement.limit(bindparam("limit"))
+
+
+def _beyond(table: Table, cursor: str, forward: bool):
     """Rows strictly after (forward) or before the cursor row in ascending (created_at, seq) order."""
-    found = connection.execute(select(table.c.created_at, table.c.seq).where(scope, table.c.id == cursor)).first()
-    if found is None:
-        raise InvalidRequestError(f"No object with id '{cursor}' in this list to page from.", param=param)
-    created_at, seq = found
+    created_at, seq = bindparam(f"{cursor}_created_at"), bindparam(f"{cursor}_seq")
     if forward:
         return or_(table.c.created_at > created_at, and_(table.c.created_at == created_at, table.c.seq > seq))
     return or_(table.c.created_at < created_at, and_(table.c.created_at == created_at, table.c.seq < seq))
-
-
-#: The scope of lists that span a whole table.
-ALL_ROWS = true()

@@ -5,19 +5,40 @@ Each public method is one transaction. Unknown ids raise NotFoundError; rule vio
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, insert, select, update
+from sqlalchemy import Connection, Engine, Select, Table, bindparam, delete, insert, select, update
 
 from jan_server import db, records
 from jan_server.errors import NotFoundError
-from jan_server.paging import ALL_ROWS, Page, fetch
+from jan_server.paging import Page, fetch
 from jan_server.tables import assistants, thread_assistants, threads
 from jan_server.tables import messages as messages_table  # `messages` also names the thread methods' parameter
 
 #: Assistant fields stored as given (model/models and metadata go through records first).
 ASSISTANT_FIELDS = ("name", "description", "instructions", "avatar", "tools", "tool_resources", "temperature", "top_p", "response_format")
+
+# Hot reads are built once and run with bound values: building a SELECT costs more than running it.
+THREAD_WITH_ATTACHED = (
+    select(threads, thread_assistants.c.assistant_id, thread_assistants.c.overrides)
+    .outerjoin(thread_assistants, thread_assistants.c.thread_id == threads.c.id)
+    .where(threads.c.id == bindparam("id"))
+    .order_by(thread_assistants.c.seq)
+)
+ATTACHED_TO_THREADS = (
+    select(thread_assistants.c.thread_id, thread_assistants.c.assistant_id, thread_assistants.c.overrides)
+    .where(thread_assistants.c.thread_id.in_(bindparam("ids", expanding=True)))
+    .order_by(thread_assistants.c.seq)
+)
+MESSAGE_IN_THREAD = select(messages_table).where(messages_table.c.id == bindparam("id"), messages_table.c.thread_id == bindparam("thread_id"))
+THREAD_MESSAGES = select(messages_table).where(messages_table.c.thread_id == bindparam("thread_id")).order_by(messages_table.c.created_at, messages_table.c.seq)
+
+
+@functools.cache
+def by_id(table: Table) -> Select:
+    return select(table).where(table.c.id == bindparam("id"))
 
 
 class Store:
@@ -48,7 +69,7 @@ class Store:
         new_messages = [self._message_row(thread["id"], m) for m in messages]
         links = self._links(thread["id"], assistants)
         with db.writing(self.engine) as connection:
-            connection.execute(insert(threads).values(thread))
+            connection.execute(insert(threads), thread)
             self._link(connection, links)
             if new_messages:
                 connection.execute(insert(messages_table), new_messages)
@@ -60,7 +81,7 @@ class Store:
 
     def list_threads(self, page: Page) -> dict:
         with db.reading(self.engine) as connection:
-            rows, has_more = fetch(connection, threads, ALL_ROWS, page)
+            rows, has_more = fetch(connection, threads, page)
             attached = self._attached(connection, [row["id"] for row in rows])
         return records.list_object([records.thread_object(row, attached.get(row["id"], [])) for row in rows], has_more)
 
@@ -92,8 +113,7 @@ class Store:
         """The thread and all its messages, oldest first."""
         with db.reading(self.engine) as connection:
             thread = self._thread(connection, thread_id)
-            query = select(messages_table).where(messages_table.c.thread_id == thread_id)
-            rows = connection.execute(query.order_by(messages_table.c.created_at, messages_table.c.seq)).mappings()
+            rows = connection.execute(THREAD_MESSAGES, {"thread_id": thread_id}).mappings()
             return {**thread, "messages": [records.message_object(row) for row in rows]}
 
     def attach_assistant(self, thread_id: str, assistant_id: str, overrides: Mapping | None = None) -> dict:
@@ -105,7 +125,7 @@ class Store:
             pair = (thread_assistants.c.thread_id == thread_id) & (thread_assistants.c.assistant_id == assistant_id)
             if connection.execute(update(thread_assistants).where(pair).values(overrides=overrides)).rowcount == 0:
                 link = {"thread_id": thread_id, "assistant_id": assistant_id, "created_at": records.now(), "overrides": overrides}
-                connection.execute(insert(thread_assistants).values(link))
+                connection.execute(insert(thread_assistants), link)
             return self._thread(connection, thread_id)
 
     def thread_assistants(self, thread_id: str) -> dict:
@@ -127,7 +147,7 @@ class Store:
         row = self._message_row(thread_id, message)
         with db.writing(self.engine) as connection:
             self._require(connection, threads, thread_id, "thread")
-            connection.execute(insert(messages_table).values(row))
+            connection.execute(insert(messages_table), row)
         return records.message_object(row)
 
     def get_message(self, thread_id: str, message_id: str) -> dict:
@@ -137,7 +157,7 @@ class Store:
     def list_messages(self, thread_id: str, page: Page) -> dict:
         with db.reading(self.engine) as connection:
             self._require(connection, threads, thread_id, "thread")
-            rows, has_more = fetch(connection, messages_table, messages_table.c.thread_id == thread_id, page)
+            rows, has_more = fetch(connection, messages_table, page, "thread_id", thread_id)
         return records.list_object([records.message_object(row) for row in rows], has_more)
 
     def list_message_files(self, thread_id: str, message_id: str) -> dict:
@@ -167,7 +187,7 @@ class Store:
             "metadata": records.check_metadata(fields.get("metadata")),
         }
         with db.writing(self.engine) as connection:
-            connection.execute(insert(assistants).values(row))
+            connection.execute(insert(assistants), row)
         return records.assistant_object(row)
 
     def get_assistant(self, assistant_id: str) -> dict:
@@ -176,7 +196,7 @@ class Store:
 
     def list_assistants(self, page: Page) -> dict:
         with db.reading(self.engine) as connection:
-            rows, has_more = fetch(connection, assistants, ALL_ROWS, page)
+            rows, has_more = fetch(connection, assistants, page)
         return records.list_object([records.assistant_object(row) for row in rows], has_more)
 
     def modify_assistant(self, assistant_id: str, fields: Mapping[str, Any]) -> dict:
@@ -203,27 +223,27 @@ class Store:
 
     @staticmethod
     def _require(connection: Connection, table, object_id: str, kind: str):
-        row = connection.execute(select(table).where(table.c.id == object_id)).mappings().first()
+        row = connection.execute(by_id(table), {"id": object_id}).mappings().first()
         if row is None:
             raise NotFoundError(kind, object_id)
         return row
 
-    def _thread(self, connection: Connection, thread_id: str) -> dict:
-        row = self._require(connection, threads, thread_id, "thread")
-        return records.thread_object(row, self._attached(connection, [thread_id]).get(thread_id, []))
+    @staticmethod
+    def _thread(connection: Connection, thread_id: str) -> dict:
+        """The thread and its attached assistants, in one query."""
+        rows = connection.execute(THREAD_WITH_ATTACHED, {"id": thread_id}).mappings().all()
+        if not rows:
+            raise NotFoundError("thread", thread_id)
+        attached = [records.thread_assistant(row["assistant_id"], row["overrides"]) for row in rows if row["assistant_id"]]
+        return records.thread_object(rows[0], attached)
 
     @staticmethod
     def _attached(connection: Connection, thread_ids: list[str]) -> dict[str, list[dict]]:
         """The assistants attached to each thread, in the order attached, as the thread shows them."""
         if not thread_ids:
             return {}
-        query = (
-            select(thread_assistants.c.thread_id, thread_assistants.c.assistant_id, thread_assistants.c.overrides)
-            .where(thread_assistants.c.thread_id.in_(thread_ids))
-            .order_by(thread_assistants.c.seq)
-        )
         attached: dict[str, list[dict]] = {}
-        for thread_id, assistant_id, overrides in connection.execute(query):
+        for thread_id, assistant_id, overrides in connection.execute(ATTACHED_TO_THREADS, {"ids": thread_ids}):
             attached.setdefault(thread_id, []).append(records.thread_assistant(assistant_id, overrides))
         return attached
 
@@ -251,8 +271,7 @@ class Store:
 
     @staticmethod
     def _message(connection: Connection, thread_id: str, message_id: str):
-        query = select(messages_table).where(messages_table.c.id == message_id, messages_table.c.thread_id == thread_id)
-        row = connection.execute(query).mappings().first()
+        row = connection.execute(MESSAGE_IN_THREAD, {"id": message_id, "thread_id": thread_id}).mappings().first()
         if row is None:
             Store._require(connection, threads, thread_id, "thread")
             raise NotFoundError("message", message_id)

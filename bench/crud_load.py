@@ -1,0 +1,165 @@
+"""Requests per second for the store-backed thread and message endpoints next to /health, on one real server.
+
+Starts jan-server on a free loopback port with a fresh data dir, then loads each endpoint in turn with N
+concurrent keep-alive clients for a fixed time (and at most --max-requests). /health runs first and last;
+ratios are against the mean of those two runs, so drift in a shared machine's load shows.
+
+    python bench/crud_load.py [--clients 32] [--seconds 10] [--warmup 1] [--max-requests 200000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import httpx  # noqa: E402
+
+from tests.live_server import LiveServer  # noqa: E402
+
+
+@dataclass
+class Result:
+    name: str
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    #: Answers other than the expected status.
+    failed: int = 0
+    #: Connections refused or reset, and requests that got no answer before the timeout.
+    lost: int = 0
+    #: CPU seconds the server process spent during the whole run (warm-up included), and the requests it answered.
+    server_cpu: float = 0.0
+    answered: int = 0
+
+    @property
+    def cpu_per_request_ms(self) -> float:
+        """Server CPU per request: unlike req/s, barely moved by other load on a shared machine."""
+        return self.server_cpu / self.answered * 1000 if self.answered else float("nan")
+
+    @property
+    def rate(self) -> float:
+        return len(self.latencies) / self.seconds if self.seconds else 0.0
+
+    def percentile(self, p: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] * 1000 if ordered else float("nan")
+
+
+@dataclass
+class Endpoint:
+    name: str
+    method: str
+    path: str
+    body: dict | None = None
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load(base_url: str, pid: int, endpoint: Endpoint, clients: int, seconds: float, warmup: float, max_requests: int) -> Result:
+    """Run `clients` threads, each a keep-alive client sending requests back to back; count only after warm-up."""
+    result = Result(endpoint.name)
+    cpu_before = cpu_seconds(pid)
+    lock = threading.Lock()
+    started = time.perf_counter()
+    measure_from, stop_at = started + warmup, started + warmup + seconds
+    budget = [max_requests]
+
+    def client() -> None:
+        latencies, failed, lost, answered = [], 0, 0, 0
+        with httpx.Client(base_url=base_url, timeout=30) as http:
+            while (now := time.perf_counter()) < stop_at:
+                with lock:
+                    if now >= measure_from and budget[0] <= 0:
+                        break
+                try:
+                    response = http.request(endpoint.method, endpoint.path, json=endpoint.body)
+                    ok, answered = response.status_code == 200, answered + 1
+                except httpx.TransportError:
+                    ok, lost = None, lost + (now >= measure_from)
+                done = time.perf_counter()
+                if now < measure_from or ok is None:
+                    continue
+                if ok:
+                    latencies.append(done - now)
+                else:
+                    failed += 1
+                with lock:
+                    budget[0] -= 1
+        with lock:
+            result.latencies += latencies
+            result.failed += failed
+            result.lost += lost
+            result.answered += answered
+
+    workers = [threading.Thread(target=client) for _ in range(clients)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    result.seconds = min(time.perf_counter(), stop_at) - measure_from
+    result.server_cpu = cpu_seconds(pid) - cpu_before
+    return result
+
+
+def seed(api_url: str) -> tuple[str, str]:
+    """A thread with five messages to read, and an empty one to post messages into."""
+    with httpx.Client(base_url=api_url, timeout=30) as http:
+        messages = [{"role": "user", "content": f"Message {n}: how does AI work?"} for n in range(5)]
+        read = http.post("/threads", json={"messages": messages, "metadata": {"bench": "read"}, "title": "Bench"})
+        write = http.post("/threads", json={"metadata": {"bench": "write"}})
+        return read.raise_for_status().json()["id"], write.raise_for_status().json()["id"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured time per endpoint")
+    parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured time before each endpoint's run")
+    parser.add_argument("--max-requests", type=int, default=200_000, help="stop an endpoint's run after this many")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="crud-load-") as tmp:
+        server = LiveServer(Path(tmp) / "data").start()
+        try:
+            read_id, write_id = seed(server.api_url)
+            health = Endpoint("GET /health", "GET", "/health")
+            endpoints = [
+                health,
+                Endpoint("GET /v1/threads/{id}", "GET", f"/v1/threads/{read_id}"),
+                Endpoint("GET /v1/threads/{id}/messages", "GET", f"/v1/threads/{read_id}/messages"),
+                Endpoint("POST /v1/threads", "POST", "/v1/threads", {"metadata": {"bench": "load"}}),
+                Endpoint("POST /v1/threads/{id}/messages", "POST", f"/v1/threads/{write_id}/messages", {"role": "user", "content": "Hello, what is AI?"}),
+                health,
+            ]
+            results = []
+            for endpoint in endpoints:
+                results.append(load(server.base_url, server.process.pid, endpoint, args.clients, args.seconds, args.warmup, args.max_requests))
+                print(f"  {results[-1].name}: {results[-1].rate:.0f} req/s", file=sys.stderr, flush=True)
+        finally:
+            server.stop()
+
+    baseline = statistics.mean([results[0].rate, results[-1].rate])
+    print(f"\n{args.clients} concurrent clients, {args.seconds:g} s per endpoint after {args.warmup:g} s warm-up\n")
+    print(f"| {'endpoint':<32} | {'req/s':>7} | {'vs /health':>10} | {'p50 ms':>7} | {'p99 ms':>7} | {'errors':>6} | {'lost':>4} | {'server CPU ms/req':>17} |")
+    print(f"|{'-' * 34}|{'-' * 8}:|{'-' * 11}:|{'-' * 8}:|{'-' * 8}:|{'-' * 7}:|{'-' * 5}:|{'-' * 18}:|")
+    for result in results:
+        print(
+            f"| {result.name:<32} | {result.rate:7.0f} | {result.rate / baseline:10.0%} | {result.percentile(50):7.1f} "
+            f"| {result.percentile(99):7.1f} | {result.failed:6d} | {result.lost:4d} | {result.cpu_per_request_ms:17.2f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
