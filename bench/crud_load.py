@@ -23,6 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx  # noqa: E402
 
+from jan_server.paging import Page  # noqa: E402
+from jan_server.store import Store  # noqa: E402
 from tests.live_server import LiveServer  # noqa: E402
 
 
@@ -122,6 +124,29 @@ def seed(api_url: str) -> tuple[str, str]:
         return read.raise_for_status().json()["id"], write.raise_for_status().json()["id"]
 
 
+def store_costs(calls: int = 2000) -> dict[str, float]:
+    """Microseconds per call of the store alone (in this process, one thread): its share of a request's cost."""
+    with tempfile.TemporaryDirectory(prefix="crud-store-") as tmp:
+        store = Store.open(f"sqlite:///{tmp}/jan.db")
+        thread_id = store.create_thread([{"role": "user", "content": f"Message {n}"} for n in range(5)], {"bench": "read"})["id"]
+        operations = {
+            "get_thread": lambda: store.get_thread(thread_id),
+            "list_messages": lambda: store.list_messages(thread_id, Page()),
+            "create_thread": lambda: store.create_thread(metadata={"bench": "load"}),
+            "create_message": lambda: store.create_message(thread_id, {"role": "user", "content": "Hello, what is AI?"}),
+        }
+        costs = {}
+        for name, operation in operations.items():
+            for _ in range(calls // 10):
+                operation()
+            started = time.perf_counter()
+            for _ in range(calls):
+                operation()
+            costs[name] = (time.perf_counter() - started) / calls * 1e6
+        store.close()
+    return costs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=32)
@@ -159,6 +184,7 @@ def main() -> None:
             f"| {result.name:<32} | {result.rate:7.0f} | {result.rate / baseline:10.0%} | {result.percentile(50):7.1f} "
             f"| {result.percentile(99):7.1f} | {result.failed:6d} | {result.lost:4d} | {result.cpu_per_request_ms:17.2f} |"
         )
+    print("\nThe store alone, in-process, one thread: " + ", ".join(f"{name} {us:.0f} µs" for name, us in store_costs().items()))
 
 
 if __name__ == "__main__":

@@ -5,8 +5,10 @@ Each public method is one transaction. Unknown ids raise NotFoundError; rule vio
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Iterable, Mapping
+import threading
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Select, Table, bindparam, delete, insert, select, update
@@ -44,6 +46,7 @@ def by_id(table: Table) -> Select:
 class Store:
     def __init__(self, engine: Engine):
         self.engine = engine
+        self._write_lock = threading.Lock()
 
     @classmethod
     def open(cls, url: str) -> "Store":
@@ -68,7 +71,7 @@ class Store:
         }
         new_messages = [self._message_row(thread["id"], m) for m in messages]
         links = self._links(thread["id"], assistants)
-        with db.writing(self.engine) as connection:
+        with self._writing() as connection:
             connection.execute(insert(threads), thread)
             self._link(connection, links)
             if new_messages:
@@ -91,7 +94,7 @@ class Store:
         changes |= {k: v for k, v in {"title": title, "tool_resources": tool_resources}.items() if v is not None}
         new_messages = [self._message_row(thread_id, m) for m in messages]
         links = None if assistants is None else self._links(thread_id, assistants)
-        with db.writing(self.engine) as connection:
+        with self._writing() as connection:
             self._require(connection, threads, thread_id, "thread")
             if changes:
                 connection.execute(update(threads).where(threads.c.id == thread_id).values(changes))
@@ -104,7 +107,7 @@ class Store:
 
     def delete_thread(self, thread_id: str) -> dict:
         """Delete the thread; its messages and assistant attachments go with it (ON DELETE CASCADE)."""
-        with db.writing(self.engine) as connection:
+        with self._writing() as connection:
             if connection.execute(delete(threads).where(threads.c.id == thread_id)).rowcount == 0:
                 raise NotFoundError("thread", thread_id)
         return records.deleted_object(thread_id, "thread")
@@ -119,7 +122,7 @@ class Store:
     def attach_assistant(self, thread_id: str, assistant_id: str, overrides: Mapping | None = None) -> dict:
         """Attach the assistant to the thread, or replace the overrides of one already attached."""
         overrides = records.check_overrides(overrides)
-        with db.writing(self.engine) as connection:
+        with self._writing() as connection:
             self._require(connection, threads, thread_id, "thread")
             self._require(connection, assistants, assistant_id, "assistant")
             pair = (thread_assistants.c.thread_id == thread_id) & (thread_assistants.c.assistant_id == assistant_id)
@@ -145,7 +148,7 @@ class Store:
 
     def create_message(self, thread_id: str, message: Mapping) -> dict:
         row = self._message_row(thread_id, message)
-        with db.writing(self.engine) as connection:
+        with self._writing() as connection:
             self._require(connection, threads, thread_id, "thread")
             connection.execute(insert(messages_table), row)
         return records.message_object(row)
@@ -156,8 +159,11 @@ class Store:
 
     def list_messages(self, thread_id: str, page: Page) -> dict:
         with db.reading(self.engine) as connection:
-            self._require(connection, threads, thread_id, "thread")
+            if page.after or page.before:  # a missing thread is a 404, not an unknown cursor
+                self._require(connection, threads, thread_id, "thread")
             rows, has_more = fetch(connection, messages_table, page, "thread_id", thread_id)
+            if not rows:  # only an empty page needs to tell an empty thread from a missing one
+                self._require(connection, threads, thread_id, "thread")
         return records.list_object([records.message_object(row) for row in rows], has_more)
 
     def list_message_files(self, thread_id: str, message_id: str) -> dict:
@@ -186,7 +192,7 @@ class Store:
             "models": models,
             "metadata": records.check_metadata(fields.get("metadata")),
         }
-        with db.writing(self.engine) as connection:
+        with self._writing() as connection:
             connection.execute(insert(assistants), row)
         return records.assistant_object(row)
 
@@ -206,7 +212,7 @@ class Store:
             changes["metadata"] = records.check_metadata(fields["metadata"])
         if fields.get("model") or fields.get("models"):
             changes["model"], changes["models"] = records.assistant_models(fields.get("model"), fields.get("models"))
-        with db.writing(self.engine) as connection:
+        with self._writing() as connection:
             self._require(connection, assistants, assistant_id, "assistant")
             if changes:
                 connection.execute(update(assistants).where(assistants.c.id == assistant_id).values(changes))
@@ -214,12 +220,19 @@ class Store:
 
     def delete_assistant(self, assistant_id: str) -> dict:
         """Delete the assistant; threads it was attached to lose it (ON DELETE CASCADE)."""
-        with db.writing(self.engine) as connection:
+        with self._writing() as connection:
             if connection.execute(delete(assistants).where(assistants.c.id == assistant_id)).rowcount == 0:
                 raise NotFoundError("assistant", assistant_id)
         return records.deleted_object(assistant_id, "assistant")
 
     # Helpers
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[Connection]:
+        """One write transaction. SQLite runs one writer at a time: queueing this process's writers on a lock
+        hands the turn over at once, where SQLite's busy handler would poll with sleeps of up to 100 ms."""
+        with self._write_lock, db.writing(self.engine) as connection:
+            yield connection
 
     @staticmethod
     def _require(connection: Connection, table, object_id: str, kind: str):
