@@ -53,8 +53,11 @@ def partial_path(dest: Path) -> Path:
 
 
 def check_url(url: str) -> str:
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:  # e.g. an unclosed `[` of an IPv6 host
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidRequestError(f"source_url must be an http or https URL, not {url!r}.", param="source_url")
     return url
 
