@@ -9,6 +9,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import json
+import re
 
 from connexion import FlaskApp
 from connexion.middleware import MiddlewarePosition
@@ -25,6 +26,7 @@ LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})
 #: Paths under /v1 that stay open with API keys set: the console needs the spec to offer "Authorize".
 OPEN_API_PATHS = frozenset({"/v1/openapi.json"})
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def is_loopback(host: str) -> bool:
@@ -37,13 +39,13 @@ def is_loopback(host: str) -> bool:
 
 
 def install(app: FlaskApp, settings: Settings) -> None:
-    """Outermost first: the Host check, the dot-segment check, CORS (so preflights skip the key check and errors carry CORS
+    """Outermost first: the Host check, the path check, CORS (so preflights skip the key check and errors carry CORS
     headers), the API key check, the body limit."""
     # The spec declares the bearer scheme (for the console's "Authorize") as optional; the key check is
     # ApiKeyMiddleware's, so Connexion's own security layer, which would only warn that it has no
     # x-bearerInfoFunc, is left out.
     app.middleware.middlewares.remove(SecurityMiddleware)
-    guards = [(HostCheckMiddleware, {"bound_host": settings.host}), (DotSegmentMiddleware, {}), cors_middleware(settings.cors_origins)]
+    guards = [(HostCheckMiddleware, {"bound_host": settings.host}), (PathCheckMiddleware, {}), cors_middleware(settings.cors_origins)]
     if settings.api_keys:
         guards.append((ApiKeyMiddleware, {"keys": settings.api_keys}))
     guards.append((BodyLimitMiddleware, {"max_bytes": settings.max_body_bytes}))
@@ -98,17 +100,19 @@ def host_name(host: str) -> str:
     return host.rpartition(":")[0].rstrip(".") if ":" in host else host.rstrip(".")
 
 
-class DotSegmentMiddleware:
-    """Refuse paths with `.` or `..` segments, encoded ones too (`..%2F`): no id or file name has them, and
-    a router would otherwise resolve them (to a redirect, or a different route) before any id check."""
+class PathCheckMiddleware:
+    """Answer 404 to paths with `.` or `..` segments, encoded ones too (`..%2F`), or control characters: no id or
+    file name has them. A router would resolve dot segments (to a redirect, or another route) before any
+    id check, and a newline makes Connexion's and Flask's routers disagree (a 500)."""
 
     def __init__(self, app: ASGIApp):
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and any(segment in (".", "..") for segment in scope["path"].split("/")):
-            message = "The path must not contain '.' or '..' segments."
-            await send_error(send, 400, message, "invalid_request_error", "invalid_path")
+        path = scope.get("path", "")
+        if scope["type"] == "http" and (CONTROL_CHARACTERS.search(path) or any(s in (".", "..") for s in path.split("/"))):
+            message = "Nothing here: a path with '.' or '..' segments or control characters names no object."
+            await send_error(send, 404, message, "invalid_request_error", "invalid_path")
             return
         await self.app(scope, receive, send)
 
