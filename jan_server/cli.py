@@ -36,6 +36,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="address to bind (env JAN_API_HOST, default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to bind (env JAN_API_PORT, default 1337)")
     parser.add_argument("--n-threads", type=int, help="llama.cpp threads per model (default: every core)")
+    parser.add_argument("--max-queued-requests", type=int,
+                        help="chat requests that may wait per model before 429 (env JAN_MAX_QUEUED_REQUESTS, default 32)")
     parser.add_argument("--api-key", action="append", dest="api_keys", metavar="KEY",
                         help="require `Authorization: Bearer KEY` on /v1; repeat for several keys (env JAN_API_KEY, comma-separated)")
     parser.add_argument("--allow-remote", action="store_true", default=None,
@@ -52,6 +54,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         data_dir=args.data_dir,
         database_url=args.database_url,
         n_threads=getattr(args, "n_threads", None),
+        max_queued_requests=getattr(args, "max_queued_requests", None),
         api_keys=tuple(key for key in getattr(args, "api_keys", None) or () if key) or None,
         allow_remote=getattr(args, "allow_remote", None),
         cors_origins=getattr(args, "cors_origins", None),

@@ -9,6 +9,7 @@ responsive while a model generates. The worker checks each job's `cancelled` eve
 from __future__ import annotations
 
 import codecs
+import collections
 import ctypes
 import logging
 import os
@@ -143,7 +144,9 @@ class Runner:
         self.record = record
         self.llama = llama
         self.load_settings = load_settings
-        self.jobs: queue.Queue = queue.Queue(maxsize=max_queued)
+        self.max_queued = max_queued
+        self._waiting: collections.deque[Job | None] = collections.deque()
+        self._ready = threading.Condition()
         self.generated_tokens = 0
         self.completed_requests = 0
         self.cancelled_requests = 0
@@ -175,7 +178,7 @@ class Runner:
             "generated_tokens": self.generated_tokens,
             "completed_requests": self.completed_requests,
             "cancelled_requests": self.cancelled_requests,
-            "queued_requests": self.jobs.qsize(),
+            "queued_requests": len(self._waiting),
         }
 
     def prepare(self, messages: list[dict], parameters: dict) -> Job:
@@ -199,29 +202,42 @@ class Runner:
         return Job(prompt_tokens=tokens, sampling=sampling)
 
     def submit(self, job: Job) -> Job:
-        with self._closing:
+        with self._closing, self._ready:
             if self._closed:
                 raise ConflictError(f"Model '{self.record.id}' is stopping.", param="model", code="model_stopping")
-            try:
-                self.jobs.put_nowait(job)
-            except queue.Full:
+            if len(self._waiting) >= self.max_queued:
+                self._drop_cancelled()
+            if len(self._waiting) >= self.max_queued:
                 raise RateLimitError(
-                    f"Model '{self.record.id}' already has {self.jobs.maxsize} requests waiting; retry shortly.",
+                    f"Model '{self.record.id}' already has {self.max_queued} requests waiting; retry shortly.",
                     retry_after=1,
-                ) from None
+                )
+            self._waiting.append(job)
+            self._ready.notify()
         return job
 
     def close(self) -> None:
         """Refuse new jobs, let the running and waiting ones finish, stop the worker, free the model."""
-        with self._closing:
+        with self._closing, self._ready:
             self._closed = True
-        self.jobs.put(None)
+            self._waiting.append(None)
+            self._ready.notify()
         self.thread.join()
         self.llama.close()
 
+    def _drop_cancelled(self) -> None:
+        """Forget waiting jobs whose clients have gone, so they do not hold places in the queue."""
+        for job in [job for job in self._waiting if job is not None and job.cancelled.is_set()]:
+            self._waiting.remove(job)
+            self.cancelled_requests += 1
+            job.events.put(("done", None))
+
     def _work(self) -> None:
         while True:
-            job = self.jobs.get()
+            with self._ready:
+                while not self._waiting:
+                    self._ready.wait()
+                job = self._waiting.popleft()
             if job is None:
                 return
             try:

