@@ -6,7 +6,6 @@ import argparse
 import errno
 import logging
 import socket
-import sys
 
 from jan_server.security import is_loopback
 from jan_server.settings import Settings, split_list
@@ -89,7 +88,10 @@ def serve(settings: Settings) -> None:
     app = create_app(settings)
     print(f"jan-server: API at http://{settings.host}:{settings.port}/v1, console at http://{settings.host}:{settings.port}/docs", flush=True)
     config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5)
-    uvicorn.Server(config).run(sockets=[sock])
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it already handled with a graceful shutdown
+        pass
 
 
 def migrate(settings: Settings) -> None:
