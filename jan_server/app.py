@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import re
@@ -12,12 +13,17 @@ from pathlib import Path
 import connexion
 import yaml
 from a2wsgi import WSGIMiddleware
+from connexion.apps.flask import FlaskOperation
+from connexion.decorators import FlaskDecorator
 from connexion.exceptions import ProblemException
+from connexion.jsonifier import Jsonifier
 from connexion.middleware import MiddlewarePosition
 from connexion.lifecycle import ConnexionRequest, ConnexionResponse
 from connexion.options import SwaggerUIOptions
 from connexion.resolver import Resolver
+from connexion.utils import is_null, is_nullable
 from connexion.validators import VALIDATOR_MAP, ParameterValidator
+from jsonschema import Draft4Validator, ValidationError
 from starlette.exceptions import HTTPException
 
 from jan_server import docs, security
@@ -49,14 +55,56 @@ class TagResolver(Resolver):
 
 
 class NamedParameterValidator(ParameterValidator):
-    """Connexion's parameter errors omit the parameter's name; OpenAI clients expect it (as `param`)."""
+    """Connexion's parameter errors omit the parameter's name; OpenAI clients expect it (as `param`).
+
+    Connexion also builds a JSON Schema validator, from a deep copy of the parameter, for each parameter of
+    each request; here each parameter's validator is built once (see `schema_validator`)."""
 
     @staticmethod
     def validate_parameter(parameter_type, value, param, param_name=None):
-        error = ParameterValidator.validate_parameter(parameter_type, value, param, param_name)
-        if error and f"parameter '{param['name']}'" not in error:
-            return f"Invalid {parameter_type} parameter '{param['name']}': {error}"
-        return error
+        if value is None or (is_nullable(param) and is_null(value)):
+            return ParameterValidator.validate_parameter(parameter_type, value, param, param_name)
+        try:
+            schema_validator(param).validate(value)
+        except ValidationError as exception:
+            error = str(exception)
+            return error if f"parameter '{param['name']}'" in error else f"Invalid {parameter_type} parameter '{param['name']}': {error}"
+        return None
+
+
+_SCHEMA_VALIDATORS: dict[int, tuple[dict, Draft4Validator]] = {}
+
+
+def schema_validator(param: dict) -> Draft4Validator:
+    """The validator of a spec parameter's schema, built on first use. The cache holds the parameter itself
+    so its id cannot be reused by another object."""
+    cached = _SCHEMA_VALIDATORS.get(id(param))
+    if cached is None or cached[0] is not param:
+        validator = Draft4Validator(param.get("schema", param), format_checker=Draft4Validator.FORMAT_CHECKER)
+        cached = _SCHEMA_VALIDATORS[id(param)] = (param, validator)
+    return cached[1]
+
+
+class PreparedFlaskDecorator(FlaskDecorator):
+    """Connexion's FlaskOperation wraps its handler in the parameter and response decorators again on
+    every request (inspecting the handler's signature each time); this builds that chain once."""
+
+    def __call__(self, function):
+        decorated = self.decorate(function)
+
+        @functools.wraps(function)
+        def wrapper(*_args, **_kwargs):
+            return decorated(self.framework.get_request(uri_parser=self.uri_parser))
+
+        return wrapper
+
+
+def prepare_operations(flask_app) -> None:
+    """Swap each Connexion operation view for its handler wrapped once by PreparedFlaskDecorator."""
+    for endpoint, view in flask_app.view_functions.items():
+        if isinstance(view, FlaskOperation):
+            decorator = PreparedFlaskDecorator(pythonic_params=view.pythonic_params, jsonifier=view.jsonifier)
+            flask_app.view_functions[endpoint] = decorator(view._fn)
 
 
 def json_response(status: int, body: dict, headers: dict | None = None) -> ConnexionResponse:
@@ -108,6 +156,7 @@ def create_app(settings: Settings) -> connexion.FlaskApp:
     @contextlib.asynccontextmanager
     async def lifespan(_app):
         services.start()
+        prepare_operations(app.app)  # Connexion registers the operations' views when it builds its stack, just before this
         try:
             yield
         finally:
@@ -131,6 +180,7 @@ def create_app(settings: Settings) -> connexion.FlaskApp:
         pythonic_params=True,
         swagger_ui_options=SwaggerUIOptions(swagger_ui=False),
         validator_map={**VALIDATOR_MAP, "parameter": NamedParameterValidator},
+        jsonifier=Jsonifier(json),  # Connexion's default indents, which makes json fall back to its pure-Python encoder
     )
     app.app.extensions["jan_server"] = services  # read by jan_server.handlers.services()
     docs.register(app.app)
