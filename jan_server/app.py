@@ -15,6 +15,7 @@ import yaml
 from a2wsgi import WSGIMiddleware
 from connexion.apps.flask import FlaskOperation
 from connexion.decorators import FlaskDecorator
+from connexion.decorators.parameter import SyncParameterDecorator
 from connexion.exceptions import ProblemException
 from connexion.jsonifier import Jsonifier
 from connexion.middleware import MiddlewarePosition
@@ -85,9 +86,19 @@ def schema_validator(param: dict) -> Draft4Validator:
     return cached[1]
 
 
+class PreparedParameterDecorator(SyncParameterDecorator):
+    """Remembers the Python names of parameters: Connexion runs each through inflection's regexes per request."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.sanitize_fn = functools.lru_cache(maxsize=256)(self.sanitize_fn)
+
+
 class PreparedFlaskDecorator(FlaskDecorator):
     """Connexion's FlaskOperation wraps its handler in the parameter and response decorators again on
     every request (inspecting the handler's signature each time); this builds that chain once."""
+
+    _parameter_decorator_cls = PreparedParameterDecorator
 
     def __call__(self, function):
         decorated = self.decorate(function)

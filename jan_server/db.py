@@ -44,8 +44,9 @@ def _configure_sqlite(dbapi_connection, _record) -> None:
 def _begin_sqlite(connection: Connection) -> None:
     # A write must take the lock up front: a read transaction that later upgrades to a write
     # fails with "database is locked" at once when another writer got there first, whatever the timeout.
+    # Sent straight to the driver: through exec_driver_sql it cost about half of a one-row read.
     immediate = connection.get_execution_options().get("immediate", False)
-    connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+    connection.connection.driver_connection.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
 @contextlib.contextmanager
