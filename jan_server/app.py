@@ -20,7 +20,7 @@ from jan_server.disconnect import DisconnectWatcher
 from jan_server.dispatch import NamedParameterValidator, TagResolver, prepare_operations
 from jan_server.services import Services
 from jan_server.settings import Settings
-from jan_server.slash_aliases import SlashAliasMiddleware, slash_aliases
+from jan_server.spec_paths import AllowedMethods, SlashAliasMiddleware, slash_aliases
 
 API_BASE_PATH = "/v1"
 
@@ -67,5 +67,5 @@ def create_app(settings: Settings) -> connexion.FlaskApp:
     )
     app.app.extensions["jan_server"] = services  # read by jan_server.handlers.services()
     docs.register(app.app)
-    error_responses.install(app)
+    error_responses.install(app, AllowedMethods(API_BASE_PATH, spec["paths"]))
     return app

@@ -12,6 +12,7 @@ from connexion.lifecycle import ConnexionRequest, ConnexionResponse
 from starlette.exceptions import HTTPException
 
 from jan_server.errors import ApiError, RateLimitError, error_body
+from jan_server.spec_paths import AllowedMethods
 
 log = logging.getLogger(__name__)
 
@@ -50,16 +51,19 @@ def handle_problem(_request: ConnexionRequest, exc: ProblemException) -> Connexi
     return _http_error(exc.status, str(exc.detail or exc.title), exc.headers)
 
 
-def handle_http_exception(_request: ConnexionRequest, exc: HTTPException) -> ConnexionResponse:
-    return _http_error(exc.status_code, str(exc.detail), exc.headers)
-
-
 def handle_crash(_request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
     log.error("unhandled error", exc_info=exc)
     return json_response(500, error_body("The server had an error while processing your request.", "server_error"))
 
 
-def install(app) -> None:
+def install(app, allowed_methods: AllowedMethods) -> None:
+    def handle_http_exception(request: ConnexionRequest, exc: HTTPException) -> ConnexionResponse:
+        headers = dict(exc.headers or {})
+        methods = allowed_methods(request.url.path) if exc.status_code == 405 else []
+        if methods:
+            headers["Allow"] = ", ".join(methods)
+        return _http_error(exc.status_code, str(exc.detail), headers)
+
     app.add_error_handler(ApiError, handle_api_error)
     app.add_error_handler(ProblemException, handle_problem)
     app.add_error_handler(HTTPException, handle_http_exception)

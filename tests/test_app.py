@@ -45,8 +45,11 @@ def test_unknown_route_is_a_json_404(api):
     assert assert_openai_error(api.get("/no-such-thing"), 404)["code"] == "not_found"
 
 
-def test_wrong_method_is_a_json_405(api):
-    assert assert_openai_error(api.put("/threads"), 405)["code"] == "method_not_allowed"
+def test_wrong_method_is_a_json_405_naming_every_allowed_method(api):
+    response = api.put("/threads")
+    assert assert_openai_error(response, 405)["code"] == "method_not_allowed"
+    assert response.headers["allow"] == "GET, POST"
+    assert api.put("/models").headers["allow"] == "GET, POST"
 
 
 def test_wrong_content_type_is_a_json_415(api):

@@ -123,7 +123,7 @@ def test_a_wrong_sha256_is_an_error_and_leaves_nothing(files, gguf, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_html_instead_of_gguf_is_rejected(files, tmp_path):
+def test_transfer_rejects_html_instead_of_gguf(files, tmp_path):
     url = files.add("/login.gguf", Route(body=b"<!doctype html><html>Sign in</html>", content_type="text/html"))
     with pytest.raises(DownloadError, match="Not a GGUF file"):
         Transfer(url, tmp_path / "x.gguf").run()
@@ -353,7 +353,7 @@ def test_a_right_sha256_is_accepted(api, upstream, smollm2):
     api.delete("/models/right-sha").raise_for_status()
 
 
-def test_html_instead_of_gguf_is_rejected(api, server, upstream):
+def test_server_download_of_html_ends_in_error(api, server, upstream):
     url = upstream.add("/html/model.gguf", Route(body=b"<!DOCTYPE html><html><body>Log in</body></html>", content_type="text/html"))
     api.post("/models", json={"source_url": url, "id": "html"}).raise_for_status()
     model = wait_state(api, "html")
