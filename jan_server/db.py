@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator, Mapping
 from importlib.resources import files
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, Select, create_engine, event
 from sqlalchemy.pool import StaticPool
 
 #: How long a writer waits for SQLite's lock before failing, in milliseconds.
@@ -61,6 +62,35 @@ def reading(engine: Engine) -> Iterator[Connection]:
     """One read transaction, so several SELECTs see the same snapshot."""
     with engine.connect() as connection, connection.begin():
         yield connection
+
+
+def read_one_statement(engine: Engine, statement: Select, params: Mapping) -> list[dict]:
+    """The rows of a single SELECT, as dicts. One statement needs no snapshot transaction, so on SQLite it runs
+    in autocommit mode straight on the `sqlite3` driver: no BEGIN/COMMIT, and none of SQLAlchemy's execution
+    machinery, which costs several times the query (a one-row read: ~115 µs -> ~35 µs in-process). Fewer calls
+    that release the GIL also matter under concurrent load: each re-acquisition waits behind other threads."""
+    if engine.dialect.name != "sqlite":
+        with reading(engine) as connection:
+            return [dict(row) for row in connection.execute(statement, params).mappings()]
+    sql, names, defaults, columns = _compiled(engine.dialect, statement)
+    params = {**defaults, **params}
+    connection = engine.raw_connection()  # the pool's checkout; close() returns it
+    try:
+        values = connection.driver_connection.execute(sql, [params[name] for name in names]).fetchall()
+    finally:
+        connection.close()
+    return [{key: value if convert is None else convert(value) for (key, convert), value in zip(columns, row)} for row in values]
+
+
+@functools.cache
+def _compiled(dialect, statement: Select) -> tuple[str, list[str], dict, list[tuple[str, Callable | None]]]:
+    """The SQL, the order of its bound parameters, the values of those the statement fixes itself (such as
+    LIMIT's OFFSET 0), and each result column's key and SQLAlchemy type converter."""
+    compiled = statement.compile(dialect=dialect)
+    names = list(compiled.positiontup)
+    defaults = {name: compiled.binds[name].value for name in names if not compiled.binds[name].required}
+    columns = [(column.key, column.type.result_processor(dialect, None)) for column in statement.selected_columns]
+    return compiled.string, names, defaults, columns
 
 
 def migrate(engine: Engine) -> None:

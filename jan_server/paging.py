@@ -8,8 +8,9 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Select, Table, and_, bindparam, or_, select
+from sqlalchemy import Connection, Engine, Select, Table, and_, bindparam, or_, select
 
+from jan_server import db
 from jan_server.errors import InvalidRequestError
 
 DEFAULT_LIMIT = 20
@@ -51,6 +52,13 @@ def fetch(connection: Connection, table: Table, page: Page, scope: str | None = 
     has_more = len(rows) > page.limit
     rows = rows[: page.limit]
     return (rows[::-1] if reverse else rows), has_more
+
+
+def fetch_first(engine: Engine, table: Table, page: Page, scope: str | None = None, scope_value=None) -> tuple[list, bool]:
+    """fetch() for a page without cursors: one statement, so it needs no snapshot (see db.read_one_statement)."""
+    statement = _page_statement(table, scope, page.order == "asc", False, False, False)
+    rows = db.read_one_statement(engine, statement, {"scope": scope_value, "limit": page.limit + 1})
+    return rows[: page.limit], len(rows) > page.limit
 
 
 @functools.cache

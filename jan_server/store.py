@@ -15,7 +15,7 @@ from sqlalchemy import Connection, Engine, Select, Table, bindparam, delete, ins
 
 from jan_server import db, records
 from jan_server.errors import NotFoundError
-from jan_server.paging import Page, fetch
+from jan_server.paging import Page, fetch, fetch_first
 from jan_server.tables import assistants, thread_assistants, threads
 from jan_server.tables import messages as messages_table  # `messages` also names the thread methods' parameter
 
@@ -79,8 +79,7 @@ class Store:
         return records.thread_object(thread, [records.thread_assistant(link["assistant_id"], link["overrides"]) for link in links])
 
     def get_thread(self, thread_id: str) -> dict:
-        with db.reading(self.engine) as connection:
-            return self._thread(connection, thread_id)
+        return self._thread_object(thread_id, db.read_one_statement(self.engine, THREAD_WITH_ATTACHED, {"id": thread_id}))
 
     def list_threads(self, page: Page) -> dict:
         with db.reading(self.engine) as connection:
@@ -158,12 +157,14 @@ class Store:
             return records.message_object(self._message(connection, thread_id, message_id))
 
     def list_messages(self, thread_id: str, page: Page) -> dict:
-        with db.reading(self.engine) as connection:
-            if page.after or page.before:  # a missing thread is a 404, not an unknown cursor
-                self._require(connection, threads, thread_id, "thread")
-            rows, has_more = fetch(connection, messages_table, page, "thread_id", thread_id)
-            if not rows:  # only an empty page needs to tell an empty thread from a missing one
-                self._require(connection, threads, thread_id, "thread")
+        if page.after or page.before:
+            with db.reading(self.engine) as connection:
+                self._require(connection, threads, thread_id, "thread")  # a missing thread is a 404, not an unknown cursor
+                rows, has_more = fetch(connection, messages_table, page, "thread_id", thread_id)
+        else:
+            rows, has_more = fetch_first(self.engine, messages_table, page, "thread_id", thread_id)
+            if not rows and not db.read_one_statement(self.engine, by_id(threads), {"id": thread_id}):
+                raise NotFoundError("thread", thread_id)  # only an empty page needs to tell an empty thread from a missing one
         return records.list_object([records.message_object(row) for row in rows], has_more)
 
     def list_message_files(self, thread_id: str, message_id: str) -> dict:
@@ -197,8 +198,10 @@ class Store:
         return records.assistant_object(row)
 
     def get_assistant(self, assistant_id: str) -> dict:
-        with db.reading(self.engine) as connection:
-            return records.assistant_object(self._require(connection, assistants, assistant_id, "assistant"))
+        rows = db.read_one_statement(self.engine, by_id(assistants), {"id": assistant_id})
+        if not rows:
+            raise NotFoundError("assistant", assistant_id)
+        return records.assistant_object(rows[0])
 
     def list_assistants(self, page: Page) -> dict:
         with db.reading(self.engine) as connection:
@@ -244,7 +247,11 @@ class Store:
     @staticmethod
     def _thread(connection: Connection, thread_id: str) -> dict:
         """The thread and its attached assistants, in one query."""
-        rows = connection.execute(THREAD_WITH_ATTACHED, {"id": thread_id}).mappings().all()
+        return Store._thread_object(thread_id, connection.execute(THREAD_WITH_ATTACHED, {"id": thread_id}).mappings().all())
+
+    @staticmethod
+    def _thread_object(thread_id: str, rows: list[Mapping]) -> dict:
+        """The thread from THREAD_WITH_ATTACHED's rows: one per attached assistant, or one with none."""
         if not rows:
             raise NotFoundError("thread", thread_id)
         attached = [records.thread_assistant(row["assistant_id"], row["overrides"]) for row in rows if row["assistant_id"]]
