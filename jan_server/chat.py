@@ -11,7 +11,7 @@ import time
 import uuid
 from typing import Iterator
 
-from jan_server.engine import Job
+from jan_server.batching import Job
 from jan_server.errors import ApiError, InvalidRequestError
 
 DONE = b"data: [DONE]\n\n"

@@ -26,7 +26,7 @@ PARTIAL_SUFFIX = ".part"
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+-]{0,127}")
 _QUANTIZATION = re.compile(r"(?<![A-Za-z0-9])(I?Q\d(?:_[A-Z0-9]+)*|BF16|F16|F32)(?![A-Za-z0-9])", re.IGNORECASE)
 
-DEFAULT_SETTINGS = {"ctx_len": 2048, "ngl": 0, "n_parallel": 1, "embedding": False}
+DEFAULT_SETTINGS = {"ctx_len": 2048, "ngl": 0, "n_parallel": 8, "embedding": False}
 DEFAULT_PARAMETERS = {"temperature": 0.7, "top_p": 0.95, "max_tokens": 2048, "stop": []}
 
 

@@ -231,7 +231,7 @@ def test_full_queue_answers_429_with_retry_after(tmp_path):
             "response_format": ENDLESS, "stream": True}
     try:
         with httpx.Client(base_url=server.api_url, timeout=60) as api:
-            api.put(f"/models/{MODEL}/start").raise_for_status()
+            api.put(f"/models/{MODEL}/start", json={"n_parallel": 1}).raise_for_status()  # one slot: the next one waits
             with api.stream("POST", "/chat/completions", json=body) as running:
                 running_lines = running.iter_lines()  # kept: dropping a half-read iterator closes the connection
                 next(running_lines)

