@@ -9,7 +9,6 @@ from pathlib import Path
 
 import connexion
 import yaml
-from a2wsgi import WSGIMiddleware
 from connexion.jsonifier import Jsonifier
 from connexion.middleware import MiddlewarePosition
 from connexion.options import SwaggerUIOptions
@@ -17,7 +16,7 @@ from connexion.validators import VALIDATOR_MAP
 
 from jan_server import docs, error_responses, security
 from jan_server.disconnect import DisconnectWatcher
-from jan_server.dispatch import NamedParameterValidator, TagResolver, prepare_operations
+from jan_server.dispatch import NamedParameterValidator, SplitWSGIBridge, TagResolver, prepare_operations
 from jan_server.services import Services
 from jan_server.settings import Settings
 from jan_server.spec_paths import AllowedMethods, SlashAliasMiddleware, slash_aliases
@@ -46,8 +45,8 @@ def create_app(settings: Settings) -> connexion.FlaskApp:
             services.close()
 
     app = connexion.FlaskApp(__name__, lifespan=lifespan)
-    # FlaskApp's bridge has 10 worker threads by default; every open stream holds one.
-    app._middleware_app.asgi_app = WSGIMiddleware(app.app.wsgi_app, workers=settings.wsgi_workers)
+    # FlaskApp's bridge has one pool of 10 worker threads; every open stream holds one.
+    app._middleware_app.asgi_app = SplitWSGIBridge(app.app.wsgi_app, settings.wsgi_workers, settings.quick_workers)
     app.add_middleware(DisconnectWatcher, MiddlewarePosition.BEFORE_EXCEPTION)  # see jan_server.disconnect
     security.install(app, settings)
     spec_file = spec_path()

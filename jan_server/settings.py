@@ -27,8 +27,10 @@ class Settings:
     n_threads: int | None = None
     #: Chat requests allowed to wait per model before the server answers 429.
     max_queued_requests: int = 32
-    #: Worker threads bridging Flask to ASGI; open streams each hold one, so keep well above the queue.
+    #: Worker threads bridging Flask to ASGI for chat and model requests; open streams each hold one, so keep well above the queue.
     wsgi_workers: int = 64
+    #: Worker threads for every other request (store, /health): short ones that hold the GIL, so few (see dispatch.SplitWSGIBridge).
+    quick_workers: int = 4
     #: Bearer keys that /v1 requests must carry; empty means the API is open (and loopback-only).
     api_keys: tuple[str, ...] = ()
     #: Serve an open API (no key) on an address other than loopback.
