@@ -1,8 +1,9 @@
 """Inference speed: raw in-process llama-cpp-python against the same model through a real jan-server, in one run.
 
 Measures tokens/s and time to first token (TTFT) for one stream, and aggregate tokens/s for 8 concurrent
-streams (all of which must complete). Greedy decoding (temperature 0) with the same prompt, so every
-contender generates the same tokens; best and median of --rounds rounds, alternating raw and server.
+streams (all of which must complete; the server decodes them together in one batch). Greedy decoding
+(temperature 0) with the same prompt, so every contender generates the same tokens; best and median of
+--rounds rounds, alternating raw and server.
 
     python bench/chat_bench.py [--rounds 5] [--max-tokens 128] [--streams 8]
 """
@@ -138,7 +139,9 @@ def main() -> None:
               f"{max(rate) / base_best:11.0%} {statistics.median(rate) / base_median:14.0%}")
     print(f"TTFT difference (server - raw): best {min(server_ttft) - min(raw_ttft):+.1f} ms, "
           f"median {statistics.median(server_ttft) - statistics.median(raw_ttft):+.1f} ms")
-    print(f"load average: {os.getloadavg()[0]:.1f}")
+    print(f"{args.streams} streams (aggregate) vs jan-server 1 stream: best {max(many_rate) / max(server_rate):.0%}, "
+          f"median {statistics.median(many_rate) / statistics.median(server_rate):.0%}")
+    print(f"load average (1, 5, 15 min): {', '.join(f'{load:.1f}' for load in os.getloadavg())}")
 
 
 if __name__ == "__main__":
