@@ -1,17 +1,17 @@
 """Requests per second for the store-backed thread and message endpoints next to /health, on one real server.
 
 Starts jan-server on a free loopback port with a fresh data dir, then loads each endpoint in turn with N
-concurrent keep-alive clients for a fixed time (and at most --max-requests). /health runs first and last;
-ratios are against the mean of those two runs, so drift in a shared machine's load shows.
+concurrent keep-alive clients for a fixed time (and at most --max-requests). The time is split into --rounds
+rounds; each round runs /health, then every other endpoint, so /health is measured alongside each of them and a
+shared machine's changing load weighs on both sides of a ratio alike.
 
-    python bench/crud_load.py [--clients 32] [--seconds 10] [--warmup 1] [--max-requests 200000]
+    python bench/crud_load.py [--clients 32] [--seconds 10] [--rounds 5] [--warmup 0.5] [--max-requests 200000]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import threading
@@ -45,6 +45,15 @@ class Result:
     def cpu_per_request_ms(self) -> float:
         """Server CPU per request: unlike req/s, barely moved by other load on a shared machine."""
         return self.server_cpu / self.answered * 1000 if self.answered else float("nan")
+
+    def add(self, other: Result) -> None:
+        """Count another run of the same endpoint into this one."""
+        self.seconds += other.seconds
+        self.latencies += other.latencies
+        self.failed += other.failed
+        self.lost += other.lost
+        self.server_cpu += other.server_cpu
+        self.answered += other.answered
 
     @property
     def rate(self) -> float:
@@ -150,9 +159,10 @@ def store_costs(calls: int = 2000) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=32)
-    parser.add_argument("--seconds", type=float, default=10.0, help="measured time per endpoint")
-    parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured time before each endpoint's run")
-    parser.add_argument("--max-requests", type=int, default=200_000, help="stop an endpoint's run after this many")
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured time per endpoint, over all rounds")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of /health then each endpoint")
+    parser.add_argument("--warmup", type=float, default=0.5, help="unmeasured time before each endpoint's run")
+    parser.add_argument("--max-requests", type=int, default=200_000, help="stop one run (an endpoint in one round) after this many")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="crud-load-") as tmp:
@@ -166,17 +176,17 @@ def main() -> None:
                 Endpoint("GET /v1/threads/{id}/messages", "GET", f"/v1/threads/{read_id}/messages"),
                 Endpoint("POST /v1/threads", "POST", "/v1/threads", {"metadata": {"bench": "load"}}),
                 Endpoint("POST /v1/threads/{id}/messages", "POST", f"/v1/threads/{write_id}/messages", {"role": "user", "content": "Hello, what is AI?"}),
-                health,
             ]
-            results = []
-            for endpoint in endpoints:
-                results.append(load(server.base_url, server.process.pid, endpoint, args.clients, args.seconds, args.warmup, args.max_requests))
-                print(f"  {results[-1].name}: {results[-1].rate:.0f} req/s", file=sys.stderr, flush=True)
+            results = [Result(endpoint.name) for endpoint in endpoints]
+            for round_number in range(1, args.rounds + 1):
+                for endpoint, result in zip(endpoints, results):
+                    result.add(load(server.base_url, server.process.pid, endpoint, args.clients, args.seconds / args.rounds, args.warmup, args.max_requests))
+                print(f"  round {round_number}: " + ", ".join(f"{r.name} {r.rate:.0f}" for r in results) + " req/s so far", file=sys.stderr, flush=True)
         finally:
             server.stop()
 
-    baseline = statistics.mean([results[0].rate, results[-1].rate])
-    print(f"\n{args.clients} concurrent clients, {args.seconds:g} s per endpoint after {args.warmup:g} s warm-up\n")
+    baseline = results[0].rate
+    print(f"\n{args.clients} concurrent clients, {args.seconds:g} s per endpoint in {args.rounds} rounds, each after {args.warmup:g} s warm-up\n")
     print(f"| {'endpoint':<32} | {'req/s':>7} | {'vs /health':>10} | {'p50 ms':>7} | {'p99 ms':>7} | {'errors':>6} | {'lost':>4} | {'server CPU ms/req':>17} |")
     print(f"|{'-' * 34}|{'-' * 8}:|{'-' * 11}:|{'-' * 8}:|{'-' * 8}:|{'-' * 7}:|{'-' * 5}:|{'-' * 18}:|")
     for result in results:

@@ -10,7 +10,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 from a2wsgi import WSGIMiddleware
 from a2wsgi.wsgi import WSGIResponder
-
 from connexion.apps.flask import FlaskOperation
 from connexion.decorators import FlaskDecorator
 from connexion.decorators.parameter import SyncParameterDecorator
