@@ -4,7 +4,9 @@ Each running model has one scheduler thread that owns its context (made with `n_
 `n_parallel` slots, `ctx_len` cells each). Every step it admits waiting jobs (FIFO) into free slots, builds one
 batch holding the next token of every generating sequence plus a chunk of any prompt still being read, decodes
 once, samples each sequence with its own sampler chain (own seed, penalties, grammar), hands the text to the
-job's event queue and retires finished or cancelled sequences (their KV cells are cleared at once).
+job's event queue and retires finished or cancelled sequences, freeing their slots at once. A free slot keeps
+its prompt's KV cells and last logits: a job with exactly that prompt (a retry, a regenerate) samples its first
+token from them without a prefill, and gets the same logits a fresh prefill would give.
 Request threads format and tokenize prompts themselves (the vocabulary is read-only), then wait on their job's
 queue; blocked waits hold no GIL, so the HTTP side stays responsive while the model generates.
 """
@@ -20,6 +22,8 @@ import random
 import threading
 from dataclasses import dataclass, field
 from typing import Iterator
+
+import numpy as np
 
 from jan_server.errors import ConflictError, InvalidRequestError, RateLimitError, ServerError
 from jan_server.registry import ModelRecord
@@ -137,6 +141,7 @@ class Sequence:
         self.unread = list(job.prompt_tokens)  # prompt tokens not decoded yet
         self.position = 0  # next KV position
         self.next_token: int | None = None  # sampled, to be decoded in the next step
+        self.prompt_logits = None  # the logits after the whole prompt, kept with the slot as a prompt cache
         self.logits_index = -1  # where this sequence's logits are in the last batch
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.stops = StopMatcher(job.sampling.stop)
@@ -175,7 +180,7 @@ class Runner:
         self._waiting: collections.deque[Job | None] = collections.deque()
         self._ready = threading.Condition()
         self._live: list[Sequence] = []
-        self._free_ids = list(range(self.n_slots))
+        self._free: dict[int, tuple[list[int], object]] = {seq_id: ([], None) for seq_id in range(self.n_slots)}  # free slot -> cached prompt, its logits
         self.generated_tokens = 0
         self.completed_requests = 0
         self.cancelled_requests = 0
@@ -265,7 +270,7 @@ class Runner:
             with self._ready:
                 while not self._live and not self._waiting:
                     self._ready.wait()
-                while self._free_ids and self._waiting and self._waiting[0] is not None:
+                while self._free and self._waiting and self._waiting[0] is not None:
                     self._admit(self._waiting.popleft())
                 if not self._live and self._waiting and self._waiting[0] is None:
                     return  # every job before the close marker has finished
@@ -287,7 +292,29 @@ class Runner:
             log.exception("bad sampling parameters on model %s", self.record.id)
             job.events.put(("error", ServerError(f"Generation failed: {exc}", code="generation_failed")))
             return
-        self._live.append(Sequence(job, self._free_ids.pop(0), sampler))
+        self._seat(job, sampler)
+
+    def _seat(self, job: Job, sampler) -> None:
+        """Put the job in a free slot: one that cached exactly its prompt if any (then sample its first token from the
+        cached logits), else one whose cells are cleared for a prefill."""
+        import llama_cpp
+        from llama_cpp._internals import LlamaTokenDataArray
+
+        seq_id = next((i for i, (tokens, _) in self._free.items() if tokens == job.prompt_tokens), next(iter(self._free)))
+        tokens, logits = self._free.pop(seq_id)
+        sequence = Sequence(job, seq_id, sampler)
+        self._live.append(sequence)
+        if tokens != job.prompt_tokens:
+            llama_cpp.llama_memory_seq_rm(self.memory, seq_id, -1, -1)
+            return
+        llama_cpp.llama_memory_seq_rm(self.memory, seq_id, len(tokens), -1)  # drop the last answer, keep the prompt
+        sequence.unread, sequence.position, sequence.prompt_logits = [], len(tokens), logits
+        candidates = LlamaTokenDataArray(n_vocab=self.n_vocab)
+        candidates.copy_logits(logits)
+        llama_cpp.llama_sampler_apply(sampler.sampler, ctypes.byref(candidates.candidates))
+        token = int(candidates.candidates_data.id[candidates.candidates.selected])
+        llama_cpp.llama_sampler_accept(sampler.sampler, token)
+        self._take(sequence, token)
 
     def _sampler(self, sampling: Sampling):
         """The sequence's own chain, as llama_cpp.Llama builds it: penalties, grammar, then greedy or top-k/p + seeded dist."""
@@ -353,6 +380,10 @@ class Runner:
         if status != 0:
             raise RuntimeError(f"llama_decode returned {status}")
         for sequence in sampling:
+            if sequence.prompt_logits is None:
+                sequence.prompt_logits = np.ctypeslib.as_array(
+                    llama_cpp.llama_get_logits_ith(self.ctx, sequence.logits_index), shape=(self.n_vocab,)
+                ).copy()
             token = llama_cpp.llama_sampler_sample(sequence.sampler.sampler, self.ctx, sequence.logits_index)
             self._take(sequence, token)
 
@@ -377,12 +408,10 @@ class Runner:
         sequence.next_token = token
 
     def _retire(self, sequence: Sequence, finish: str | None, error: Exception | None = None) -> None:
-        """Free the slot and its KV cells; tell the job how it ended."""
-        import llama_cpp
-
+        """Free the slot (its prompt's cells and logits stay as a cache); tell the job how it ended."""
         self._live.remove(sequence)
-        llama_cpp.llama_memory_seq_rm(self.memory, sequence.seq_id, -1, -1)
-        self._free_ids.append(sequence.seq_id)
+        cached = sequence.prompt_logits is not None and error is None
+        self._free[sequence.seq_id] = (sequence.job.prompt_tokens, sequence.prompt_logits) if cached else ([], None)
         sequence.sampler.close()
         events = sequence.job.events
         if error is not None:

@@ -86,3 +86,13 @@ def test_cancelled_sequence_frees_its_slot_at_once(models):
     assert waiting.finish_reason in ("stop", "length") and waiting.completion_tokens <= 3
     stats = single.stats()
     assert stats["cancelled_requests"] == 1 and stats["generated_tokens"] < 100
+
+
+def test_a_repeated_prompt_gives_the_same_text_from_the_prompt_cache(models):
+    """The second request finds its exact prompt cached in a free slot and samples from the kept logits."""
+    cached = runner(models, 2)
+    for parameters in ({"max_tokens": 16, "temperature": 0}, {"max_tokens": 16, "temperature": 0.7, "seed": 42}):
+        first, _ = ask(cached, "Name a famous painter.", **parameters)
+        ask(cached, "Name a famous composer.", max_tokens=4)  # another prompt in the other slot
+        again, job = ask(cached, "Name a famous painter.", **parameters)
+        assert again == first and job.usage["completion_tokens"] > 0
