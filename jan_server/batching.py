@@ -267,16 +267,16 @@ class Runner:
 
     def _work(self) -> None:
         while True:
-            with self._ready:
-                while not self._live and not self._waiting:
-                    self._ready.wait()
-                while self._free and self._waiting and self._waiting[0] is not None:
-                    self._admit(self._waiting.popleft())
-                if not self._live and self._waiting and self._waiting[0] is None:
-                    return  # every job before the close marker has finished
             try:
+                with self._ready:
+                    while not self._live and not self._waiting:
+                        self._ready.wait()
+                    while self._free and self._waiting and self._waiting[0] is not None:
+                        self._admit(self._waiting.popleft())
+                    if not self._live and self._waiting and self._waiting[0] is None:
+                        return  # every job before the close marker has finished
                 self._step()
-            except Exception as exc:  # fail the sequences of this step, keep serving the others
+            except Exception as exc:  # fail the live sequences, keep serving the next jobs
                 log.exception("generation failed on model %s", self.record.id)
                 for sequence in list(self._live):
                     self._retire(sequence, "error", ServerError(f"Generation failed: {exc}", code="generation_failed"))
