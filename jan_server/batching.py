@@ -85,24 +85,12 @@ class Job:
         self.cancelled.set()
 
     def __iter__(self) -> Iterator[str]:
-        """The text as it comes; raises the job's ApiError if generation failed.
-
-        Deltas that queued up while the consumer was busy come out as one: on a loaded machine a stream that falls
-        behind catches up with one SSE chunk, not one per token, so the HTTP side takes less CPU from the model."""
-        pending: list[str] = []
+        """The text deltas as they come; raises the job's ApiError if generation failed."""
         while True:
             kind, value = self.events.get()
-            while kind == "delta":
-                pending.append(value)
-                if self.events.empty():
-                    break
-                kind, value = self.events.get_nowait()
-            if pending:
-                yield "".join(pending)
-                pending.clear()
             if kind == "delta":
-                continue
-            if kind == "done":
+                yield value
+            elif kind == "done":
                 self.finish_reason = value
                 return
             else:

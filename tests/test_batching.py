@@ -95,15 +95,3 @@ def test_a_repeated_prompt_gives_the_same_text_from_the_prompt_cache(models):
         ask(cached, "Name a famous composer.", max_tokens=4)  # another prompt in the other slot
         again, job = ask(cached, "Name a famous painter.", **parameters)
         assert again == first and job.usage["completion_tokens"] > 0
-
-
-def test_a_consumer_that_falls_behind_gets_the_queued_text_at_once(models):
-    """While a stream's reader is busy the model keeps generating; the reader then takes all that text in one piece."""
-    model = runner(models, 1)
-    solo, _ = ask(model, "Count from one to ten.", temperature=0, max_tokens=24)
-    job = model.submit(model.prepare([{"role": "user", "content": "Count from one to ten."}], {"temperature": 0, "max_tokens": 24}))
-    while job.events.qsize() < 4:  # the reader is busy until a few deltas wait
-        threading.Event().wait(0.005)
-    pieces = list(job)
-    assert "".join(pieces) == solo
-    assert len(pieces) < job.completion_tokens
