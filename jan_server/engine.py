@@ -8,13 +8,12 @@ import threading
 import time
 
 from jan_server.batching import Runner
-from jan_server.downloads import DownloadManager
+from jan_server.downloads import GGUF_MAGIC, DownloadManager
 from jan_server.errors import ConflictError, InvalidRequestError, NotFoundError, ServerError
 from jan_server.registry import ModelRecord, Registry, validate_model_id
 
 log = logging.getLogger(__name__)
 
-GGUF_MAGIC = b"GGUF"
 _load_lock = threading.Lock()  # llama-cpp-python's quiet mode redirects the process's stderr while loading
 
 
