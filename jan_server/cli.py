@@ -34,13 +34,13 @@ def build_parser() -> argparse.ArgumentParser:
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="address to bind (env JAN_API_HOST, default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to bind (env JAN_API_PORT, default 1337)")
-    parser.add_argument("--n-threads", type=int, help="llama.cpp threads per model (default: every core)")
+    parser.add_argument("--n-threads", type=int, help="llama.cpp threads per model (env JAN_N_THREADS, default: every core)")
     parser.add_argument("--max-queued-requests", type=int,
                         help="chat requests that may wait per model before 429 (env JAN_MAX_QUEUED_REQUESTS, default 32)")
     parser.add_argument("--api-key", action="append", dest="api_keys", metavar="KEY",
                         help="require `Authorization: Bearer KEY` on /v1; repeat for several keys (env JAN_API_KEY, comma-separated)")
     parser.add_argument("--allow-remote", action="store_true", default=None,
-                        help="allow an open API (no --api-key) on an address other than loopback")
+                        help="allow an open API (no --api-key) on an address other than loopback (env JAN_ALLOW_REMOTE)")
     parser.add_argument("--cors-origins", type=split_list, metavar="ORIGINS",
                         help="comma-separated origins browsers may call from, or * (env JAN_CORS_ORIGINS, default: localhost origins)")
     parser.add_argument("--max-body-bytes", type=int, help="largest request body accepted (env JAN_MAX_BODY_BYTES, default 8 MiB)")
