@@ -216,8 +216,7 @@ class Store:
         if fields.get("model") or fields.get("models"):
             changes["model"], changes["models"] = records.assistant_models(fields.get("model"), fields.get("models"))
         with self._writing() as connection:
-            self._require(connection, assistants, assistant_id, "assistant")
-            if changes:
+            if changes:  # an unknown id updates nothing, and the read below raises the 404
                 connection.execute(update(assistants).where(assistants.c.id == assistant_id).values(changes))
             return records.assistant_object(self._require(connection, assistants, assistant_id, "assistant"))
 
