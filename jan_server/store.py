@@ -34,6 +34,12 @@ ATTACHED_TO_THREADS = (
     .where(thread_assistants.c.thread_id.in_(bindparam("ids", expanding=True)))
     .order_by(thread_assistants.c.seq)
 )
+ASSISTANTS_OF_THREAD = (
+    select(assistants, thread_assistants.c.overrides)
+    .join(thread_assistants, thread_assistants.c.assistant_id == assistants.c.id)
+    .where(thread_assistants.c.thread_id == bindparam("thread_id"))
+    .order_by(thread_assistants.c.seq)
+)
 MESSAGE_IN_THREAD = select(messages_table).where(messages_table.c.id == bindparam("id"), messages_table.c.thread_id == bindparam("thread_id"))
 THREAD_MESSAGES = select(messages_table).where(messages_table.c.thread_id == bindparam("thread_id")).order_by(messages_table.c.created_at, messages_table.c.seq)
 
@@ -134,13 +140,7 @@ class Store:
         """The assistants attached to the thread, in the order attached, each with the thread's overrides applied."""
         with db.reading(self.engine) as connection:
             self._require(connection, threads, thread_id, "thread")
-            query = (
-                select(assistants, thread_assistants.c.overrides)
-                .join(thread_assistants, thread_assistants.c.assistant_id == assistants.c.id)
-                .where(thread_assistants.c.thread_id == thread_id)
-                .order_by(thread_assistants.c.seq)
-            )
-            rows = connection.execute(query).mappings().all()
+            rows = connection.execute(ASSISTANTS_OF_THREAD, {"thread_id": thread_id}).mappings().all()
         return records.list_object([records.assistant_object(row, row["overrides"]) for row in rows], has_more=False)
 
     # Messages
