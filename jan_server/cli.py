@@ -17,7 +17,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--database-url", help="a SQLAlchemy URL instead of the SQLite file (env JAN_DATABASE_URL)")
     commands = parser.add_subparsers(dest="command")
 
-    serve = commands.add_parser("serve", help="start the API server (the default command)")
+    # Its options are also the top-level parser's; left unset here, they keep what was given before `serve`.
+    serve = commands.add_parser("serve", help="start the API server (the default command)", argument_default=argparse.SUPPRESS)
     add_serve_arguments(serve)
     add_serve_arguments(parser)
     commands.add_parser("migrate", help="apply database migrations and exit")
@@ -39,7 +40,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="chat requests that may wait per model before 429 (env JAN_MAX_QUEUED_REQUESTS, default 32)")
     parser.add_argument("--api-key", action="append", dest="api_keys", metavar="KEY",
                         help="require `Authorization: Bearer KEY` on /v1; repeat for several keys (env JAN_API_KEY, comma-separated)")
-    parser.add_argument("--allow-remote", action="store_true", default=None,
+    parser.add_argument("--allow-remote", action="store_const", const=True,
                         help="allow an open API (no --api-key) on an address other than loopback (env JAN_ALLOW_REMOTE)")
     parser.add_argument("--cors-origins", type=split_list, metavar="ORIGINS",
                         help="comma-separated origins browsers may call from, or * (env JAN_CORS_ORIGINS, default: localhost origins)")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 
+from jan_server.cli import build_parser, settings_from_args
 from tests.live_server import LiveServer, free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -90,6 +91,12 @@ def test_migrate_command_creates_the_database(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "jan.db").exists()
+
+
+def test_serve_options_count_before_or_after_the_command():
+    for argv in (["--port", "5000", "--allow-remote", "serve"], ["serve", "--port", "5000", "--allow-remote"]):
+        settings = settings_from_args(build_parser().parse_args(argv))
+        assert (settings.port, settings.allow_remote) == (5000, True), argv
 
 
 def test_environment_variables_configure_the_server(tmp_path):
