@@ -29,11 +29,6 @@ class InvalidRequestError(ApiError):
     type = "invalid_request_error"
 
 
-class AuthenticationError(ApiError):
-    status = 401
-    type = "authentication_error"
-
-
 class NotFoundError(ApiError):
     status = 404
     type = "invalid_request_error"
@@ -44,11 +39,6 @@ class NotFoundError(ApiError):
 
 class ConflictError(ApiError):
     status = 409
-    type = "invalid_request_error"
-
-
-class PayloadTooLargeError(ApiError):
-    status = 413
     type = "invalid_request_error"
 
 
