@@ -48,17 +48,18 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
+    """The top-level parser defines every serve option, so each is set (None when not given), whatever the command."""
     return Settings.from_env(
-        host=getattr(args, "host", None),
-        port=getattr(args, "port", None),
+        host=args.host,
+        port=args.port,
         data_dir=args.data_dir,
         database_url=args.database_url,
-        n_threads=getattr(args, "n_threads", None),
-        max_queued_requests=getattr(args, "max_queued_requests", None),
-        api_keys=tuple(key for key in getattr(args, "api_keys", None) or () if key) or None,
-        allow_remote=getattr(args, "allow_remote", None),
-        cors_origins=getattr(args, "cors_origins", None),
-        max_body_bytes=getattr(args, "max_body_bytes", None),
+        n_threads=args.n_threads,
+        max_queued_requests=args.max_queued_requests,
+        api_keys=tuple(key for key in args.api_keys or () if key) or None,
+        allow_remote=args.allow_remote,
+        cors_origins=args.cors_origins,
+        max_body_bytes=args.max_body_bytes,
     )
 
 
