@@ -31,13 +31,17 @@ DEFAULT_PARAMETERS = {"temperature": 0.7, "top_p": 0.95, "max_tokens": 2048, "st
 
 def validate_model_id(model_id: str, param: str = "model_id") -> str:
     """A model id names a directory: letters, digits and `._:+-`, at most 128 characters, never `..`."""
-    if not isinstance(model_id, str) or not _ID.fullmatch(model_id) or ".." in model_id:
+    if not _is_model_id(model_id):
         raise InvalidRequestError(
             f"Invalid model id {model_id!r}: use 1-128 letters, digits or '._:+-', starting with a letter or digit.",
             param=param,
             code="invalid_model_id",
         )
     return model_id
+
+
+def _is_model_id(name) -> bool:
+    return isinstance(name, str) and bool(_ID.fullmatch(name)) and ".." not in name
 
 
 def quantization_of(filename: str) -> str | None:
@@ -132,7 +136,7 @@ class Registry:
         records = []
         if self.models_dir.is_dir():
             for directory in sorted(self.models_dir.iterdir()):
-                if directory.is_dir() and _ID.fullmatch(directory.name) and ".." not in directory.name:
+                if directory.is_dir() and _is_model_id(directory.name):
                     record = self._load(directory)
                     if record is not None:
                         records.append(record)
