@@ -17,6 +17,10 @@ def split_list(value: str | None) -> tuple[str, ...] | None:
     return items or None
 
 
+def env_int(env, name: str) -> int | None:
+    return int(env[name]) if env.get(name) else None
+
+
 @dataclass(frozen=True)
 class Settings:
     host: str = "127.0.0.1"
@@ -55,15 +59,15 @@ class Settings:
         settings = cls()
         from_env = {
             "host": env.get("JAN_API_HOST"),
-            "port": int(env["JAN_API_PORT"]) if env.get("JAN_API_PORT") else None,
+            "port": env_int(env, "JAN_API_PORT"),
             "data_dir": Path(env["JAN_DATA_DIR"]) if env.get("JAN_DATA_DIR") else None,
             "database_url": env.get("JAN_DATABASE_URL"),
-            "n_threads": int(env["JAN_N_THREADS"]) if env.get("JAN_N_THREADS") else None,
-            "max_queued_requests": int(env["JAN_MAX_QUEUED_REQUESTS"]) if env.get("JAN_MAX_QUEUED_REQUESTS") else None,
+            "n_threads": env_int(env, "JAN_N_THREADS"),
+            "max_queued_requests": env_int(env, "JAN_MAX_QUEUED_REQUESTS"),
             "api_keys": split_list(env.get("JAN_API_KEY")),
             "allow_remote": env.get("JAN_ALLOW_REMOTE", "").lower() in ("1", "true", "yes") or None,
             "cors_origins": split_list(env.get("JAN_CORS_ORIGINS")),
-            "max_body_bytes": int(env["JAN_MAX_BODY_BYTES"]) if env.get("JAN_MAX_BODY_BYTES") else None,
+            "max_body_bytes": env_int(env, "JAN_MAX_BODY_BYTES"),
         }
         chosen = {k: v for k, v in from_env.items() if v is not None}
         chosen.update((k, v) for k, v in overrides.items() if v is not None)
