@@ -418,7 +418,8 @@ class Runner:
             events.put(("error", error))
             return
         if finish is None:
-            self.cancelled_requests += 1
+            with self._ready:  # a request thread counts the waiting jobs it drops (_drop_cancelled) under this lock
+                self.cancelled_requests += 1
         else:
             self.completed_requests += 1
             tail = sequence.stops.flush() + sequence.decoder.decode(b"", final=True)
