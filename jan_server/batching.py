@@ -38,15 +38,15 @@ class Sampling:
     """One request's generation parameters, after the model's defaults were applied."""
 
     max_tokens: int
-    temperature: float = 0.7
-    top_p: float = 0.95
-    top_k: int = 40
-    min_p: float = 0.05
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    seed: int | None = None
-    stop: list[str] = field(default_factory=list)
-    grammar: str | None = None
+    temperature: float
+    top_p: float
+    top_k: int
+    min_p: float
+    presence_penalty: float
+    frequency_penalty: float
+    seed: int | None
+    stop: list[str]
+    grammar: str | None
 
     @classmethod
     def from_parameters(cls, parameters: dict) -> "Sampling":
