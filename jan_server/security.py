@@ -17,6 +17,7 @@ from connexion.middleware.security import SecurityMiddleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from jan_server.docs import SPEC_URL
 from jan_server.errors import error_body
 from jan_server.settings import Settings
 
@@ -25,7 +26,7 @@ LOCAL_ORIGINS = r"https?://(localhost|127\.0\.0\.1|\[::1\])(:\d+)?"
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})
 #: Paths under /v1 that stay open with API keys set: the console needs the spec to offer "Authorize".
-OPEN_API_PATHS = frozenset({"/v1/openapi.json"})
+OPEN_API_PATHS = frozenset({SPEC_URL})
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 
 
