@@ -21,8 +21,7 @@ class Services:
 
     @classmethod
     def open(cls, settings: Settings) -> "Services":
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        settings.models_dir.mkdir(parents=True, exist_ok=True)
+        settings.models_dir.mkdir(parents=True, exist_ok=True)  # and the data dir it is in
         registry = Registry(settings.models_dir)
         downloads = DownloadManager()
         models = ModelManager(registry, n_threads=settings.n_threads, max_queued_requests=settings.max_queued_requests, downloads=downloads)
