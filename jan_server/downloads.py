@@ -156,10 +156,10 @@ class Transfer:
             try:
                 with open(self.part, "ab" if start else "wb", buffering=0) as out:
                     if not start:
-                        head = self._read(response, len(GGUF_MAGIC))
+                        head = self._read(response.read, len(GGUF_MAGIC))
                         _check_header(head)
                         self._write(out, head, hasher)
-                    while chunk := self._read1(response):
+                    while chunk := self._read(response.read1, READ_SIZE):
                         self._write(out, chunk, hasher)
                         if self._stop.is_set():
                             raise Stopped
@@ -208,15 +208,11 @@ class Transfer:
                     start -= len(block)
         return hasher
 
-    def _read(self, response, size: int) -> bytes:
+    @staticmethod
+    def _read(read, size: int) -> bytes:
+        """`read(size)` of the response (read or read1), a lost connection being worth another attempt."""
         try:
-            return response.read(size)
-        except (OSError, http.client.HTTPException) as exc:
-            raise TransientError(f"connection lost: {exc}") from exc
-
-    def _read1(self, response) -> bytes:
-        try:
-            return response.read1(READ_SIZE)
+            return read(size)
         except (OSError, http.client.HTTPException) as exc:
             raise TransientError(f"connection lost: {exc}") from exc
 
