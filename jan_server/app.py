@@ -8,7 +8,6 @@ import sysconfig
 from pathlib import Path
 
 import connexion
-import yaml
 from connexion.jsonifier import Jsonifier
 from connexion.middleware import MiddlewarePosition
 from connexion.options import SwaggerUIOptions
@@ -49,13 +48,8 @@ def create_app(settings: Settings) -> connexion.FlaskApp:
     app._middleware_app.asgi_app = SplitWSGIBridge(app.app.wsgi_app, settings.wsgi_workers, settings.quick_workers)
     app.add_middleware(DisconnectWatcher, MiddlewarePosition.BEFORE_EXCEPTION)  # see jan_server.disconnect
     security.install(app, settings)
-    spec_file = spec_path()
-    spec = yaml.safe_load(spec_file.read_text())
-    app.add_middleware(
-        SlashAliasMiddleware, MiddlewarePosition.BEFORE_ROUTING, patterns=slash_aliases(API_BASE_PATH, spec["paths"])
-    )
     app.add_api(
-        spec_file,
+        spec_path(),
         base_path=API_BASE_PATH,
         resolver=TagResolver(),
         strict_validation=True,
@@ -64,7 +58,9 @@ def create_app(settings: Settings) -> connexion.FlaskApp:
         validator_map={**VALIDATOR_MAP, "parameter": NamedParameterValidator},
         jsonifier=Jsonifier(json),  # Connexion's default indents, which makes json fall back to its pure-Python encoder
     )
+    paths = app.middleware.apis[-1].specification["paths"]  # the spec add_api just loaded, rather than a second parse
+    app.add_middleware(SlashAliasMiddleware, MiddlewarePosition.BEFORE_ROUTING, patterns=slash_aliases(API_BASE_PATH, paths))
     app.app.extensions["jan_server"] = services  # read by jan_server.handlers.services()
     docs.register(app.app)
-    error_responses.install(app, AllowedMethods(API_BASE_PATH, spec["paths"]))
+    error_responses.install(app, AllowedMethods(API_BASE_PATH, paths))
     return app
