@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import sysconfig
 from pathlib import Path
@@ -15,12 +16,16 @@ from connexion.validators import VALIDATOR_MAP
 
 from jan_server import docs, error_responses, security
 from jan_server.disconnect import DisconnectWatcher
-from jan_server.dispatch import NamedParameterValidator, SplitWSGIBridge, TagResolver, prepare_operations
+from jan_server.bridge import SplitWSGIBridge
+from jan_server.dispatch import NamedParameterValidator, TagResolver, prepare_operations
 from jan_server.services import Services
 from jan_server.settings import Settings
 from jan_server.spec_paths import AllowedMethods, SlashAliasMiddleware, slash_aliases
 
 API_BASE_PATH = "/v1"
+#: Requests that may hold a worker thread for long: chat (streams, and waits in a model's queue) and model
+#: operations (download progress streams, loading a model).
+LONG_RUNNING_PREFIXES = (f"{API_BASE_PATH}/chat/", f"{API_BASE_PATH}/models")
 
 
 def spec_path() -> Path:
@@ -38,14 +43,17 @@ def create_app(settings: Settings) -> connexion.FlaskApp:
     async def lifespan(_app):
         services.start()
         prepare_operations(app.app)  # Connexion registers the operations' views when it builds its stack, just before this
+        gc.freeze()  # what start-up built lives as long as the server: spare the collector rescanning it on every full pass
         try:
             yield
         finally:
             services.close()
 
     app = connexion.FlaskApp(__name__, lifespan=lifespan)
-    # FlaskApp's bridge has one pool of 10 worker threads; every open stream holds one.
-    app._middleware_app.asgi_app = SplitWSGIBridge(app.app.wsgi_app, settings.wsgi_workers, settings.quick_workers)
+    app._middleware_app.asgi_app = SplitWSGIBridge(  # replaces FlaskApp's own bridge: see jan_server.bridge
+        app.app.wsgi_app, LONG_RUNNING_PREFIXES, settings.wsgi_workers,
+        inline=settings.sqlalchemy_url.startswith("sqlite"), quick_workers=settings.quick_workers,
+    )
     app.add_middleware(DisconnectWatcher, MiddlewarePosition.BEFORE_EXCEPTION)  # see jan_server.disconnect
     security.install(app, settings)
     app.add_api(

@@ -1,15 +1,11 @@
 """How Connexion dispatches operations to handlers: operationId -> handler function, parameter validation with
-OpenAI-style messages, the per-operation decorator chain built once instead of per request, and the worker
-threads that run the Flask side."""
+OpenAI-style messages, and the per-operation decorator chain built once instead of per request."""
 
 from __future__ import annotations
 
 import functools
 import re
-from concurrent.futures import ThreadPoolExecutor
 
-from a2wsgi import WSGIMiddleware
-from a2wsgi.wsgi import WSGIResponder
 from connexion.apps.flask import FlaskOperation
 from connexion.decorators import FlaskDecorator
 from connexion.decorators.parameter import SyncParameterDecorator
@@ -90,25 +86,3 @@ def prepare_operations(flask_app) -> None:
             decorator = PreparedFlaskDecorator(pythonic_params=view.pythonic_params, jsonifier=view.jsonifier)
             flask_app.view_functions[endpoint] = decorator(view._fn)
 
-
-#: Requests that may hold a worker thread for long: chat (streams, and waits in a model's queue) and model
-#: operations (download progress streams, loading a model).
-LONG_RUNNING_PATHS = ("/v1/chat/", "/v1/models")
-
-
-class SplitWSGIBridge(WSGIMiddleware):
-    """The ASGI -> WSGI bridge with two thread pools: `workers` threads for LONG_RUNNING_PATHS (each open stream
-    holds one), `quick_workers` for everything else (the store, /health, /docs).
-
-    Quick requests hold the GIL for most of their run, so running more of them at once than there are cores
-    only adds contention: every thread that wants the GIL slows the others, and the event loop, down. A few
-    threads serve them faster, and streams cannot starve them."""
-
-    def __init__(self, app, workers: int, quick_workers: int):
-        super().__init__(app, workers=workers)
-        self.quick_executor = ThreadPoolExecutor(thread_name_prefix="WSGI-quick", max_workers=quick_workers)
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and not scope["path"].startswith(LONG_RUNNING_PATHS):
-            return await WSGIResponder(self.app, self.quick_executor, self.send_queue_size)(scope, receive, send)
-        return await super().__call__(scope, receive, send)

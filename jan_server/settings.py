@@ -33,7 +33,8 @@ class Settings:
     max_queued_requests: int = 32
     #: Worker threads bridging Flask to ASGI for chat and model requests; open streams each hold one, so keep well above the queue.
     wsgi_workers: int = 64
-    #: Worker threads for every other request (store, /health): short ones that hold the GIL, so few (see dispatch.SplitWSGIBridge).
+    #: Worker threads for every other request (store, /health) when the database is not SQLite; with SQLite they
+    #: run on the event loop (see jan_server.bridge).
     quick_workers: int = 4
     #: Bearer keys that /v1 requests must carry; empty means the API is open (and loopback-only).
     api_keys: tuple[str, ...] = ()
