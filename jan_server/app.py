@@ -12,12 +12,11 @@ import connexion
 from connexion.jsonifier import Jsonifier
 from connexion.middleware import MiddlewarePosition
 from connexion.options import SwaggerUIOptions
-from connexion.validators import VALIDATOR_MAP
 
 from jan_server import docs, error_responses, security
 from jan_server.disconnect import DisconnectWatcher
 from jan_server.bridge import SplitWSGIBridge
-from jan_server.dispatch import NamedParameterValidator, TagResolver, prepare_operations
+from jan_server.dispatch import VALIDATORS, TagResolver, connexion_middlewares, prepare_operations
 from jan_server.services import Services
 from jan_server.settings import Settings
 from jan_server.spec_paths import AllowedMethods, SlashAliasMiddleware, slash_aliases
@@ -49,7 +48,7 @@ def create_app(settings: Settings) -> connexion.FlaskApp:
         finally:
             services.close()
 
-    app = connexion.FlaskApp(__name__, lifespan=lifespan)
+    app = connexion.FlaskApp(__name__, lifespan=lifespan, middlewares=connexion_middlewares())
     app._middleware_app.asgi_app = SplitWSGIBridge(  # replaces FlaskApp's own bridge: see jan_server.bridge
         app.app.wsgi_app, LONG_RUNNING_PREFIXES, settings.wsgi_workers,
         inline=settings.sqlalchemy_url.startswith("sqlite"), quick_workers=settings.quick_workers,
@@ -63,7 +62,7 @@ def create_app(settings: Settings) -> connexion.FlaskApp:
         strict_validation=True,
         pythonic_params=True,
         swagger_ui_options=SwaggerUIOptions(swagger_ui=False),
-        validator_map={**VALIDATOR_MAP, "parameter": NamedParameterValidator},
+        validator_map=VALIDATORS,
         jsonifier=Jsonifier(json),  # Connexion's default indents, which makes json fall back to its pure-Python encoder
     )
     paths = app.middleware.apis[-1].specification["paths"]  # the spec add_api just loaded, rather than a second parse

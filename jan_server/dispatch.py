@@ -1,5 +1,5 @@
 """How Connexion dispatches operations to handlers: operationId -> handler function, parameter validation with
-OpenAI-style messages, and the per-operation decorator chain built once instead of per request."""
+OpenAI-style messages, and the per-operation validators and decorator chain built once instead of per request."""
 
 from __future__ import annotations
 
@@ -7,11 +7,15 @@ import functools
 import re
 
 from connexion.apps.flask import FlaskOperation
+from connexion.datastructures import MediaTypeDict
 from connexion.decorators import FlaskDecorator
-from connexion.decorators.parameter import SyncParameterDecorator
+from connexion.decorators.parameter import SyncParameterDecorator, prep_kwargs, unwrap_decorators
+from connexion.http_facts import FORM_CONTENT_TYPES
+from connexion.middleware import ConnexionMiddleware
+from connexion.middleware.request_validation import RequestValidationAPI, RequestValidationMiddleware, RequestValidationOperation
 from connexion.resolver import Resolver
-from connexion.utils import is_null, is_nullable
-from connexion.validators import ParameterValidator
+from connexion.utils import inspect_function_arguments, is_null, is_nullable
+from connexion.validators import VALIDATOR_MAP, JSONRequestBodyValidator, ParameterValidator
 from jsonschema import Draft4Validator, ValidationError
 
 
@@ -55,12 +59,103 @@ def schema_validator(param: dict) -> Draft4Validator:
     return cached[1]
 
 
+class PreparedRequestValidationOperation(RequestValidationOperation):
+    """Connexion's request validation, with what it built for every request built once per operation: the URI
+    parser, the parameter validator, and each content type's body validator with its JSON Schema validator.
+    Each is stateless between requests (what a request needs, it creates in the call)."""
+
+    def __init__(self, next_app, **kwargs):
+        super().__init__(next_app, **kwargs)
+        operation = self._operation
+        self.parameter_validator = self._validator_map["parameter"](
+            operation.parameters,
+            uri_parser=operation.uri_parser_class(operation.parameters, operation.body_definition()),
+            strict_validation=self.strict_validation,
+            security_query_params=self.security_query_params,
+        )
+        # Keyed by the request's content type and charset, so bounded: clients choose those.
+        self.body_validator = functools.lru_cache(maxsize=8)(self.make_body_validator)
+
+    async def __call__(self, scope, receive, send):
+        self.parameter_validator.validate(scope)
+        mime_type, encoding = self.extract_content_type(scope["headers"])
+        self.validate_mime_type(mime_type)
+        validator = self.body_validator(mime_type, encoding)
+        if validator is not None:
+            receive, scope = await validator.wrap_receive(receive, scope=scope)
+        await self.next_app(scope, receive, send)
+
+    def make_body_validator(self, mime_type: str, encoding: str):
+        """The body validator for a content type, None if the operation takes no body of it or none is registered
+        (Connexion then skips validation too)."""
+        operation = self._operation
+        schema = operation.body_schema(mime_type)
+        validator_cls = self._validator_map["body"].get(mime_type) if schema else None
+        return validator_cls and validator_cls(
+            schema=schema,
+            required=operation.request_body.get("required", False),
+            nullable=is_nullable(operation.body_definition(mime_type)),
+            encoding=encoding,
+            strict_validation=self.strict_validation,
+            uri_parser=operation.uri_parser_class(operation.parameters, operation.body_definition()),
+        )
+
+
+class PreparedRequestValidationAPI(RequestValidationAPI):
+    def make_operation(self, operation):
+        return PreparedRequestValidationOperation(
+            self.next_app, operation=operation, strict_validation=self.strict_validation, validator_map=self.validator_map
+        )
+
+
+class PreparedRequestValidationMiddleware(RequestValidationMiddleware):
+    api_cls = PreparedRequestValidationAPI
+
+
+class PreparedJSONBodyValidator(JSONRequestBodyValidator):
+    """Connexion's JSON body validator builds its JSON Schema validator on every use; this one keeps it."""
+
+    _validator = functools.cached_property(JSONRequestBodyValidator._validator.fget)
+
+
+#: Connexion's validators, with ours where they differ.
+VALIDATORS = {
+    **VALIDATOR_MAP,
+    "parameter": NamedParameterValidator,
+    "body": MediaTypeDict({**VALIDATOR_MAP["body"], "*/*json": PreparedJSONBodyValidator}),
+}
+
+
+def connexion_middlewares() -> list:
+    """Connexion's default middleware stack, with request validation prepared once per operation."""
+    return [
+        PreparedRequestValidationMiddleware if middleware is RequestValidationMiddleware else middleware
+        for middleware in ConnexionMiddleware.default_middlewares
+    ]
+
+
 class PreparedParameterDecorator(SyncParameterDecorator):
-    """Remembers the Python names of parameters: Connexion runs each through inflection's regexes per request."""
+    """Connexion's parameter step, minus two per-request costs: it runs the Python names of parameters through
+    inflection's regexes (remembered here), and it parses every request body as a form to look for files
+    (here only a body whose content type is a form can hold any, as werkzeug itself decides)."""
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.sanitize_fn = functools.lru_cache(maxsize=256)(self.sanitize_fn)
+
+    def __call__(self, function):
+        arguments, has_kwargs = inspect_function_arguments(unwrap_decorators(function))
+
+        @functools.wraps(function)
+        def wrapper(request):
+            body = self._maybe_get_body(request, arguments=arguments, has_kwargs=has_kwargs)
+            files = request.files() if request.mimetype in FORM_CONTENT_TYPES else {}
+            kwargs = prep_kwargs(
+                request, request_body=body, files=files, arguments=arguments, has_kwargs=has_kwargs, sanitize=self.sanitize_fn
+            )
+            return function(**kwargs)
+
+        return wrapper
 
 
 class PreparedFlaskDecorator(FlaskDecorator):
