@@ -274,6 +274,9 @@ class DownloadManager:
     def __init__(self) -> None:
         self._downloads: dict[str, Download] = {}
         self._lock = threading.Lock()
+        #: Held by start_model_download from its check for a running download to the start of the new one, so two
+        #: requests for one model cannot both pass the check and rewrite each other's model.json and partial file.
+        self.starting = threading.Lock()
 
     def start(self, model_id: str, url: str, dest: Path, *, sha256: str | None = None) -> Download:
         """Start fetching url into dest in a thread of its own."""
@@ -369,34 +372,35 @@ def start_model_download(registry: Registry, downloads: DownloadManager, request
     if url:
         check_url(url)
     model_id = validate_model_id(request.get("id") or default_model_id(url), param="id")
-    record = registry.find(model_id)
-    if downloads.is_active(model_id):
-        raise ConflictError(f"Model '{model_id}' is already downloading.", param="id", code="model_downloading")
-    if record is not None and record.downloaded:
-        raise ConflictError(f"Model '{model_id}' is already downloaded.", param="id", code="model_exists")
-    if record is None and not url:
-        raise NotFoundError("model", model_id, param="id")
-    manifest = dict(record.manifest) if record else {}
-    source = _source(manifest)
-    url = url or source.get("url")
-    if not url:
-        raise InvalidRequestError(f"Model '{model_id}' names no source_url to download from.", param="source_url")
-    check_url(url)
-    sha256 = request.get("sha256") or (source.get("sha256") if source.get("url") == url else None)
-    weights = record.weights.name if record and record.weights else file_name(url)
-    if not _WEIGHTS_NAME.fullmatch(weights):
-        weights = f"{model_id}.gguf"
-    manifest.update(
-        name=request.get("name") or manifest.get("name") or model_id,
-        source_url=url,
-        sources=[{"filename": weights, "url": url, **({"sha256": sha256.lower()} if sha256 else {})}],
-        settings={**(manifest.get("settings") or {}), **(request.get("settings") or {}), "llama_model_path": weights},
-        parameters={**(manifest.get("parameters") or {}), **(request.get("parameters") or {})},
-    )
-    if source.get("url") not in (None, url):  # a partial file of another source must not be resumed
-        partial_path(registry.directory(model_id) / weights).unlink(missing_ok=True)
-    record = registry.save(model_id, manifest)
-    downloads.start(model_id, url, record.directory / weights, sha256=sha256)
+    with downloads.starting:
+        record = registry.find(model_id)
+        if downloads.is_active(model_id):
+            raise ConflictError(f"Model '{model_id}' is already downloading.", param="id", code="model_downloading")
+        if record is not None and record.downloaded:
+            raise ConflictError(f"Model '{model_id}' is already downloaded.", param="id", code="model_exists")
+        if record is None and not url:
+            raise NotFoundError("model", model_id, param="id")
+        manifest = dict(record.manifest) if record else {}
+        source = _source(manifest)
+        url = url or source.get("url")
+        if not url:
+            raise InvalidRequestError(f"Model '{model_id}' names no source_url to download from.", param="source_url")
+        check_url(url)
+        sha256 = request.get("sha256") or (source.get("sha256") if source.get("url") == url else None)
+        weights = record.weights.name if record and record.weights else file_name(url)
+        if not _WEIGHTS_NAME.fullmatch(weights):
+            weights = f"{model_id}.gguf"
+        manifest.update(
+            name=request.get("name") or manifest.get("name") or model_id,
+            source_url=url,
+            sources=[{"filename": weights, "url": url, **({"sha256": sha256.lower()} if sha256 else {})}],
+            settings={**(manifest.get("settings") or {}), **(request.get("settings") or {}), "llama_model_path": weights},
+            parameters={**(manifest.get("parameters") or {}), **(request.get("parameters") or {})},
+        )
+        if source.get("url") not in (None, url):  # a partial file of another source must not be resumed
+            partial_path(registry.directory(model_id) / weights).unlink(missing_ok=True)
+        record = registry.save(model_id, manifest)
+        downloads.start(model_id, url, record.directory / weights, sha256=sha256)
     return record
 
 

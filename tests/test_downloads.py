@@ -8,13 +8,15 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import httpx
 import pytest
 
-from jan_server.downloads import DownloadError, DownloadManager, Transfer, partial_path
+from jan_server.downloads import DownloadError, DownloadManager, Transfer, partial_path, start_model_download
 from jan_server.errors import ConflictError, InvalidRequestError
+from jan_server.registry import Registry
 from tests.http_fixture import FileServer, Route
 from tests.live_server import LiveServer, free_port
 
@@ -196,6 +198,32 @@ def test_manager_refuses_a_second_download_of_the_same_id(files, gguf, tmp_path)
     with pytest.raises(ConflictError):
         manager.start("tiny", url, tmp_path / "other.gguf")
     assert manager.cancel("tiny")
+
+
+def test_racing_starts_of_one_model_start_one_download_and_keep_its_model_json(files, gguf, tmp_path):
+    """Two requests for one id at once, from different sources: one starts, the other gets 409 and changes nothing."""
+    registry, manager = Registry(tmp_path / "models"), DownloadManager()
+    urls = [files.add(f"/{source}/tiny.gguf", Route(body=gguf, rate=MiB)) for source in ("a", "b")]
+    for attempt in range(10):
+        model_id, barrier, outcomes = f"tiny-{attempt}", threading.Barrier(2), []
+
+        def start(url):
+            barrier.wait()
+            try:
+                outcomes.append(("started", start_model_download(registry, manager, {"source_url": url, "id": model_id}).manifest["source_url"]))
+            except ConflictError:
+                outcomes.append(("conflict", url))
+
+        racers = [threading.Thread(target=start, args=(url,)) for url in urls]
+        for racer in racers:
+            racer.start()
+        for racer in racers:
+            racer.join()
+        assert sorted(kind for kind, _ in outcomes) == ["conflict", "started"]
+        started_url = next(url for kind, url in outcomes if kind == "started")
+        assert registry.find(model_id).manifest["source_url"] == started_url
+        wait_for(partial_path(registry.directory(model_id) / "tiny.gguf").exists, timeout=10)
+        assert manager.cancel(model_id)
 
 
 def test_manager_cancel_stops_and_removes_the_partial(files, gguf, tmp_path):
