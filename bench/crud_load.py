@@ -11,10 +11,11 @@ shared machine's changing load weighs on both sides of a ratio alike.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import os
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,49 +80,65 @@ def cpu_seconds(pid: int) -> float:
 
 
 def load(base_url: str, pid: int, endpoint: Endpoint, clients: int, seconds: float, warmup: float, max_requests: int) -> Result:
-    """Run `clients` threads, each a keep-alive client sending requests back to back; count only after warm-up."""
+    """Run `clients` keep-alive connections, each sending requests back to back; count only after warm-up."""
     result = Result(endpoint.name)
     cpu_before = cpu_seconds(pid)
-    lock = threading.Lock()
     started = time.perf_counter()
     measure_from, stop_at = started + warmup, started + warmup + seconds
+    host, port = httpx.URL(base_url).host, httpx.URL(base_url).port
+    request = encode_request(endpoint, f"{host}:{port}")
     budget = [max_requests]
 
-    def client() -> None:
-        latencies, failed, lost, answered = [], 0, 0, 0
-        with httpx.Client(base_url=base_url, timeout=30) as http:
-            while (now := time.perf_counter()) < stop_at:
-                with lock:
-                    if now >= measure_from and budget[0] <= 0:
-                        break
-                try:
-                    response = http.request(endpoint.method, endpoint.path, json=endpoint.body)
-                    ok, answered = response.status_code == 200, answered + 1
-                except httpx.TransportError:
-                    ok, lost = None, lost + (now >= measure_from)
-                done = time.perf_counter()
-                if now < measure_from or ok is None:
-                    continue
-                if ok:
-                    latencies.append(done - now)
-                else:
-                    failed += 1
-                with lock:
-                    budget[0] -= 1
-        with lock:
-            result.latencies += latencies
-            result.failed += failed
-            result.lost += lost
-            result.answered += answered
+    async def client() -> None:
+        connection = None
+        while (now := time.perf_counter()) < stop_at and (now < measure_from or budget[0] > 0):
+            try:
+                connection = connection or await asyncio.open_connection(host, port)
+                status, keep_alive = await exchange(*connection, request)
+                if not keep_alive:
+                    connection = connection[1].close()
+            except (OSError, asyncio.IncompleteReadError):
+                connection, status = None, None
+            done = time.perf_counter()
+            result.answered += status is not None
+            if now < measure_from:
+                continue
+            budget[0] -= 1
+            if status is None:
+                result.lost += 1
+            elif status == 200:
+                result.latencies.append(done - now)
+            else:
+                result.failed += 1
+        if connection:
+            connection[1].close()
 
-    workers = [threading.Thread(target=client) for _ in range(clients)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
+    async def run_clients() -> None:
+        await asyncio.gather(*(client() for _ in range(clients)))
+
+    asyncio.run(run_clients())
     result.seconds = min(time.perf_counter(), stop_at) - measure_from
     result.server_cpu = cpu_seconds(pid) - cpu_before
     return result
+
+
+def encode_request(endpoint: Endpoint, host: str) -> bytes:
+    body = json.dumps(endpoint.body).encode() if endpoint.body is not None else b""
+    head = f"{endpoint.method} {endpoint.path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {len(body)}\r\n"
+    if body:
+        head += "Content-Type: application/json\r\n"
+    return head.encode() + b"\r\n" + body
+
+
+async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> tuple[int, bool]:
+    """Send one request on a keep-alive connection and read the whole response: its status code, and whether
+    the connection stays open."""
+    writer.write(request)
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in lines[1:] if line)
+    await reader.readexactly(int(headers["content-length"]))
+    return int(lines[0].split(" ", 2)[1]), headers.get("connection") != "close"
 
 
 def seed(api_url: str) -> tuple[str, str]:
