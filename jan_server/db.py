@@ -14,17 +14,16 @@ from sqlalchemy.pool import StaticPool
 
 #: How long a writer waits for SQLite's lock before failing, in milliseconds.
 BUSY_TIMEOUT_MS = 30_000
-#: Connections kept open; the WSGI bridge runs up to 64 requests at once.
-POOL_SIZE = 16
-POOL_OVERFLOW = 64
 
 
 def create(url: str) -> Engine:
     """An engine for `url`; SQLite files get WAL, foreign keys, a busy timeout and explicit BEGINs."""
     if not url.startswith("sqlite"):
         return create_engine(url, pool_pre_ping=True)
-    in_memory = url in ("sqlite://", "sqlite:///:memory:")  # one connection, or each would see its own database
-    options = {"poolclass": StaticPool} if in_memory else {"pool_size": POOL_SIZE, "max_overflow": POOL_OVERFLOW}
+    # The server uses a SQLite store from its event loop only (jan_server.bridge), so SQLAlchemy's default pool
+    # is plenty. An in-memory database needs its one connection, or each would see its own database.
+    in_memory = url in ("sqlite://", "sqlite:///:memory:")
+    options = {"poolclass": StaticPool} if in_memory else {}
     engine = create_engine(url, connect_args={"check_same_thread": False}, **options)
     event.listen(engine, "connect", _configure_sqlite)
     event.listen(engine, "begin", _begin_sqlite)
