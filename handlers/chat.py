@@ -1,12 +1,10 @@
 """Chat completions. The 200 response has two media types, so the handler returns explicit Flask responses."""
 
-import json
-
-from flask import Response, request
+from flask import request
 
 from jan_server import chat
 from jan_server.disconnect import disconnected
-from jan_server.handlers import services
+from jan_server.handlers import event_stream, json_response, services
 
 
 def create_chat_completion(body):
@@ -16,13 +14,9 @@ def create_chat_completion(body):
     runner.submit(job)
     if body.get("stream"):
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        return Response(
-            _closing(chat.stream(job, body["model"], include_usage), job),
-            mimetype="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
+        return event_stream(_closing(chat.stream(job, body["model"], include_usage), job))
     text = job.result()
-    return Response(json.dumps(chat.completion(job, text, body["model"])), mimetype="application/json")
+    return json_response(chat.completion(job, text, body["model"]))
 
 
 def _closing(chunks, job):

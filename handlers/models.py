@@ -1,13 +1,11 @@
 """Models: list, retrieve, download, delete, start, stop."""
 
-import json
 import time
 
-from flask import Response
-
+from jan_server import sse
 from jan_server.downloads import start_model_download
 from jan_server.errors import ApiError
-from jan_server.handlers import services
+from jan_server.handlers import event_stream, json_response, services
 from jan_server.registry import validate_model_id
 
 
@@ -50,12 +48,8 @@ def download_model(body):
     registry, models, downloads = services().registry, services().models, services().downloads
     record = start_model_download(registry, downloads, body)
     if body.get("stream"):
-        return Response(
-            _progress_events(lambda: models.describe(registry.get(record.id))),
-            mimetype="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
-    return Response(json.dumps(models.describe(record)), mimetype="application/json")
+        return event_stream(_progress_events(lambda: models.describe(registry.get(record.id))))
+    return json_response(models.describe(record))
 
 
 def _progress_events(describe, interval: float = 0.5):
@@ -64,9 +58,9 @@ def _progress_events(describe, interval: float = 0.5):
         try:
             model = describe()
         except ApiError as exc:
-            yield f"event: error\ndata: {json.dumps(exc.to_dict())}\n\n"
+            yield sse.event(exc.to_dict(), "error")
             return
-        yield f"data: {json.dumps(model)}\n\n"
+        yield sse.event(model)
         if model["state"] != "downloading":
             return
         time.sleep(interval)

@@ -11,6 +11,7 @@ import time
 import uuid
 from typing import Iterator
 
+from jan_server import sse
 from jan_server.batching import Job
 from jan_server.errors import ApiError, InvalidRequestError
 
@@ -84,10 +85,6 @@ def completion(job: Job, text: str, model: str) -> dict:
     }
 
 
-def sse(payload: dict) -> bytes:
-    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
-
-
 def stream(job: Job, model: str, include_usage: bool = False) -> Iterator[bytes]:
     """The SSE body: role, content deltas, finish_reason, optional usage, [DONE]; a late error as an `error` event."""
     head = {"id": completion_id(), "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
@@ -95,19 +92,19 @@ def stream(job: Job, model: str, include_usage: bool = False) -> Iterator[bytes]
         head["usage"] = None
 
     def chunk(delta: dict, finish_reason: str | None = None) -> bytes:
-        return sse({**head, "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}]})
+        return sse.event({**head, "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}]})
 
     yield chunk({"role": "assistant", "content": "", "refusal": None})
     try:
         for text in job:
             yield chunk({"content": text})
     except ApiError as exc:
-        yield b"event: error\n" + sse(exc.to_dict())
+        yield sse.event(exc.to_dict(), "error")
         yield DONE
         return
     if job.finish_reason is None:  # cancelled: the client is gone
         return
     yield chunk({}, job.finish_reason)
     if include_usage:
-        yield sse({**head, "choices": [], "usage": job.usage})
+        yield sse.event({**head, "choices": [], "usage": job.usage})
     yield DONE
