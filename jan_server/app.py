@@ -19,9 +19,8 @@ from jan_server.bridge import SplitWSGIBridge
 from jan_server.dispatch import VALIDATORS, TagResolver, connexion_middlewares, prepare_operations
 from jan_server.services import Services
 from jan_server.settings import Settings
-from jan_server.spec_paths import AllowedMethods, SlashAliasMiddleware, slash_aliases
+from jan_server.spec_paths import API_BASE_PATH, AllowedMethods, SlashAliasMiddleware, slash_aliases
 
-API_BASE_PATH = "/v1"
 #: Requests that may hold a worker thread for long: chat (streams, and waits in a model's queue) and model
 #: operations (download progress streams, loading a model).
 LONG_RUNNING_PREFIXES = (f"{API_BASE_PATH}/chat/", f"{API_BASE_PATH}/models")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import flask
 from swagger_ui_bundle import swagger_ui_path
 
-SPEC_URL = "/v1/openapi.json"
+from jan_server.spec_paths import SPEC_URL
 
 INDEX_HTML = """<!DOCTYPE html>
 <html lang="en">

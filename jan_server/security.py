@@ -17,9 +17,9 @@ from connexion.middleware.security import SecurityMiddleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from jan_server.docs import SPEC_URL
 from jan_server.errors import error_body
 from jan_server.settings import Settings
+from jan_server.spec_paths import API_BASE_PATH, SPEC_URL
 
 #: Any http(s) origin on this machine, on any port: the default for --cors-origins.
 LOCAL_ORIGINS = r"https?://(localhost|127\.0\.0\.1|\[::1\])(:\d+)?"
@@ -119,7 +119,7 @@ class PathCheckMiddleware:
 
 
 class ApiKeyMiddleware:
-    """Every /v1 request but the spec must carry `Authorization: Bearer <one of the keys>`."""
+    """Every API request but the spec must carry `Authorization: Bearer <one of the keys>`."""
 
     def __init__(self, app: ASGIApp, keys: tuple[str, ...]):
         self.app = app
@@ -127,7 +127,7 @@ class ApiKeyMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        guarded = scope["type"] == "http" and (path == "/v1" or path.startswith("/v1/")) and path not in OPEN_API_PATHS
+        guarded = scope["type"] == "http" and (path == API_BASE_PATH or path.startswith(f"{API_BASE_PATH}/")) and path not in OPEN_API_PATHS
         if guarded and not self.authorized(header(scope, b"authorization")):
             message = "Missing or incorrect API key. Send it as `Authorization: Bearer <key>`."
             await send_error(send, 401, message, "authentication_error", "invalid_api_key", [(b"www-authenticate", b"Bearer")])

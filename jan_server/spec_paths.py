@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import re
 
+#: Where the API is served: the spec's `servers` entry.
+API_BASE_PATH = "/v1"
+#: The spec as Connexion serves it (JSON), which /docs loads.
+SPEC_URL = f"{API_BASE_PATH}/openapi.json"
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 
 
