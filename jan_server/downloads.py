@@ -77,7 +77,9 @@ class _HttpRedirectsOnly(urllib.request.HTTPRedirectHandler):
 _opener = urllib.request.build_opener(_HttpRedirectsOnly)
 
 
-def _check_header(head: bytes) -> None:
+def check_gguf(head: bytes) -> None:
+    """Raise DownloadError unless a file's first bytes are GGUF's magic (servers that answer with an HTML page
+    are the usual culprits). The engine checks a model's weights with it too, before llama.cpp opens them."""
     if head[: len(GGUF_MAGIC)] != GGUF_MAGIC:
         raise DownloadError(f"Not a GGUF file: it starts with {head[:16]!r} instead of {GGUF_MAGIC!r}.")
 
@@ -157,7 +159,7 @@ class Transfer:
                 with open(self.part, "ab" if start else "wb", buffering=0) as out:
                     if not start:
                         head = self._read(response.read, len(GGUF_MAGIC))
-                        _check_header(head)
+                        check_gguf(head)
                         self._write(out, head, hasher)
                     while chunk := self._read(response.read1, READ_SIZE):
                         self._write(out, chunk, hasher)
@@ -169,7 +171,7 @@ class Transfer:
         if total is not None and done < total:
             raise TransientError(f"connection closed after {done} of {total} bytes")
         with open(self.part, "rb") as part:
-            _check_header(part.read(len(GGUF_MAGIC)))
+            check_gguf(part.read(len(GGUF_MAGIC)))
         return hasher.hexdigest() if hasher else None
 
     def _open(self, headers: dict, offset: int):

@@ -8,20 +8,13 @@ import threading
 import time
 
 from jan_server.batching import Runner
-from jan_server.downloads import GGUF_MAGIC, DownloadManager
+from jan_server.downloads import GGUF_MAGIC, DownloadManager, check_gguf
 from jan_server.errors import ConflictError, InvalidRequestError, NotFoundError, ServerError
 from jan_server.registry import ModelRecord, Registry, validate_model_id
 
 log = logging.getLogger(__name__)
 
 _load_lock = threading.Lock()  # llama-cpp-python's quiet mode redirects the process's stderr while loading
-
-
-def check_gguf(path) -> None:
-    with open(path, "rb") as file:
-        magic = file.read(4)
-    if magic != GGUF_MAGIC:
-        raise ValueError(f"{path.name} is not a GGUF file (it starts with {magic!r}, not {GGUF_MAGIC!r})")
 
 
 class ModelManager:
@@ -125,7 +118,8 @@ class ModelManager:
         import llama_cpp
         from llama_cpp._internals import LlamaModel
 
-        check_gguf(record.weights)
+        with open(record.weights, "rb") as weights:
+            check_gguf(weights.read(len(GGUF_MAGIC)))
         params = llama_cpp.llama_model_default_params()
         params.n_gpu_layers = load_settings["ngl"]
         with _load_lock:
