@@ -46,6 +46,7 @@ class ModelManager:
 
     def start(self, model_id: str, overrides: dict | None = None) -> Runner:
         """Load the model unless it is loaded; a failed load leaves it in state `error` with the reason."""
+        self.registry.get(model_id)  # an unknown id is not found before it gets a lock of its own
         with self._model_lock(model_id):
             runner = self._runners.get(model_id)
             if runner is not None:
@@ -82,6 +83,8 @@ class ModelManager:
     def forget(self, model_id: str) -> None:
         """Drop what is known about a deleted model (call after stop)."""
         self._states.pop(model_id, None)
+        with self._lock:
+            self._locks.pop(model_id, None)
 
     def runner_for(self, model_id: str) -> Runner:
         """The running model, started on first use; an id that cannot name a model is simply not found."""

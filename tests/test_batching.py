@@ -8,6 +8,7 @@ import pytest
 
 from jan_server.chat import grammar_of
 from jan_server.engine import ModelManager
+from jan_server.errors import NotFoundError
 from jan_server.registry import BUNDLED_MODEL_ID, Registry
 from tests.test_chat import ENDLESS
 
@@ -95,3 +96,11 @@ def test_a_repeated_prompt_gives_the_same_text_from_the_prompt_cache(models):
         ask(cached, "Name a famous composer.", max_tokens=4)  # another prompt in the other slot
         again, job = ask(cached, "Name a famous painter.", **parameters)
         assert again == first and job.usage["completion_tokens"] > 0
+
+
+def test_unknown_model_ids_leave_nothing_behind(models):
+    """A chat naming any model id must not make the manager keep something for it (memory a client could grow)."""
+    for n in range(50):
+        with pytest.raises(NotFoundError):
+            models.runner_for(f"no-such-model-{n}")
+    assert not [model_id for model_id in models._locks if model_id.startswith("no-such-model")]
