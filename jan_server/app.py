@@ -52,7 +52,7 @@ def create_app(settings: Settings) -> connexion.FlaskApp:
         app.app.wsgi_app, LONG_RUNNING_PREFIXES, settings.wsgi_workers,
         inline=settings.sqlalchemy_url.startswith("sqlite"), quick_workers=settings.quick_workers,
     )
-    app.add_middleware(DisconnectWatcher, MiddlewarePosition.BEFORE_EXCEPTION)  # see jan_server.disconnect
+    app.add_middleware(DisconnectWatcher, MiddlewarePosition.BEFORE_EXCEPTION, prefixes=LONG_RUNNING_PREFIXES)
     security.install(app, settings)
     app.add_api(
         spec_path(),

@@ -4,6 +4,8 @@ Behind Connexion's WSGI bridge a streaming Flask generator never learns that the
 (Connexion issue 1822): a2wsgi keeps pulling chunks and the server drops them. This ASGI middleware keeps
 listening on `receive()` once the request body has been read, and sets a `threading.Event` stored in the
 ASGI scope when `http.disconnect` arrives. A handler reads it with `disconnected(flask.request.environ)`.
+Only requests under `prefixes` are watched (chat and model operations: the ones that stream or wait); no other
+handler asks.
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ SCOPE_KEY = "jan_server.disconnected"
 
 
 class DisconnectWatcher:
-    def __init__(self, app):
+    def __init__(self, app, prefixes: tuple[str, ...]):
         self.app = app
+        self.prefixes = prefixes
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
+        if scope["type"] != "http" or not scope["path"].startswith(self.prefixes):
             return await self.app(scope, receive, send)
         event = threading.Event()
         scope[SCOPE_KEY] = event
