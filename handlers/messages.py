@@ -17,6 +17,14 @@ def retrieve_message(thread_id, message_id):
     return services().store.get_message(thread_id, message_id)
 
 
+def modify_message(thread_id, message_id, body=None):
+    return services().store.modify_message(thread_id, message_id, (body or {}).get("metadata"))
+
+
+def delete_message(thread_id, message_id):
+    return services().store.delete_message(thread_id, message_id)
+
+
 def list_message_files(thread_id, message_id):
     return services().store.list_message_files(thread_id, message_id)
 

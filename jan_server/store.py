@@ -156,6 +156,21 @@ class Store:
         with db.reading(self.engine) as connection:
             return records.message_object(self._message(connection, thread_id, message_id))
 
+    def modify_message(self, thread_id: str, message_id: str, metadata=None) -> dict:
+        """Replace the message's metadata, the one field OpenAI lets a client change."""
+        with self._writing() as connection:
+            self._message(connection, thread_id, message_id)
+            if metadata is not None:
+                changes = {"metadata": records.check_metadata(metadata)}
+                connection.execute(update(messages_table).where(messages_table.c.id == message_id).values(changes))
+            return records.message_object(self._message(connection, thread_id, message_id))
+
+    def delete_message(self, thread_id: str, message_id: str) -> dict:
+        with self._writing() as connection:
+            self._message(connection, thread_id, message_id)
+            connection.execute(delete(messages_table).where(messages_table.c.id == message_id))
+        return records.deleted_object(message_id, "thread.message")
+
     def list_messages(self, thread_id: str, page: Page) -> dict:
         if page.after or page.before:
             with db.reading(self.engine) as connection:

@@ -10,7 +10,8 @@ from playwright import sync_api
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
-OPERATION_COUNT = 25
+#: The seed's 25 operations, and modifyMessage and deleteMessage.
+OPERATION_COUNT = 27
 
 
 @pytest.fixture(scope="module")

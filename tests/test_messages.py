@@ -1,4 +1,4 @@
-"""Messages over HTTP against the real server: create, retrieve, list and page, and their files."""
+"""Messages over HTTP against the real server: create, retrieve, modify, delete, list and page, and their files."""
 
 from __future__ import annotations
 
@@ -69,6 +69,42 @@ def test_retrieve_unknown_message(api, thread_id):
     other = new_message(api, new_thread(api)["id"])
     wrong_thread = api.get(f"/threads/{thread_id}/messages/{other['id']}")
     assert assert_openai_error(wrong_thread, 404)["code"] == "message_not_found"
+
+
+def test_modify_message_replaces_its_metadata_only(api, thread_id):
+    message = new_message(api, thread_id, content="Keep me", metadata={"a": "1"})
+    response = api.post(f"/threads/{thread_id}/messages/{message['id']}", json={"metadata": {"b": "2"}})
+    assert response.status_code == 200, response.text
+    assert response.json() == {**message, "metadata": {"b": "2"}}
+    assert api.get(f"/threads/{thread_id}/messages/{message['id']}").json()["metadata"] == {"b": "2"}
+    assert api.post(f"/threads/{thread_id}/messages/{message['id']}").json()["metadata"] == {"b": "2"}
+
+
+def test_modify_message_errors(api, thread_id):
+    message = new_message(api, thread_id)
+    url = f"/threads/{thread_id}/messages/{message['id']}"
+    assert assert_openai_error(api.post(url, json={"metadata": {"k": "v" * 513}}), 400)["param"].startswith("metadata")
+    assert assert_openai_error(api.post(url, json={"content": "rewritten"}), 400)
+    assert assert_openai_error(api.post(f"/threads/{thread_id}/messages/msg_missing", json={}), 404)["code"] == "message_not_found"
+    assert assert_openai_error(api.post(f"/threads/thread_missing/messages/{message['id']}", json={}), 404)["code"] == "thread_not_found"
+    assert api.get(url).json() == message
+
+
+def test_delete_message(api, thread_id):
+    kept, gone = new_message(api, thread_id, content="kept"), new_message(api, thread_id, content="gone")
+    response = api.delete(f"/threads/{thread_id}/messages/{gone['id']}")
+    assert response.status_code == 200, response.text
+    assert response.json() == {"id": gone["id"], "object": "thread.message.deleted", "deleted": True}
+    assert [m["id"] for m in api.get(f"/threads/{thread_id}/messages").json()["data"]] == [kept["id"]]
+    assert assert_openai_error(api.get(f"/threads/{thread_id}/messages/{gone['id']}"), 404)["code"] == "message_not_found"
+    assert assert_openai_error(api.delete(f"/threads/{thread_id}/messages/{gone['id']}"), 404)["code"] == "message_not_found"
+
+
+def test_a_message_cannot_be_deleted_through_another_thread(api, thread_id):
+    message = new_message(api, thread_id)
+    other = new_thread(api)["id"]
+    assert assert_openai_error(api.delete(f"/threads/{other}/messages/{message['id']}"), 404)["code"] == "message_not_found"
+    assert api.get(f"/threads/{thread_id}/messages/{message['id']}").status_code == 200
 
 
 def test_list_messages_pages_both_ways(api, thread_id):

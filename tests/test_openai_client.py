@@ -56,6 +56,11 @@ def test_messages(client):
     assert client.beta.threads.messages.retrieve(first.id, thread_id=thread.id).id == first.id
     listed = client.beta.threads.messages.list(thread.id, order="asc")
     assert [message.id for message in listed.data] == [first.id, second.id]
+    updated = client.beta.threads.messages.update(first.id, thread_id=thread.id, metadata={"reviewed": "yes"})
+    assert updated.metadata == {"reviewed": "yes"} and updated.content[0].text.value == "How does AI work?"
+    deleted = client.beta.threads.messages.delete(second.id, thread_id=thread.id)
+    assert deleted.deleted and deleted.id == second.id
+    assert [message.id for message in client.beta.threads.messages.list(thread.id)] == [first.id]
     client.beta.threads.delete(thread.id)
     with pytest.raises(openai.NotFoundError):
         client.beta.threads.messages.list(thread.id)
