@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import sqlite3
 from collections.abc import Callable, Iterator, Mapping
 from importlib.resources import files
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, Select, create_engine, event
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import StaticPool
 
-#: How long a writer waits for SQLite's lock before failing, in milliseconds.
-BUSY_TIMEOUT_MS = 30_000
+from jan_server.errors import UnavailableError
+
+#: How long a write waits for SQLite's lock, in milliseconds, before it fails with 503. Only another process can
+#: hold the lock (this one's writers queue on the store's own lock), and with SQLite the wait blocks the event loop
+#: that runs the store (jan_server.bridge): so not long.
+BUSY_TIMEOUT_MS = 5_000
 
 
 def create(url: str) -> Engine:
@@ -52,8 +58,13 @@ def _begin_sqlite(connection: Connection) -> None:
 @contextlib.contextmanager
 def writing(engine: Engine) -> Iterator[Connection]:
     """One write transaction: committed on success, rolled back on any error."""
-    with engine.connect().execution_options(immediate=True) as connection, connection.begin():
-        yield connection
+    try:
+        with engine.connect().execution_options(immediate=True) as connection, connection.begin():
+            yield connection
+    except (OperationalError, sqlite3.OperationalError) as exc:  # the driver's own when BEGIN IMMEDIATE waited in vain
+        if "database is locked" not in str(exc):
+            raise
+        raise UnavailableError("The database is locked by another program; try again.", code="database_locked") from None
 
 
 @contextlib.contextmanager

@@ -11,7 +11,7 @@ from connexion.exceptions import ProblemException
 from connexion.lifecycle import ConnexionRequest, ConnexionResponse
 from starlette.exceptions import HTTPException
 
-from jan_server.errors import ApiError, RateLimitError, error_body
+from jan_server.errors import ApiError, error_body
 from jan_server.spec_paths import AllowedMethods
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ def _http_error(status: int, message: str, headers=None) -> ConnexionResponse:
 
 
 def handle_api_error(_request: ConnexionRequest, exc: ApiError) -> ConnexionResponse:
-    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimitError) else {}
+    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else {}
     return json_response(exc.status, exc.to_dict(), headers)
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 class ApiError(Exception):
     status = 500
     type = "server_error"
+    #: Seconds after which a retry may succeed, sent as Retry-After; None for errors a retry will not fix.
+    retry_after: int | None = None
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
         super().__init__(message)
@@ -54,3 +56,12 @@ class RateLimitError(ApiError):
 class ServerError(ApiError):
     status = 500
     type = "server_error"
+
+
+class UnavailableError(ApiError):
+    status = 503
+    type = "server_error"
+
+    def __init__(self, message: str, *, retry_after: int = 1, code: str | None = None):
+        super().__init__(message, code=code)
+        self.retry_after = retry_after

@@ -167,3 +167,22 @@ def test_concurrent_writers_all_succeed(store):
         worker.join()
     assert errors == []
     assert len(store.thread_with_messages(thread)["messages"]) == 160
+
+
+def test_a_database_locked_by_another_program_is_a_503_and_the_server_recovers(server, api):
+    """Another process holding SQLite's write lock: a write waits for it (db.BUSY_TIMEOUT_MS), then gets 503
+    with Retry-After; reads go on, and once the lock is released writes succeed again."""
+    other = sqlite3.connect(server.data_dir / "jan.db", isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        locked = api.post("/threads", json={"metadata": {"try": "locked"}})
+        assert locked.status_code == 503, locked.text
+        assert locked.headers["retry-after"] == "1"
+        assert locked.json()["error"]["code"] == "database_locked"
+        assert api.get("/threads", params={"limit": 1}).status_code == 200
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    created = api.post("/threads", json={"metadata": {"try": "unlocked"}})
+    assert created.status_code == 200, created.text
+    assert api.get(f"/threads/{created.json()['id']}").json()["metadata"] == {"try": "unlocked"}
