@@ -7,6 +7,7 @@ place, so a partial or foreign file is never taken for a model.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import http.client
 import logging
@@ -226,6 +227,20 @@ class Transfer:
             self._done += len(chunk)
 
 
+def lock_model_folder(directory: Path, model_id: str) -> int:
+    """An exclusive lock on a model's folder, held while its weights download, so that a server and a
+    `jan-server pull` on the same data dir never fetch one model at once. Returns the descriptor that holds it
+    (close it to release); the kernel releases it too when the process dies, so a crash leaves no stale lock."""
+    directory.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        raise ConflictError(f"Model '{model_id}' is already downloading in another process.", param="id", code="model_downloading") from None
+    return descriptor
+
+
 @dataclass
 class Download:
     """A transfer running in its own thread, with the state a model object shows."""
@@ -235,6 +250,8 @@ class Download:
     state: str = "downloading"  # then "downloaded", "error" or "stopped"
     error: str | None = None
     thread: threading.Thread | None = field(default=None, repr=False)
+    #: The model folder's lock (lock_model_folder), released when the download ends.
+    folder_lock: int | None = None
 
     @property
     def active(self) -> bool:
@@ -263,6 +280,9 @@ class Download:
             log.exception("download of %s failed", self.model_id)
             self.error = f"Download failed: {exc}"
             self.state = "error"
+        finally:
+            if self.folder_lock is not None:
+                os.close(self.folder_lock)
 
     def wait(self, timeout: float | None = None) -> bool:
         """True once the download has ended."""
@@ -280,14 +300,14 @@ class DownloadManager:
         #: requests for one model cannot both pass the check and rewrite each other's model.json and partial file.
         self.starting = threading.Lock()
 
-    def start(self, model_id: str, url: str, dest: Path, *, sha256: str | None = None) -> Download:
-        """Start fetching url into dest in a thread of its own."""
+    def start(self, model_id: str, url: str, dest: Path, *, sha256: str | None = None, folder_lock: int | None = None) -> Download:
+        """Start fetching url into dest in a thread of its own, which releases `folder_lock` when it ends."""
         transfer = Transfer(url, dest, sha256=sha256)
         with self._lock:
             current = self._downloads.get(model_id)
             if current and current.active:
                 raise ConflictError(f"Model '{model_id}' is already downloading.", code="model_downloading")
-            download = self._downloads[model_id] = Download(model_id, transfer)
+            download = self._downloads[model_id] = Download(model_id, transfer, folder_lock=folder_lock)
             download.thread = threading.Thread(target=download.run, name=f"download-{model_id}", daemon=True)
             download.thread.start()
         return download
@@ -399,10 +419,15 @@ def start_model_download(registry: Registry, downloads: DownloadManager, request
             settings={**(manifest.get("settings") or {}), **(request.get("settings") or {}), "llama_model_path": weights},
             parameters={**(manifest.get("parameters") or {}), **(request.get("parameters") or {})},
         )
-        if source.get("url") not in (None, url):  # a partial file of another source must not be resumed
-            partial_path(registry.directory(model_id) / weights).unlink(missing_ok=True)
-        record = registry.save(model_id, manifest)
-        downloads.start(model_id, url, record.directory / weights, sha256=sha256)
+        folder_lock = lock_model_folder(registry.directory(model_id), model_id)
+        try:
+            if source.get("url") not in (None, url):  # a partial file of another source must not be resumed
+                partial_path(registry.directory(model_id) / weights).unlink(missing_ok=True)
+            record = registry.save(model_id, manifest)
+            downloads.start(model_id, url, record.directory / weights, sha256=sha256, folder_lock=folder_lock)
+        except BaseException:
+            os.close(folder_lock)
+            raise
     return record
 
 
@@ -415,8 +440,13 @@ def resume_interrupted(registry: Registry, downloads: DownloadManager) -> list[s
         source = _source(record.manifest)
         if partial_path(record.weights).exists() and source.get("url"):
             try:
-                downloads.start(record.id, source["url"], record.weights, sha256=source.get("sha256"))
+                folder_lock = lock_model_folder(record.directory, record.id)
+            except ConflictError:
+                continue  # a `jan-server pull` is fetching it
+            try:
+                downloads.start(record.id, source["url"], record.weights, sha256=source.get("sha256"), folder_lock=folder_lock)
             except InvalidRequestError as exc:
+                os.close(folder_lock)
                 log.warning("not resuming the download of %s: %s", record.id, exc.message)
                 continue
             resumed.append(record.id)

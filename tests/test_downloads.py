@@ -545,3 +545,30 @@ def test_cli_pull_interrupted_resumes_by_id(tmp_path, upstream, smollm2):
     assert resumed.returncode == 0, resumed.stderr
     assert upstream.requests_for("/cli/interrupted.gguf")[-1].headers["Range"] == f"bytes={kept}-"
     assert (tmp_path / "models" / "later" / "interrupted.gguf").read_bytes() == smollm2.read_bytes()
+
+
+def test_a_server_and_a_pull_never_fetch_one_model_at_once(tmp_path, upstream, smollm2):
+    """Each holds the model folder's lock while it downloads: the other gets a conflict, and the partial file is
+    left to the one fetching it."""
+    url, route = serve_model(upstream, smollm2, "/both/shared.gguf", rate=8 * MiB)
+    pull = subprocess.Popen([sys.executable, "-m", "jan_server", "--data-dir", str(tmp_path), "pull", url, "--id", "by-pull"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    partial = partial_path(tmp_path / "models" / "by-pull" / "shared.gguf")
+    wait_for(lambda: partial.exists() and partial.stat().st_size > MiB)
+    live = LiveServer(tmp_path).start()  # finds the partial file, but does not resume what the pull is fetching
+    try:
+        with httpx.Client(base_url=live.api_url, timeout=60) as api:
+            refused = api.post("/models", json={"id": "by-pull"})
+            assert refused.status_code == 409 and "another process" in refused.json()["error"]["message"]
+            api.post("/models", json={"source_url": url, "id": "by-server"}).raise_for_status()
+            pulled_twice = jan_server(tmp_path, "pull", url, "--id", "by-server")
+            assert pulled_twice.returncode == 1 and "another process" in pulled_twice.stderr
+            route.rate = None
+            assert pull.wait(timeout=120) == 0, pull.stderr.read()
+            assert wait_state(api, "by-server")["state"] == "downloaded"
+            assert api.get("/models/by-pull").json()["state"] == "downloaded"
+        for model_id in ("by-pull", "by-server"):
+            assert (tmp_path / "models" / model_id / "shared.gguf").read_bytes() == smollm2.read_bytes()
+    finally:
+        live.stop()
+        pull.kill()
