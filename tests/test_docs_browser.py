@@ -8,10 +8,11 @@ from urllib.parse import urlsplit
 import pytest
 from playwright import sync_api
 
+from tests.test_spec import ADDED_OPERATIONS, SEED_OPERATIONS
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
-#: The seed's 25 operations, and modifyMessage and deleteMessage.
-OPERATION_COUNT = 27
+OPERATION_COUNT = len(SEED_OPERATIONS) + len(ADDED_OPERATIONS)
 
 
 @pytest.fixture(scope="module")
