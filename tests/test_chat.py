@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -250,3 +251,25 @@ def test_full_queue_answers_429_with_retry_after(tmp_path):
             assert api.get(f"/models/{MODEL}").json()["metadata"]["cancelled_requests"] == 2
     finally:
         server.stop()
+
+
+def test_the_store_answers_while_streams_hold_the_worker_threads(api):
+    """Twelve open streams, more than Connexion's own bridge has threads: threads and messages are still served
+    while every stream is open and none has finished (each needs 240+ tokens)."""
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "List numbers."}], "max_tokens": 1000,
+            "response_format": ENDLESS, "stream": True}
+    api.post("/chat/completions", json={"model": MODEL, "messages": HELLO, "max_tokens": 1})  # the model is running
+    before = model_metadata(api)
+    completed, cancelled = before["completed_requests"], before["cancelled_requests"]
+    with contextlib.ExitStack() as streams:  # leaving it drops every connection, which cancels the generations
+        events = []  # each stream's lines, kept: a dropped iterator would close its stream
+        for _ in range(12):
+            response = streams.enter_context(api.stream("POST", "/chat/completions", json=body))
+            events.append(line for line in response.iter_lines() if line.startswith("data:"))
+            assert '"role":"assistant"' in next(events[-1])  # the stream is open
+        thread = api.post("/threads", json={"messages": [{"role": "user", "content": "Still there?"}]})
+        assert thread.status_code == 200, thread.text
+        listed = api.get(f"/threads/{thread.json()['id']}/messages")
+        assert [m["content"][0]["text"]["value"] for m in listed.json()["data"]] == ["Still there?"]
+        metadata = model_metadata(api)
+        assert (metadata["completed_requests"], metadata["cancelled_requests"]) == (completed, cancelled)
