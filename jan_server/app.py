@@ -41,7 +41,8 @@ def create_app(settings: Settings) -> connexion.FlaskApp:
     async def lifespan(_app):
         services.start()
         prepare_operations(app.app)  # Connexion registers the operations' views when it builds its stack, just before this
-        gc.freeze()  # what start-up built lives as long as the server: spare the collector rescanning it on every full pass
+        gc.collect()  # start-up's garbage goes first, then what remains lives as long as the server:
+        gc.freeze()  # spare the collector rescanning it on every full pass
         try:
             yield
         finally:
