@@ -67,9 +67,10 @@ class PreparedRequestValidationOperation(RequestValidationOperation):
     def __init__(self, next_app, **kwargs):
         super().__init__(next_app, **kwargs)
         operation = self._operation
+        self.uri_parser = operation.uri_parser_class(operation.parameters, operation.body_definition())
         self.parameter_validator = self._validator_map["parameter"](
             operation.parameters,
-            uri_parser=operation.uri_parser_class(operation.parameters, operation.body_definition()),
+            uri_parser=self.uri_parser,
             strict_validation=self.strict_validation,
             security_query_params=self.security_query_params,
         )
@@ -97,7 +98,7 @@ class PreparedRequestValidationOperation(RequestValidationOperation):
             nullable=is_nullable(operation.body_definition(mime_type)),
             encoding=encoding,
             strict_validation=self.strict_validation,
-            uri_parser=operation.uri_parser_class(operation.parameters, operation.body_definition()),
+            uri_parser=self.uri_parser,
         )
 
 
