@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx  # noqa: E402
 
-from jan_server.registry import BUNDLED_MODEL_ID, bundled_weights  # noqa: E402
+from jan_server.models.registry import BUNDLED_MODEL_ID, bundled_weights  # noqa: E402
 from tests.live_server import LiveServer  # noqa: E402
 
 PROMPT = [{"role": "user", "content": "Write a long story about a lighthouse keeper and a storm."}]

@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx  # noqa: E402
 
-from jan_server.paging import Page  # noqa: E402
-from jan_server.store import Store  # noqa: E402
+from jan_server.storage.paging import Page  # noqa: E402
+from jan_server.storage.store import Store  # noqa: E402
 from tests.live_server import LiveServer  # noqa: E402
 
 

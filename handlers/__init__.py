@@ -1,4 +1,4 @@
-"""HTTP translation for each tag of the spec; Connexion dispatches operationIds here (see jan_server.dispatch.TagResolver)."""
+"""HTTP translation for each tag of the spec; Connexion dispatches operationIds here (see jan_server.web.dispatch.TagResolver)."""
 
 import json
 

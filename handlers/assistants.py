@@ -1,7 +1,7 @@
-"""Assistants: HTTP translation for the assistant operations of the spec (see jan_server.store)."""
+"""Assistants: HTTP translation for the assistant operations of the spec (see jan_server.storage.store)."""
 
 from jan_server.handlers import services
-from jan_server.paging import Page
+from jan_server.storage.paging import Page
 
 
 def list_assistants(limit=20, order="desc", after=None, before=None):

@@ -2,8 +2,8 @@
 
 from flask import request
 
-from jan_server import chat
-from jan_server.disconnect import disconnected
+from jan_server.web import chat
+from jan_server.web.disconnect import disconnected
 from jan_server.handlers import event_stream, json_response, services
 
 

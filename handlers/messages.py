@@ -1,7 +1,7 @@
-"""Messages: HTTP translation for the message operations of the spec (see jan_server.store)."""
+"""Messages: HTTP translation for the message operations of the spec (see jan_server.storage.store)."""
 
 from jan_server.handlers import services
-from jan_server.paging import Page
+from jan_server.storage.paging import Page
 
 
 def list_messages(thread_id, limit=20, order="desc", after=None, before=None, run_id=None):

@@ -2,11 +2,11 @@
 
 import time
 
-from jan_server import sse
-from jan_server.downloads import start_model_download
+from jan_server.web import sse
+from jan_server.models.downloads import start_model_download
 from jan_server.errors import ApiError
 from jan_server.handlers import event_stream, json_response, services
-from jan_server.registry import validate_model_id
+from jan_server.models.registry import validate_model_id
 
 
 def list_models():

@@ -1,7 +1,7 @@
-"""Threads: HTTP translation for the thread operations of the spec (see jan_server.store)."""
+"""Threads: HTTP translation for the thread operations of the spec (see jan_server.storage.store)."""
 
 from jan_server.handlers import services
-from jan_server.paging import Page
+from jan_server.storage.paging import Page
 
 
 def create_thread(body=None):

@@ -7,7 +7,7 @@ import errno
 import logging
 import socket
 
-from jan_server.security import is_loopback
+from jan_server.web.security import is_loopback
 from jan_server.settings import Settings, split_list
 
 
@@ -84,7 +84,7 @@ def serve(settings: Settings) -> None:
                          "set an API key (--api-key / JAN_API_KEY) or pass --allow-remote")
     import uvicorn
 
-    from jan_server.app import create_app
+    from jan_server.web.app import create_app
 
     sock = bind_socket(settings.host, settings.port)
     app = create_app(settings)
@@ -97,7 +97,7 @@ def serve(settings: Settings) -> None:
 
 
 def migrate(settings: Settings) -> None:
-    from jan_server.store import Store
+    from jan_server.storage.store import Store
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     Store.open(settings.sqlalchemy_url).close()
@@ -108,9 +108,9 @@ def pull(settings: Settings, args: argparse.Namespace) -> None:
     """Download in this process (no server needed); Ctrl-C keeps the partial file for the next pull to resume."""
     from tqdm import tqdm
 
-    from jan_server.downloads import DownloadManager, start_model_download
+    from jan_server.models.downloads import DownloadManager, start_model_download
     from jan_server.errors import ApiError
-    from jan_server.registry import Registry
+    from jan_server.models.registry import Registry
 
     request = {"source_url": args.source} if "://" in args.source else {"id": args.source}
     request.update({key: value for key, value in {"id": args.model_id, "name": args.name, "sha256": args.sha256}.items() if value})
@@ -137,8 +137,8 @@ def pull(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def list_models(settings: Settings) -> None:
-    from jan_server.downloads import partial_path
-    from jan_server.registry import Registry
+    from jan_server.models.downloads import partial_path
+    from jan_server.models.registry import Registry
 
     records = Registry(settings.models_dir).list()
     if not records:

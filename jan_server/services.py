@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from jan_server.downloads import DownloadManager, resume_interrupted
-from jan_server.engine import ModelManager
-from jan_server.registry import Registry
+from jan_server.models.downloads import DownloadManager, resume_interrupted
+from jan_server.models.lifecycle import ModelManager
+from jan_server.models.registry import Registry
 from jan_server.settings import Settings
-from jan_server.store import Store
+from jan_server.storage.store import Store
 
 
 @dataclass

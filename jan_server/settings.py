@@ -34,7 +34,7 @@ class Settings:
     #: Worker threads bridging Flask to ASGI for chat and model requests; open streams each hold one, so keep well above the queue.
     wsgi_workers: int = 64
     #: Worker threads for every other request (store, /health) when the database is not SQLite; with SQLite they
-    #: run on the event loop (see jan_server.bridge).
+    #: run on the event loop (see jan_server.web.bridge).
     quick_workers: int = 4
     #: Bearer keys that /v1 requests must carry; empty means the API is open (and loopback-only).
     api_keys: tuple[str, ...] = ()

@@ -1,9 +1,9 @@
-"""Alembic environment: runs on the connection jan_server.db.migrate hands over, or on `sqlalchemy.url`."""
+"""Alembic environment: runs on the connection jan_server.storage.db.migrate hands over, or on `sqlalchemy.url`."""
 
 from alembic import context
 from sqlalchemy import create_engine
 
-from jan_server.tables import metadata
+from jan_server.storage.tables import metadata
 
 
 def run(connection) -> None:

@@ -6,10 +6,10 @@ import threading
 
 import pytest
 
-from jan_server.chat import grammar_of
-from jan_server.engine import ModelManager
+from jan_server.web.chat import grammar_of
+from jan_server.models.lifecycle import ModelManager
 from jan_server.errors import NotFoundError
-from jan_server.registry import BUNDLED_MODEL_ID, Registry
+from jan_server.models.registry import BUNDLED_MODEL_ID, Registry
 from tests.test_chat import ENDLESS
 
 

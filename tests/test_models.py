@@ -8,7 +8,7 @@ import os
 import httpx
 import pytest
 
-from jan_server.registry import BUNDLED_MODEL_ID, bundled_weights
+from jan_server.models.registry import BUNDLED_MODEL_ID, bundled_weights
 from tests.test_app import assert_openai_error
 
 

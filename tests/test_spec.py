@@ -11,7 +11,7 @@ from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate
 from openapi_spec_validator.readers import read_from_filename
 
-from jan_server.app import spec_path
+from jan_server.web.app import spec_path
 
 # (operationId, method, path) of every operation in Jan's seed spec, paths exactly as the seed has them.
 SEED_OPERATIONS = [

@@ -8,8 +8,8 @@ import threading
 import pytest
 
 from jan_server.errors import InvalidRequestError, NotFoundError
-from jan_server.paging import Page
-from jan_server.store import Store
+from jan_server.storage.paging import Page
+from jan_server.storage.store import Store
 
 
 @pytest.fixture()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import flask
 from swagger_ui_bundle import swagger_ui_path
 
-from jan_server.spec_paths import SPEC_URL
+from jan_server.web.spec_paths import SPEC_URL
 
 INDEX_HTML = """<!DOCTYPE html>
 <html lang="en">

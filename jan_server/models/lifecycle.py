@@ -7,10 +7,10 @@ import os
 import threading
 import time
 
-from jan_server.batching import Runner
-from jan_server.downloads import GGUF_MAGIC, DownloadManager, check_gguf
+from jan_server.models.batching import Runner
+from jan_server.models.downloads import GGUF_MAGIC, DownloadManager, check_gguf
 from jan_server.errors import ConflictError, InvalidRequestError, NotFoundError, ServerError
-from jan_server.registry import ModelRecord, Registry, validate_model_id
+from jan_server.models.registry import ModelRecord, Registry, validate_model_id
 
 log = logging.getLogger(__name__)
 

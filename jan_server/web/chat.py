@@ -11,8 +11,8 @@ import time
 import uuid
 from typing import Iterator
 
-from jan_server import sse
-from jan_server.batching import Job
+from jan_server.web import sse
+from jan_server.models.batching import Job
 from jan_server.errors import ApiError, InvalidRequestError
 
 DONE = b"data: [DONE]\n\n"

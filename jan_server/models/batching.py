@@ -26,7 +26,7 @@ from typing import Iterator
 import numpy as np
 
 from jan_server.errors import ConflictError, InvalidRequestError, RateLimitError, ServerError
-from jan_server.registry import ModelRecord
+from jan_server.models.registry import ModelRecord
 
 log = logging.getLogger(__name__)
 

@@ -13,11 +13,11 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Select, Table, bindparam, delete, insert, select, update
 
-from jan_server import db, records
+from jan_server.storage import db, records
 from jan_server.errors import NotFoundError
-from jan_server.paging import Page, fetch, fetch_first
-from jan_server.tables import assistants, thread_assistants, threads
-from jan_server.tables import messages as messages_table  # `messages` also names the thread methods' parameter
+from jan_server.storage.paging import Page, fetch, fetch_first
+from jan_server.storage.tables import assistants, thread_assistants, threads
+from jan_server.storage.tables import messages as messages_table  # `messages` also names the thread methods' parameter
 
 #: Assistant fields stored as given (model/models and metadata go through records first).
 ASSISTANT_FIELDS = ("name", "description", "instructions", "avatar", "tools", "tool_resources", "temperature", "top_p", "response_format")

@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from jan_server.errors import error_body
 from jan_server.settings import Settings
-from jan_server.spec_paths import API_BASE_PATH, SPEC_URL
+from jan_server.web.spec_paths import API_BASE_PATH, SPEC_URL
 
 #: Any http(s) origin on this machine, on any port: the default for --cors-origins.
 LOCAL_ORIGINS = r"https?://(localhost|127\.0\.0\.1|\[::1\])(:\d+)?"

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine, Select, Table, and_, bindparam, or_, select
 
-from jan_server import db
+from jan_server.storage import db
 from jan_server.errors import InvalidRequestError
 
 DEFAULT_LIMIT = 20

@@ -12,7 +12,7 @@ from connexion.lifecycle import ConnexionRequest, ConnexionResponse
 from starlette.exceptions import HTTPException
 
 from jan_server.errors import ApiError, error_body
-from jan_server.spec_paths import AllowedMethods
+from jan_server.web.spec_paths import AllowedMethods
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from jan_server.errors import UnavailableError
 
 #: How long a write waits for SQLite's lock, in milliseconds, before it fails with 503. Only another process can
 #: hold the lock (this one's writers queue on the store's own lock), and with SQLite the wait blocks the event loop
-#: that runs the store (jan_server.bridge): so not long.
+#: that runs the store (jan_server.web.bridge): so not long.
 BUSY_TIMEOUT_MS = 5_000
 
 
@@ -26,7 +26,7 @@ def create(url: str) -> Engine:
     """An engine for `url`; SQLite files get WAL, foreign keys, a busy timeout and explicit BEGINs."""
     if not url.startswith("sqlite"):
         return create_engine(url, pool_pre_ping=True)
-    # The server uses a SQLite store from its event loop only (jan_server.bridge), so SQLAlchemy's default pool
+    # The server uses a SQLite store from its event loop only (jan_server.web.bridge), so SQLAlchemy's default pool
     # is plenty. An in-memory database needs its one connection, or each would see its own database.
     in_memory = url in ("sqlite://", "sqlite:///:memory:")
     options = {"poolclass": StaticPool} if in_memory else {}

@@ -13,13 +13,13 @@ from connexion.jsonifier import Jsonifier
 from connexion.middleware import MiddlewarePosition
 from connexion.options import SwaggerUIOptions
 
-from jan_server import docs, error_responses, security
-from jan_server.disconnect import DisconnectWatcher
-from jan_server.bridge import SplitWSGIBridge
-from jan_server.dispatch import VALIDATORS, TagResolver, connexion_middlewares, prepare_operations
+from jan_server.web import console, error_responses, security
+from jan_server.web.disconnect import DisconnectWatcher
+from jan_server.web.bridge import SplitWSGIBridge
+from jan_server.web.dispatch import VALIDATORS, TagResolver, connexion_middlewares, prepare_operations
 from jan_server.services import Services
 from jan_server.settings import Settings
-from jan_server.spec_paths import API_BASE_PATH, AllowedMethods, SlashAliasMiddleware, slash_aliases
+from jan_server.web.spec_paths import API_BASE_PATH, AllowedMethods, SlashAliasMiddleware, slash_aliases
 
 #: Requests that may hold a worker thread for long: chat (streams, and waits in a model's queue) and model
 #: operations (download progress streams, loading a model).
@@ -28,7 +28,7 @@ LONG_RUNNING_PREFIXES = (f"{API_BASE_PATH}/chat/", f"{API_BASE_PATH}/models")
 
 def spec_path() -> Path:
     """openapi.yaml in a checkout (editable install), else the copy a plain install put in <prefix>/share."""
-    checkout = Path(__file__).resolve().parent.parent / "openapi.yaml"
+    checkout = Path(__file__).resolve().parents[2] / "openapi.yaml"
     if checkout.exists():
         return checkout
     return Path(sysconfig.get_path("data")) / "share" / "jan-server" / "openapi.yaml"
@@ -49,7 +49,7 @@ def create_app(settings: Settings) -> connexion.FlaskApp:
             services.close()
 
     app = connexion.FlaskApp(__name__, lifespan=lifespan, middlewares=connexion_middlewares())
-    app._middleware_app.asgi_app = SplitWSGIBridge(  # replaces FlaskApp's own bridge: see jan_server.bridge
+    app._middleware_app.asgi_app = SplitWSGIBridge(  # replaces FlaskApp's own bridge: see jan_server.web.bridge
         app.app.wsgi_app, LONG_RUNNING_PREFIXES, settings.wsgi_workers,
         inline=settings.sqlalchemy_url.startswith("sqlite"), quick_workers=settings.quick_workers,
     )
@@ -68,6 +68,6 @@ def create_app(settings: Settings) -> connexion.FlaskApp:
     paths = app.middleware.apis[-1].specification["paths"]  # the spec add_api just loaded, rather than a second parse
     app.add_middleware(SlashAliasMiddleware, MiddlewarePosition.BEFORE_ROUTING, patterns=slash_aliases(API_BASE_PATH, paths))
     app.app.extensions["jan_server"] = services  # read by jan_server.handlers.services()
-    docs.register(app.app)
+    console.register(app.app)
     error_responses.install(app, AllowedMethods(API_BASE_PATH, paths))
     return app

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from jan_server.errors import ConflictError, InvalidRequestError, NotFoundError
-from jan_server.registry import ModelRecord, Registry, validate_model_id
+from jan_server.models.registry import ModelRecord, Registry, validate_model_id
 
 log = logging.getLogger(__name__)
 
