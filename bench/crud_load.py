@@ -150,6 +150,18 @@ def seed(api_url: str) -> tuple[str, str]:
         return read.raise_for_status().json()["id"], write.raise_for_status().json()["id"]
 
 
+def seeded_endpoints(api_url: str) -> list[Endpoint]:
+    """/health first, then the store-backed endpoints, on freshly seeded threads."""
+    read_id, write_id = seed(api_url)
+    return [
+        Endpoint("GET /health", "GET", "/health"),
+        Endpoint("GET /v1/threads/{id}", "GET", f"/v1/threads/{read_id}"),
+        Endpoint("GET /v1/threads/{id}/messages", "GET", f"/v1/threads/{read_id}/messages"),
+        Endpoint("POST /v1/threads", "POST", "/v1/threads", {"metadata": {"bench": "load"}}),
+        Endpoint("POST /v1/threads/{id}/messages", "POST", f"/v1/threads/{write_id}/messages", {"role": "user", "content": "Hello, what is AI?"}),
+    ]
+
+
 def store_costs(calls: int = 2000) -> dict[str, float]:
     """Microseconds per call of the store alone (in this process, one thread): its share of a request's cost."""
     with tempfile.TemporaryDirectory(prefix="crud-store-") as tmp:
@@ -185,15 +197,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="crud-load-") as tmp:
         server = LiveServer(Path(tmp) / "data").start()
         try:
-            read_id, write_id = seed(server.api_url)
-            health = Endpoint("GET /health", "GET", "/health")
-            endpoints = [
-                health,
-                Endpoint("GET /v1/threads/{id}", "GET", f"/v1/threads/{read_id}"),
-                Endpoint("GET /v1/threads/{id}/messages", "GET", f"/v1/threads/{read_id}/messages"),
-                Endpoint("POST /v1/threads", "POST", "/v1/threads", {"metadata": {"bench": "load"}}),
-                Endpoint("POST /v1/threads/{id}/messages", "POST", f"/v1/threads/{write_id}/messages", {"role": "user", "content": "Hello, what is AI?"}),
-            ]
+            endpoints = seeded_endpoints(server.api_url)
             results = [Result(endpoint.name) for endpoint in endpoints]
             for round_number in range(1, args.rounds + 1):
                 for endpoint, result in zip(endpoints, results):
