@@ -1,28 +1,32 @@
 """Tell Flask handlers when their client has gone away.
 
 Behind Connexion's WSGI bridge a streaming Flask generator never learns that the client disconnected
-(Connexion issue 1822): a2wsgi keeps pulling chunks and the server drops them. This ASGI middleware keeps
-listening on `receive()` once the request body has been read, and sets a `threading.Event` stored in the
-ASGI scope when `http.disconnect` arrives. A handler reads it with `disconnected(flask.request.environ)`.
-Only requests under `prefixes` are watched (chat and model operations: the ones that stream or wait); no other
-handler asks.
+(Connexion issue 1822): a2wsgi keeps pulling chunks and the server drops them. DisconnectWatcher, an ASGI
+middleware placed after Connexion's routing and request validation, keeps listening on `receive()` once the
+request body has been read, and sets a `threading.Event` stored in the ASGI scope when `http.disconnect`
+arrives. Only requests of operations that run on worker threads (the ones that stream or wait; see
+jan_server.web.run_modes) are watched. A handler reads the event with `disconnected(flask.request.environ)`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+from typing import Callable
+
+from starlette.types import Scope
 
 SCOPE_KEY = "jan_server.disconnected"
 
 
 class DisconnectWatcher:
-    def __init__(self, app, prefixes: tuple[str, ...]):
+    def __init__(self, app, watched: Callable[[Scope], bool]):
+        """`watched(scope)`: whether a request is watched (RunModes.on_worker)."""
         self.app = app
-        self.prefixes = prefixes
+        self.watched = watched
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or not scope["path"].startswith(self.prefixes):
+        if scope["type"] != "http" or not self.watched(scope):
             return await self.app(scope, receive, send)
         event = threading.Event()
         scope[SCOPE_KEY] = event
@@ -54,5 +58,5 @@ class DisconnectWatcher:
 
 def disconnected(environ: dict) -> threading.Event:
     """The request's disconnect event (a never-set one outside the watcher, e.g. in a plain WSGI test client)."""
-    scope = environ.get("asgi.scope") or {}
+    scope = environ.get("asgi.scope") or {}  # a2wsgi puts the ASGI scope in the WSGI environ
     return scope.get(SCOPE_KEY) or threading.Event()
