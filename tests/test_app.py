@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ast
+import configparser
 import re
 import site
 import socket
 import subprocess
 import sys
 import venv
+from importlib.metadata import packages_distributions
 from pathlib import Path
 
 import httpx
@@ -142,3 +145,26 @@ def test_plain_install_elsewhere_serves_the_spec(tmp_path):
     finally:
         live.stop()
 
+
+def imported_modules(folder: Path) -> set[str]:
+    """The top-level names every module under `folder` imports, at any depth of its code."""
+    names = set()
+    for source in folder.rglob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text(), str(source))):
+            if isinstance(node, ast.Import):
+                names.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names.add(node.module.split(".")[0])
+    return names
+
+
+def test_every_imported_package_is_declared():
+    config = configparser.ConfigParser()
+    config.read(REPO / "setup.cfg")
+    requirements = config["options"]["install_requires"].split()
+    declared = {re.match(r"[\w.-]+", line).group().lower().replace("_", "-") for line in requirements}
+    third_party = set().union(*(imported_modules(REPO / folder) for folder in ("jan_server", "handlers", "migrations")))
+    third_party -= set(sys.stdlib_module_names) | {"jan_server"}
+    providers = packages_distributions()
+    needed = {module: {name.lower().replace("_", "-") for name in providers[module]} for module in third_party}
+    assert {module for module, names in needed.items() if not names & declared} == set()
