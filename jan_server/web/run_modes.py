@@ -3,8 +3,8 @@
 An operation with `x-jan-runs: worker` (openapi.yaml) may hold its thread for long: it streams, waits in a
 model's queue, or loads a model. Its requests run on the bridge's pool of worker threads and are watched for
 their client leaving (jan_server.web.disconnect). Every other operation is quick and runs inline (see
-jan_server.web.bridge); so do requests Connexion could not route (404, 405), /health and /docs. A new
-operation that streams or waits needs only the extension.
+jan_server.web.bridge), as do requests no operation matches (/health, /docs, unknown paths). A new operation
+that streams or waits needs only the extension.
 
 Connexion's routing middleware names the operation of a request in
 `scope["extensions"]["connexion_routing"]["operation_id"]`, as the resolver resolved it (the handler's dotted
