@@ -10,18 +10,10 @@ from jan_server.handlers import event_stream, json_response, services
 def create_chat_completion(body):
     runner = services().models.runner_for(body["model"])
     job = runner.prepare(chat.messages_of(body), chat.parameters_of(body))
-    job.cancelled = disconnected(request.environ)
+    job.cancelled = disconnected(request.environ)  # the scheduler stops the job once its client is gone
     runner.submit(job)
     if body.get("stream"):
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        return event_stream(_closing(chat.stream(job, body["model"], include_usage), job))
+        return event_stream(chat.stream(job, body["model"], include_usage), cancel=job.cancel)
     text = job.result()
     return json_response(chat.completion(job, text, body["model"]))
-
-
-def _closing(chunks, job):
-    """Cancel the generation when the server stops sending the stream, whatever the reason."""
-    try:
-        yield from chunks
-    finally:
-        job.cancel()

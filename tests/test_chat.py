@@ -214,6 +214,7 @@ def test_disconnect_mid_stream_frees_the_model(api):
 
 def test_disconnect_while_waiting_for_a_non_streaming_answer(server, api):
     body = {"model": MODEL, "messages": [{"role": "user", "content": "List numbers."}], "max_tokens": 1000, "response_format": ENDLESS}
+    api.post("/chat/completions", json={"model": MODEL, "messages": HELLO, "max_tokens": 1})  # the model is running
     before = model_metadata(api)
     with httpx.Client(base_url=server.api_url, timeout=httpx.Timeout(60, read=1.0)) as impatient:
         with pytest.raises(httpx.ReadTimeout):

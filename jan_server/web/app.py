@@ -17,13 +17,10 @@ from jan_server.web import console, error_responses, security
 from jan_server.web.disconnect import DisconnectWatcher
 from jan_server.web.bridge import SplitWSGIBridge
 from jan_server.web.dispatch import VALIDATORS, TagResolver, connexion_middlewares, prepare_operations
+from jan_server.web.run_modes import RunModes
 from jan_server.services import Services
 from jan_server.settings import Settings
 from jan_server.web.spec_paths import API_BASE_PATH, AllowedMethods, SlashAliasMiddleware, slash_aliases
-
-#: Requests that may hold a worker thread for long: chat (streams, and waits in a model's queue) and model
-#: operations (download progress streams, loading a model).
-LONG_RUNNING_PREFIXES = (f"{API_BASE_PATH}/chat/", f"{API_BASE_PATH}/models")
 
 
 def spec_path() -> Path:
@@ -49,11 +46,6 @@ def create_app(settings: Settings) -> connexion.FlaskApp:
             services.close()
 
     app = connexion.FlaskApp(__name__, lifespan=lifespan, middlewares=connexion_middlewares())
-    app._middleware_app.asgi_app = SplitWSGIBridge(  # replaces FlaskApp's own bridge: see jan_server.web.bridge
-        app.app.wsgi_app, LONG_RUNNING_PREFIXES, settings.wsgi_workers,
-        inline=settings.sqlalchemy_url.startswith("sqlite"), quick_workers=settings.quick_workers,
-    )
-    app.add_middleware(DisconnectWatcher, MiddlewarePosition.BEFORE_EXCEPTION, prefixes=LONG_RUNNING_PREFIXES)
     security.install(app, settings)
     app.add_api(
         spec_path(),
@@ -66,6 +58,13 @@ def create_app(settings: Settings) -> connexion.FlaskApp:
         jsonifier=Jsonifier(json),  # Connexion's default indents, which makes json fall back to its pure-Python encoder
     )
     paths = app.middleware.apis[-1].specification["paths"]  # the spec add_api just loaded, rather than a second parse
+    run_modes = RunModes(paths)
+    app._middleware_app.asgi_app = SplitWSGIBridge(  # replaces FlaskApp's own bridge: see jan_server.web.bridge
+        app.app.wsgi_app, run_modes.on_worker, settings.wsgi_workers,
+        inline=settings.sqlalchemy_url.startswith("sqlite"), quick_workers=settings.quick_workers,
+    )
+    # After routing (it needs the operation) and request validation (a request refused there holds nothing).
+    app.add_middleware(DisconnectWatcher, MiddlewarePosition.BEFORE_CONTEXT, watched=run_modes.on_worker)
     app.add_middleware(SlashAliasMiddleware, MiddlewarePosition.BEFORE_ROUTING, patterns=slash_aliases(API_BASE_PATH, paths))
     app.app.extensions["jan_server"] = services  # read by jan_server.handlers.services()
     console.register(app.app)

@@ -4,9 +4,10 @@ Connexion's FlaskApp bridges with a2wsgi: every request runs on one pool of 10 t
 response crosses back to the event loop through a future. Open streams hold those threads, and for short
 requests the hand-offs cost more than the work. This bridge sends each request one of two ways:
 
-- Long-running requests (chat, which streams and may wait in a model's queue; model downloads and loads) run
-  on a pool of `workers` threads, as a2wsgi runs them.
-- Every other request (the store, /health, /docs) runs to completion on the event loop's own thread. With
+- Requests of operations the spec marks `x-jan-runs: worker` (chat, which streams and may wait in a model's
+  queue; model downloads and loads; see jan_server.web.run_modes) run on a pool of `workers` threads, as
+  a2wsgi runs them. The bridge sits after Connexion's routing, so it knows the operation.
+- Every other request (the store, /health, /docs, unknown routes) runs to completion on the event loop's own thread. With
   SQLite a store call is a few dozen microseconds of CPU and waits on no network, so running it in place
   is cheaper than any thread: no hand-offs, and none of the GIL contention that made each SQLite call wait
   behind the other threads (docs/BENCHMARKS.md). With another database, which may sit across a network,
@@ -19,20 +20,23 @@ from __future__ import annotations
 import contextvars
 import io
 from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
 
 from a2wsgi import WSGIMiddleware
 from a2wsgi.wsgi import WSGIResponder, build_environ
+from starlette.types import Scope
 
 
 class SplitWSGIBridge(WSGIMiddleware):
-    def __init__(self, app, long_running_prefixes: tuple[str, ...], workers: int, inline: bool, quick_workers: int):
+    def __init__(self, app, on_worker: Callable[[Scope], bool], workers: int, inline: bool, quick_workers: int):
+        """`on_worker(scope)`: whether a request runs on the worker pool (RunModes.on_worker)."""
         super().__init__(app, workers=workers)
-        self.long_running_prefixes = long_running_prefixes
+        self.on_worker = on_worker
         self.inline = inline
         self.quick_executor = None if inline else ThreadPoolExecutor(thread_name_prefix="WSGI-quick", max_workers=quick_workers)
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["path"].startswith(self.long_running_prefixes):
+        if scope["type"] != "http" or self.on_worker(scope):
             return await super().__call__(scope, receive, send)
         if self.inline:
             return await run_inline(self.app, scope, receive, send)

@@ -19,13 +19,17 @@ from connexion.validators import VALIDATOR_MAP, JSONRequestBodyValidator, Parame
 from jsonschema import Draft4Validator, ValidationError
 
 
+def handler_name(tag: str, operation_id: str) -> str:
+    """operationId `createThread` tagged `Threads` -> `jan_server.handlers.threads.create_thread`."""
+    name = re.sub(r"(?<!^)(?=[A-Z])", "_", operation_id).lower()
+    return f"jan_server.handlers.{tag.lower()}.{name}"
+
+
 class TagResolver(Resolver):
-    """operationId `createThread` tagged `Threads` resolves to `jan_server.handlers.threads.create_thread`."""
+    """Each operation resolves to its handler_name (which Connexion then also uses as its operation_id)."""
 
     def resolve_operation_id(self, operation) -> str:
-        tag = operation._operation["tags"][0].lower()  # Connexion keeps the operation's raw spec here
-        name = re.sub(r"(?<!^)(?=[A-Z])", "_", operation.operation_id).lower()
-        return f"jan_server.handlers.{tag}.{name}"
+        return handler_name(operation._operation["tags"][0], operation.operation_id)  # _operation: the raw spec
 
 
 class NamedParameterValidator(ParameterValidator):
