@@ -3,13 +3,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.live_server import LiveServer
-
-#: How long a test's client waits for the server. Generous on purpose: the tests share a small machine with
-#: other work, and under load one chat on the bundled model takes many times its usual second (a 60 s read
-#: limit failed an ordinary chat so). Only a hung server should ever reach these limits.
-PATIENT = httpx.Timeout(connect=60, read=600, write=60, pool=600)
-
+from tests.live_server import PATIENT, LiveServer
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory) -> LiveServer:

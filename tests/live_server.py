@@ -13,6 +13,11 @@ from pathlib import Path
 
 import httpx
 
+#: How long a test's client waits for the server. Generous on purpose: the tests share a small machine with
+#: other work, and under load one chat on the bundled model takes many times its usual second (a 60 s read
+#: limit failed an ordinary chat so). Only a hung server should ever reach these limits.
+PATIENT = httpx.Timeout(connect=60, read=600, write=60, pool=600)
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -39,7 +44,8 @@ class LiveServer:
     def api_url(self) -> str:
         return f"{self.base_url}/v1"
 
-    def start(self, timeout: float = 60) -> "LiveServer":
+    def start(self, timeout: float = 300) -> "LiveServer":
+        """Start the server and wait for /health; the limit is generous, for the same reason as PATIENT's."""
         self.port = self.port or free_port()
         command = self.command or [
             sys.executable, "-m", "jan_server", "--data-dir", str(self.data_dir), "--port", str(self.port), *self.args

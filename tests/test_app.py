@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 
 from jan_server.cli import build_parser, settings_from_args
-from tests.conftest import PATIENT
+from tests.live_server import PATIENT
 from tests.live_server import LiveServer, free_port
 
 REPO = Path(__file__).resolve().parent.parent

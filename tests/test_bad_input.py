@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.live_server import LiveServer
+from tests.live_server import PATIENT, LiveServer
 from tests.test_app import assert_openai_error
 
 MODEL = "smollm2-135m-instruct"
@@ -38,7 +38,7 @@ def site(tmp_path_factory):
     (parent / "outside").mkdir()
     (parent / "outside" / "model.json").write_text("{}")
     live = LiveServer(parent / "data").start()
-    with httpx.Client(base_url=live.api_url, timeout=60) as client:
+    with httpx.Client(base_url=live.api_url, timeout=PATIENT) as client:
         thread = client.post("/threads", json={"messages": [{"role": "user", "content": "hi"}]}).json()["id"]
         message = client.get(f"/threads/{thread}/messages").json()["data"][0]["id"]
         assistant = client.post("/assistants", json={"model": MODEL, "name": "a"}).json()["id"]
@@ -60,7 +60,7 @@ def send(site, method: str, raw_path: str, json=None, content: bytes | None = No
     before = snapshot(parent)
     if json is not None:
         content, headers = dumps(json).encode(), {"content-type": "application/json"}
-    connection = http.client.HTTPConnection("127.0.0.1", live.port, timeout=60)
+    connection = http.client.HTTPConnection("127.0.0.1", live.port, timeout=PATIENT.read)
     try:
         connection.request(method, raw_path, body=content, headers=headers or {})
         reply = connection.getresponse()
@@ -176,7 +176,7 @@ def test_download_file_name_cannot_escape_the_models_dir(site):
     """The id derived from a URL's file name lands in models/, whatever the URL's path holds."""
     parent = site["parent"]
     outside = {k: v for k, v in snapshot(parent).items() if not k.startswith("data")}
-    with httpx.Client(base_url=site["live"].api_url, timeout=60) as client:
+    with httpx.Client(base_url=site["live"].api_url, timeout=PATIENT) as client:
         response = client.post("/models", json={"source_url": "http://127.0.0.1:9/..%2F..%2Foutside%2Fescape.gguf"})
         assert response.status_code in (200, 400), response.text
         if response.status_code == 200:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from tests.live_server import LiveServer
+from tests.live_server import PATIENT, LiveServer
 
 CLIENTS = 6
 #: Acknowledged writes after which the server is killed (the clients keep writing until it dies).
@@ -28,7 +28,7 @@ class Writer:
 
     def run(self, api_url: str, progress: threading.Semaphore) -> None:
         self.acked[self.own_thread] = [0]  # the message the thread was created with
-        with httpx.Client(base_url=api_url, timeout=60) as client:
+        with httpx.Client(base_url=api_url, timeout=PATIENT) as client:
             try:
                 for seq in range(1, 10_000):
                     for thread_id in (self.own_thread, self.shared_thread):
@@ -88,7 +88,7 @@ def test_every_acknowledged_write_survives_sigkill(tmp_path):
 
     restarted = LiveServer(data_dir).start()
     try:
-        with httpx.Client(base_url=restarted.api_url, timeout=60) as client:
+        with httpx.Client(base_url=restarted.api_url, timeout=PATIENT) as client:
             assert client.get(f"/threads/{shared}").status_code == 200
             shared_messages = all_messages(client, shared)
             for writer in writers:

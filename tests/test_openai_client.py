@@ -5,13 +5,15 @@ from __future__ import annotations
 import openai
 import pytest
 
+from tests.live_server import PATIENT
+
 # openai 3.x marks its Assistants API deprecated (in favour of Responses); Jan's API is built on it.
 pytestmark = pytest.mark.filterwarnings("ignore:.*deprecated:DeprecationWarning")
 
 
 @pytest.fixture()
 def client(server) -> openai.OpenAI:
-    with openai.OpenAI(api_key="x", base_url=server.api_url, max_retries=0, timeout=60) as client:
+    with openai.OpenAI(api_key="x", base_url=server.api_url, max_retries=0, timeout=PATIENT) as client:
         yield client
 
 
