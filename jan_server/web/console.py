@@ -1,4 +1,5 @@
-"""Non-API routes: the Swagger console at /docs (served offline from swagger-ui-bundle), / and /health.
+"""The console and the spec it reads: /docs (served offline from swagger-ui-bundle), the bundled spec at
+/v1/openapi.json and /v1/openapi.yaml, and the non-API routes / and /health.
 
 Connexion mounts its own console under the API base path (/v1/ui); the user asked for /docs at the root.
 "Try it out" stays a click away: with `tryItOutEnabled` Swagger UI 4 fills request bodies from the schema
@@ -7,10 +8,13 @@ instead of the spec's first example, and those generated bodies fail.
 
 from __future__ import annotations
 
+import json
+
 import flask
+import yaml
 from swagger_ui_bundle import swagger_ui_path
 
-from jan_server.web.spec_paths import SPEC_URL
+from jan_server.web.spec_paths import SPEC_URL, SPEC_YAML_URL
 
 INDEX_HTML = """<!DOCTYPE html>
 <html lang="en">
@@ -38,8 +42,19 @@ INDEX_HTML = """<!DOCTYPE html>
 """ % SPEC_URL
 
 
-def register(app: flask.Flask) -> None:
+def register(app: flask.Flask, spec: dict) -> None:
+    """Routes for the console, and for `spec` (the bundled document), rendered once here."""
     docs = flask.Blueprint("docs", __name__)
+    spec_json = json.dumps(spec, ensure_ascii=False)
+    spec_yaml = yaml.safe_dump(spec, sort_keys=False, allow_unicode=True, width=120)
+
+    @docs.get(SPEC_URL)
+    def spec_as_json():
+        return flask.Response(spec_json, mimetype="application/json")
+
+    @docs.get(SPEC_YAML_URL)
+    def spec_as_yaml():
+        return flask.Response(spec_yaml, mimetype="application/yaml")
 
     @docs.get("/")
     def root():
