@@ -68,6 +68,12 @@ class LiveServer:
         self.stop()
         raise TimeoutError(f"jan-server did not answer /health within {timeout}s")
 
+    def __enter__(self) -> "LiveServer":
+        return self.start()
+
+    def __exit__(self, *_exc) -> None:
+        self.stop()
+
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
             self.process.send_signal(signal.SIGINT)

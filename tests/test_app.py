@@ -132,7 +132,7 @@ def test_plain_install_elsewhere_serves_the_spec(tmp_path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     found = subprocess.run(
-        [python, "-c", "import jan_server.web.app as a; print(a.spec_path())"],
+        [python, "-c", "import jan_server.web.spec_bundle as b; print(b.spec_path())"],
         capture_output=True, text=True, cwd=elsewhere, check=True,
     ).stdout.strip()
     assert not found.startswith(str(REPO)), found

@@ -10,6 +10,7 @@ import threading
 
 import httpx
 import pytest
+from connexion.json_schema import resolve_refs
 
 from jan_server.settings import Settings
 from jan_server.web.app import create_app
@@ -17,6 +18,7 @@ from jan_server.web.bridge import SplitWSGIBridge
 from jan_server.web.disconnect import SCOPE_KEY
 from jan_server.web.dispatch import handler_name
 from jan_server.web.run_modes import RunModes, routed_operation
+from jan_server.web.spec_bundle import bundle
 from tests.test_spec import UNKNOWN_IDS, operations, request_examples
 
 CHAT = "jan_server.handlers.chat.create_chat_completion"
@@ -126,6 +128,7 @@ def test_every_operation_runs_where_the_spec_declares(tmp_path):
     operation of the served spec runs on a worker thread, watched for disconnects, exactly when it declares
     `x-jan-runs: worker`; the others, and requests no operation matches, run on the event loop's thread."""
     app = create_app(Settings(data_dir=tmp_path / "data"))
+    spec = resolve_refs(bundle())  # the document /v1/openapi.json serves (through the Flask app the probe replaces)
     seen: dict[str | None, tuple[str, bool]] = {}
 
     def probe(environ, start_response):
@@ -136,19 +139,18 @@ def test_every_operation_runs_where_the_spec_declares(tmp_path):
 
     app._middleware_app.asgi_app.app = probe  # the bridge's WSGI app, the handlers' Flask app until now
 
-    async def run() -> tuple[dict, str]:
+    async def run() -> str:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
-            spec = (await client.get("/v1/openapi.json")).json()  # served before routing: the probe sees none
             for _op_id, method, path, operation in operations(spec):
                 url = "/v1" + re.sub(r"{([^}]+)}", lambda m: UNKNOWN_IDS[m.group(1)], path)
                 response = await client.request(method.upper(), url, json=request_examples(operation)[0])
                 assert response.status_code == 204, f"{method} {url}: {response.status_code} {response.text}"
             assert (await client.get("/v1/no-such-thing")).status_code == 204
-        return spec, threading.current_thread().name
+        return threading.current_thread().name
 
     try:
-        spec, loop_thread = asyncio.run(run())
+        loop_thread = asyncio.run(run())
     finally:
         app.app.extensions["jan_server"].close()
     for op_id, _method, _path, operation in operations(spec):

@@ -93,7 +93,7 @@ def test_key_guards_every_v1_path_and_method(keyed):
 
 
 def test_health_console_and_spec_stay_open(keyed):
-    for path in ["/health", "/docs", "/v1/openapi.json"]:
+    for path in ["/health", "/docs", "/v1/openapi.json", "/v1/openapi.yaml"]:
         assert httpx.get(f"{keyed.base_url}{path}").status_code == 200, path
 
 

@@ -1,17 +1,19 @@
-"""The OpenAPI document: the 25 seed operations and two more, valid, documented, and its examples work on the real server."""
+"""The OpenAPI document: the 25 seed operations and two more, bundled, valid, documented, and its examples work on the
+real server."""
 
 from __future__ import annotations
 
-import json
 import re
 
 import httpx
 import pytest
+import yaml
+from connexion.json_schema import resolve_refs
 from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate
 from openapi_spec_validator.readers import read_from_filename
 
-from jan_server.web.app import spec_path
+from jan_server.web.spec_bundle import spec_path
 
 # (operationId, method, path) of every operation in Jan's seed spec, paths exactly as the seed has them.
 SEED_OPERATIONS = [
@@ -66,10 +68,17 @@ ID_ALIASES = {"assistants_id": "assistant_id"}
 
 
 @pytest.fixture(scope="module")
-def served(server) -> dict:
+def bundled(server) -> dict:
+    """The spec as served: bundled, its refs pointing into its own components."""
     response = httpx.get(f"{server.api_url}/openapi.json", timeout=30)
     assert response.status_code == 200
     return response.json()
+
+
+@pytest.fixture(scope="module")
+def served(bundled) -> dict:
+    """The served spec with its refs resolved, as a client reads it."""
+    return resolve_refs(bundled)
 
 
 def operations(spec: dict):
@@ -90,9 +99,27 @@ def test_served_spec_has_every_seed_operation(served):
     assert served["servers"] == [{"url": "/v1"}]
 
 
-def test_served_spec_is_self_contained(served):
-    """Swagger UI fetches only /v1/openapi.json: no ref may point at the specs/*.yaml files."""
-    assert "$ref" not in json.dumps(served)
+def refs(node) -> list[str]:
+    if isinstance(node, dict):
+        return [node["$ref"]] if "$ref" in node else [ref for value in node.values() for ref in refs(value)]
+    return [ref for item in node for ref in refs(item)] if isinstance(node, list) else []
+
+
+def test_served_spec_is_bundled(bundled, server):
+    """Swagger UI and client generators fetch only /v1/openapi.json: every component of specs/*.yaml is in it,
+    under its own name, and every ref points into it."""
+    declared = {(kind, name) for path in spec_path().parent.glob("specs/*.yaml")
+                for kind, named in yaml.safe_load(path.read_text())["components"].items() for name in named}
+    served_names = {(kind, name) for kind, named in bundled["components"].items() for name in named}
+    assert declared and declared <= served_names
+    all_refs = refs(bundled)
+    assert all_refs and all(ref.startswith("#/components/") for ref in all_refs)
+    for ref in all_refs:
+        kind, name = ref.removeprefix("#/components/").split("/")
+        assert name in bundled["components"][kind], ref
+    as_yaml = httpx.get(f"{server.api_url}/openapi.yaml", timeout=30)
+    assert as_yaml.status_code == 200 and as_yaml.headers["content-type"].startswith("application/yaml")
+    assert yaml.safe_load(as_yaml.text) == bundled
 
 
 def test_spec_files_validate():
@@ -100,8 +127,8 @@ def test_spec_files_validate():
     validate(spec, base_uri=base_uri)
 
 
-def test_served_spec_validates(served):
-    validate(served)
+def test_served_spec_validates(bundled):
+    validate(bundled)
 
 
 def test_every_operation_is_documented(served):

@@ -1,12 +1,10 @@
-"""The app factory: Connexion loads openapi.yaml and dispatches each operationId to handlers/<tag>.py."""
+"""The app factory: Connexion loads the bundled openapi.yaml (see spec_bundle) and dispatches each operationId to handlers/<tag>.py."""
 
 from __future__ import annotations
 
 import contextlib
 import gc
 import json
-import sysconfig
-from pathlib import Path
 
 import connexion
 from connexion.jsonifier import Jsonifier
@@ -20,15 +18,8 @@ from jan_server.web.dispatch import VALIDATORS, TagResolver, connexion_middlewar
 from jan_server.web.run_modes import RunModes
 from jan_server.services import Services
 from jan_server.settings import Settings
+from jan_server.web.spec_bundle import bundle
 from jan_server.web.spec_paths import API_BASE_PATH, AllowedMethods, SlashAliasMiddleware, slash_aliases
-
-
-def spec_path() -> Path:
-    """openapi.yaml in a checkout (editable install), else the copy a plain install put in <prefix>/share."""
-    checkout = Path(__file__).resolve().parents[2] / "openapi.yaml"
-    if checkout.exists():
-        return checkout
-    return Path(sysconfig.get_path("data")) / "share" / "jan-server" / "openapi.yaml"
 
 
 def create_app(settings: Settings) -> connexion.FlaskApp:
@@ -47,17 +38,18 @@ def create_app(settings: Settings) -> connexion.FlaskApp:
 
     app = connexion.FlaskApp(__name__, lifespan=lifespan, middlewares=connexion_middlewares())
     security.install(app, settings)
+    spec = bundle()
     app.add_api(
-        spec_path(),
+        spec,
         base_path=API_BASE_PATH,
         resolver=TagResolver(),
         strict_validation=True,
         pythonic_params=True,
-        swagger_ui_options=SwaggerUIOptions(swagger_ui=False),
+        swagger_ui_options=SwaggerUIOptions(swagger_ui=False, serve_spec=False),  # served bundled, by console
         validator_map=VALIDATORS,
         jsonifier=Jsonifier(json),  # Connexion's default indents, which makes json fall back to its pure-Python encoder
     )
-    paths = app.middleware.apis[-1].specification["paths"]  # the spec add_api just loaded, rather than a second parse
+    paths = app.middleware.apis[-1].specification["paths"]  # resolved by add_api, rather than resolved twice
     run_modes = RunModes(paths)
     app._middleware_app.asgi_app = SplitWSGIBridge(  # replaces FlaskApp's own bridge: see jan_server.web.bridge
         app.app.wsgi_app, run_modes.on_worker, settings.wsgi_workers,
@@ -67,6 +59,6 @@ def create_app(settings: Settings) -> connexion.FlaskApp:
     app.add_middleware(DisconnectWatcher, MiddlewarePosition.BEFORE_CONTEXT, watched=run_modes.on_worker)
     app.add_middleware(SlashAliasMiddleware, MiddlewarePosition.BEFORE_ROUTING, patterns=slash_aliases(API_BASE_PATH, paths))
     app.app.extensions["jan_server"] = services  # read by jan_server.handlers.services()
-    console.register(app.app)
+    console.register(app.app, spec)
     error_responses.install(app, AllowedMethods(API_BASE_PATH, paths))
     return app

@@ -17,6 +17,7 @@ from connexion.resolver import Resolver
 from connexion.utils import inspect_function_arguments, is_null, is_nullable
 from connexion.validators import VALIDATOR_MAP, JSONRequestBodyValidator, ParameterValidator
 from jsonschema import Draft4Validator, ValidationError
+from starlette.datastructures import Headers
 
 
 def handler_name(tag: str, operation_id: str) -> str:
@@ -118,9 +119,20 @@ class PreparedRequestValidationMiddleware(RequestValidationMiddleware):
 
 
 class PreparedJSONBodyValidator(JSONRequestBodyValidator):
-    """Connexion's JSON body validator builds its JSON Schema validator on every use; this one keeps it."""
+    """Connexion's JSON body validator builds its JSON Schema validator on every use; this one keeps it.
+
+    It also lets an optional body (`required: false`) be absent without the spec marking its schema nullable,
+    which would give generated clients a `CreateThreadRequestType0 | None` instead of a `CreateThreadRequest`.
+    A body sent as JSON `null` is still validated (and refused unless the schema allows it).
+    """
 
     _validator = functools.cached_property(JSONRequestBodyValidator._validator.fget)
+
+    async def wrap_receive(self, receive, *, scope):
+        headers = Headers(scope=scope)
+        if not self._required and not int(headers.get("content-length") or 0) and "transfer-encoding" not in headers:
+            return receive, scope
+        return await super().wrap_receive(receive, scope=scope)
 
 
 #: Connexion's validators, with ours where they differ.

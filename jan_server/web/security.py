@@ -19,14 +19,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from jan_server.errors import error_body
 from jan_server.settings import Settings
-from jan_server.web.spec_paths import API_BASE_PATH, SPEC_URL
+from jan_server.web.spec_paths import API_BASE_PATH, SPEC_URL, SPEC_YAML_URL
 
 #: Any http(s) origin on this machine, on any port: the default for --cors-origins.
 LOCAL_ORIGINS = r"https?://(localhost|127\.0\.0\.1|\[::1\])(:\d+)?"
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})
 #: Paths under /v1 that stay open with API keys set: the console needs the spec to offer "Authorize".
-OPEN_API_PATHS = frozenset({SPEC_URL})
+OPEN_API_PATHS = frozenset({SPEC_URL, SPEC_YAML_URL})
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 
 

@@ -12,8 +12,9 @@ import re
 
 #: Where the API is served: the spec's `servers` entry.
 API_BASE_PATH = "/v1"
-#: The spec as Connexion serves it (JSON), which /docs loads.
+#: The bundled spec, as JSON (which /docs loads) and as YAML.
 SPEC_URL = f"{API_BASE_PATH}/openapi.json"
+SPEC_YAML_URL = f"{API_BASE_PATH}/openapi.yaml"
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 
 
