@@ -137,7 +137,7 @@ def pull(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def list_models(settings: Settings) -> None:
-    from jan_server.models.downloads import partial_path
+    from jan_server.models.transfer import partial_path
     from jan_server.models.registry import Registry
 
     records = Registry(settings.models_dir).list()

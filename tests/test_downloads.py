@@ -14,7 +14,8 @@ import time
 import httpx
 import pytest
 
-from jan_server.models.downloads import DownloadError, DownloadManager, Transfer, partial_path, start_model_download
+from jan_server.models.downloads import DownloadManager, start_model_download
+from jan_server.models.transfer import DownloadError, Transfer, partial_path
 from jan_server.errors import ConflictError, InvalidRequestError
 from jan_server.models.registry import Registry
 from tests.http_fixture import FileServer, Route
@@ -156,7 +157,7 @@ def test_a_full_disk_is_an_error(gguf, tmp_path):
 import resource, signal, sys
 from tests.http_fixture import FileServer, Route
 from tests.live_server import LiveServer, free_port
-from jan_server.models.downloads import DownloadError, Transfer
+from jan_server.models.transfer import DownloadError, Transfer
 from pathlib import Path
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 with FileServer() as files:

@@ -8,7 +8,8 @@ import threading
 import time
 
 from jan_server.models.batching import Runner
-from jan_server.models.downloads import GGUF_MAGIC, DownloadManager, check_gguf
+from jan_server.models.downloads import DownloadManager
+from jan_server.models.transfer import GGUF_MAGIC, check_gguf
 from jan_server.errors import ConflictError, InvalidRequestError, NotFoundError, ServerError
 from jan_server.models.registry import ModelRecord, Registry, validate_model_id
 
