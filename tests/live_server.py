@@ -39,13 +39,18 @@ class LiveServer:
     def api_url(self) -> str:
         return f"{self.base_url}/v1"
 
+    @property
+    def log_path(self) -> Path:
+        """The server's stdout and stderr (its log), appended to by every start."""
+        return self.data_dir.parent / f"{self.data_dir.name}-server.log"
+
     def start(self, timeout: float = 60) -> "LiveServer":
         self.port = self.port or free_port()
         command = self.command or [
             sys.executable, "-m", "jan_server", "--data-dir", str(self.data_dir), "--port", str(self.port), *self.args
         ]
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.data_dir.parent / f"{self.data_dir.name}-server.log", "ab")
+        log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             command, env={**os.environ, **self.env}, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT
         )

@@ -482,6 +482,24 @@ def test_stream_sends_progress_events_until_downloaded(api, upstream, smollm2):
     api.delete("/models/streamed").raise_for_status()
 
 
+def test_an_abandoned_progress_stream_ends_and_the_download_goes_on(server, api, upstream, smollm2):
+    """A client that leaves a progress stream frees the server's worker thread at the next tick, not at the end."""
+    url, _ = serve_model(upstream, smollm2, "/slow/abandoned.gguf", rate=MiB)  # ~95 s for the whole file
+    with httpx.Client(base_url=server.api_url, timeout=60) as client:
+        with client.stream("POST", "/models", json={"source_url": url, "id": "abandoned", "stream": True}) as answer:
+            first = next(line for line in answer.iter_lines() if line.startswith("data: "))
+    assert json.loads(first[len("data: "):])["state"] == "downloading"
+    ended = "stopped streaming the download progress of abandoned: its client left"
+    try:
+        # The stream's loop notices the disconnect within its 0.5 s tick; a loaded machine may take longer to say so.
+        wait_for(lambda: ended in server.log_path.read_text(errors="replace"), timeout=60, interval=0.2)
+        seen = api.get("/models/abandoned").json()["metadata"]["download"]["bytes_downloaded"]
+        moving = wait_for(lambda: (m := api.get("/models/abandoned").json())["metadata"]["download"]["bytes_downloaded"] > seen and m)
+        assert moving["state"] == "downloading"  # the download itself goes on without the stream
+    finally:
+        api.delete("/models/abandoned").raise_for_status()
+
+
 def test_a_restart_mid_download_resumes_it(tmp_path, upstream, smollm2):
     url, route = serve_model(upstream, smollm2, "/slow/restart.gguf", rate=8 * MiB)
     live = LiveServer(tmp_path / "data").start()

@@ -146,18 +146,6 @@ class DownloadManager:
         for download in downloads:
             download.wait(max(0.0, deadline - time.monotonic()))
 
-    def overlay(self, model: dict) -> dict:
-        """A model object as the API shows it, with its download laid over a model not yet on disk:
-        state `downloading` (or `error` with the reason) and `metadata.download` = the progress."""
-        status = self.status(model["id"])
-        if status is None or status["state"] not in ("downloading", "error") or model["state"] != "not_downloaded":
-            return model
-        progress = {key: status[key] for key in ("bytes_downloaded", "bytes_total", "percent")}
-        model = {**model, "state": status["state"], "metadata": {**model["metadata"], "download": progress}}
-        if status["error"]:
-            model["error"] = status["error"]
-        return model
-
 
 # Models: a download as Jan does it, `<models_dir>/<id>/model.json` naming the source, fetched next to it.
 
@@ -179,15 +167,21 @@ def _source(manifest: dict) -> dict:
     return source
 
 
-def start_model_download(registry: Registry, downloads: DownloadManager, request: dict) -> ModelRecord:
-    """Start downloadModel's request ({"source_url", "id"?, "name"?, "sha256"?, "settings"?, "parameters"?}, or
-    {"id"} of a model.json already naming its source): write model.json, then fetch its weights in the background."""
+def requested_id(request: dict) -> str:
+    """The id a download request names: its `id`, else one made from its `source_url`'s file name."""
     url = request.get("source_url")
     if not url and not request.get("id"):
         raise InvalidRequestError("Give a source_url, or the id of a model whose model.json names one.", param="source_url")
     if url:
         check_url(url)
-    model_id = validate_model_id(request.get("id") or default_model_id(url), param="id")
+    return validate_model_id(request.get("id") or default_model_id(url), param="id")
+
+
+def start_model_download(registry: Registry, downloads: DownloadManager, request: dict) -> ModelRecord:
+    """Start downloadModel's request ({"source_url", "id"?, "name"?, "sha256"?, "settings"?, "parameters"?}, or
+    {"id"} of a model.json already naming its source): write model.json, then fetch its weights in the background."""
+    url = request.get("source_url")
+    model_id = requested_id(request)
     with downloads.starting:
         record = registry.find(model_id)
         if downloads.is_active(model_id):
