@@ -77,7 +77,7 @@ _opener = urllib.request.build_opener(_HttpRedirectsOnly)
 
 def check_gguf(head: bytes) -> None:
     """Raise DownloadError unless a file's first bytes are GGUF's magic (servers that answer with an HTML page
-    are the usual culprits). The engine checks a model's weights with it too, before llama.cpp opens them."""
+    are the usual culprits). loading.load_weights checks a model's weights with it too, before llama.cpp opens them."""
     if head[: len(GGUF_MAGIC)] != GGUF_MAGIC:
         raise DownloadError(f"Not a GGUF file: it starts with {head[:16]!r} instead of {GGUF_MAGIC!r}.")
 
