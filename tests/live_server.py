@@ -39,11 +39,6 @@ class LiveServer:
     def api_url(self) -> str:
         return f"{self.base_url}/v1"
 
-    @property
-    def log_path(self) -> Path:
-        """The server's stdout and stderr (its log), appended to by every start."""
-        return self.data_dir.parent / f"{self.data_dir.name}-server.log"
-
     def start(self, timeout: float = 60) -> "LiveServer":
         self.port = self.port or free_port()
         command = self.command or [
@@ -81,3 +76,8 @@ class LiveServer:
         if self.process and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+    @property
+    def log_path(self) -> Path:
+        """The server's stdout and stderr (its log), appended to by every start."""
+        return self.data_dir.parent / f"{self.data_dir.name}-server.log"
