@@ -99,15 +99,17 @@ class ModelManager:
 
     def progress(self, model_id: str, gone: threading.Event, interval: float = 0.5) -> Iterator[dict]:
         """The model object now and every `interval` while it downloads, until the download ends, the model is
-        deleted (NotFoundError) or `gone` is set: its client left, and the download goes on without it."""
-        while True:
-            model = self.describe(model_id)
-            yield model
-            if model["state"] != "downloading":
-                return
-            if gone.wait(interval):
+        deleted (NotFoundError) or `gone` is set: its client left, and the download goes on without it. The stream
+        may also be closed by whoever reads it (e.g. on seeing `gone` first); either way it says so in the log."""
+        try:
+            while True:
+                model = self.describe(model_id)
+                yield model
+                if model["state"] != "downloading" or gone.wait(interval):
+                    return
+        finally:
+            if gone.is_set():
                 log.info("stopped streaming the download progress of %s: its client left", model_id)
-                return
 
     def runner_for(self, model_id: str) -> Runner:
         """The running model, started on first use; an id that cannot name a model is simply not found."""
