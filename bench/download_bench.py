@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx  # noqa: E402
 
-from jan_server.models.downloads import Transfer  # noqa: E402
+from jan_server.models.transfer import Transfer  # noqa: E402
 from jan_server.models.registry import bundled_weights  # noqa: E402
 from tests.http_fixture import FileServer, Route  # noqa: E402
 from tests.live_server import LiveServer  # noqa: E402

@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="address to bind (env JAN_API_HOST, default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to bind (env JAN_API_PORT, default 1337)")
-    parser.add_argument("--n-threads", type=int, help="llama.cpp threads per model (env JAN_N_THREADS, default: every core)")
+    parser.add_argument("--n-threads", type=int, help="llama.cpp threads all running models share (env JAN_N_THREADS, default: every core)")
     parser.add_argument("--max-queued-requests", type=int,
                         help="chat requests that may wait per model before 429 (env JAN_MAX_QUEUED_REQUESTS, default 32)")
     parser.add_argument("--api-key", action="append", dest="api_keys", metavar="KEY",
@@ -137,7 +137,7 @@ def pull(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def list_models(settings: Settings) -> None:
-    from jan_server.models.downloads import partial_path
+    from jan_server.models.transfer import partial_path
     from jan_server.models.registry import Registry
 
     records = Registry(settings.models_dir).list()

@@ -1,4 +1,4 @@
-"""The domain objects one server holds, built from Settings: the store, the model registry and engine, downloads."""
+"""The domain objects one server holds, built from Settings: the store, and the model service with its registry and downloads."""
 
 from __future__ import annotations
 

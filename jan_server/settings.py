@@ -27,7 +27,7 @@ class Settings:
     port: int = 1337
     data_dir: Path = field(default_factory=default_data_dir)
     database_url: str | None = None
-    #: Threads per model for llama.cpp; None means every core of the machine.
+    #: llama.cpp threads that all running models share (see jan_server.models.loading.ThreadBudget); None: every core.
     n_threads: int | None = None
     #: Chat requests allowed to wait per model before the server answers 429.
     max_queued_requests: int = 32

@@ -51,7 +51,7 @@ class LiveServer:
             sys.executable, "-m", "jan_server", "--data-dir", str(self.data_dir), "--port", str(self.port), *self.args
         ]
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.data_dir.parent / f"{self.data_dir.name}-server.log", "ab")
+        log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             command, env={**os.environ, **self.env}, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT
         )
@@ -88,3 +88,8 @@ class LiveServer:
         if self.process and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+    @property
+    def log_path(self) -> Path:
+        """The server's stdout and stderr (its log), appended to by every start."""
+        return self.data_dir.parent / f"{self.data_dir.name}-server.log"

@@ -26,7 +26,8 @@ def runner(models, n_parallel):
     running = models.running(BUNDLED_MODEL_ID)
     if running is not None and running.n_slots != n_parallel:
         models.stop(BUNDLED_MODEL_ID)
-    return models.start(BUNDLED_MODEL_ID, {"n_parallel": n_parallel, "ctx_len": 512})
+    models.start(BUNDLED_MODEL_ID, {"n_parallel": n_parallel, "ctx_len": 512})
+    return models.running(BUNDLED_MODEL_ID)
 
 
 def ask(runner, content, **parameters):

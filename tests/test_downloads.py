@@ -14,7 +14,8 @@ import time
 import httpx
 import pytest
 
-from jan_server.models.downloads import DownloadError, DownloadManager, Transfer, partial_path, start_model_download
+from jan_server.models.downloads import DownloadManager, start_model_download
+from jan_server.models.transfer import DownloadError, Transfer, partial_path
 from jan_server.errors import ConflictError, InvalidRequestError
 from jan_server.models.registry import Registry
 from tests.http_fixture import FileServer, Route
@@ -156,7 +157,7 @@ def test_a_full_disk_is_an_error(gguf, tmp_path):
 import resource, signal, sys
 from tests.http_fixture import FileServer, Route
 from tests.live_server import LiveServer, free_port
-from jan_server.models.downloads import DownloadError, Transfer
+from jan_server.models.transfer import DownloadError, Transfer
 from pathlib import Path
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 with FileServer() as files:
@@ -479,6 +480,23 @@ def test_stream_sends_progress_events_until_downloaded(api, upstream, smollm2):
     assert events[0]["state"] == "downloading"
     assert events[-1]["state"] == "downloaded"
     api.delete("/models/streamed").raise_for_status()
+
+
+def test_an_abandoned_progress_stream_ends_and_the_download_goes_on(server, api, upstream, smollm2):
+    """A client that leaves a progress stream frees the server's worker thread at the next tick, not at the end."""
+    url, _ = serve_model(upstream, smollm2, "/slow/abandoned.gguf", rate=MiB)  # ~95 s for the whole file
+    with api.stream("POST", "/models", json={"source_url": url, "id": "abandoned", "stream": True}) as answer:
+        first = next(line for line in answer.iter_lines() if line.startswith("data: "))  # then close, unread
+    assert json.loads(first[len("data: "):])["state"] == "downloading"
+    ended = "stopped streaming the download progress of abandoned: its client left"
+    try:
+        # The stream's loop notices the disconnect within its 0.5 s tick; a loaded machine may take longer to say so.
+        wait_for(lambda: ended in server.log_path.read_text(errors="replace"), timeout=60, interval=0.2)
+        seen = api.get("/models/abandoned").json()["metadata"]["download"]["bytes_downloaded"]
+        moving = wait_for(lambda: (m := api.get("/models/abandoned").json())["metadata"]["download"]["bytes_downloaded"] > seen and m)
+        assert moving["state"] == "downloading"  # the download itself goes on without the stream
+    finally:
+        api.delete("/models/abandoned").raise_for_status()
 
 
 def test_a_restart_mid_download_resumes_it(tmp_path, upstream, smollm2):

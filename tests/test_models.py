@@ -48,12 +48,22 @@ def test_start_and_stop_state_transitions(api):
     model = started.json()
     assert model["state"] == "running"
     assert model["metadata"]["ctx_len"] == 1024
-    assert model["metadata"]["n_threads"] == os.cpu_count()  # every core by default
+    others = [m for m in api.get("/models").json()["data"] if m["state"] == "running" and m["id"] != BUNDLED_MODEL_ID]
+    assert model["metadata"]["n_threads"] == max(1, os.cpu_count() - sum(m["metadata"]["n_threads"] for m in others))
     assert api.get(f"/models/{BUNDLED_MODEL_ID}").json()["state"] == "running"
     assert api.put(f"/models/{BUNDLED_MODEL_ID}/start").json()["state"] == "running"  # already running: unchanged
     assert api.put(f"/models/{BUNDLED_MODEL_ID}/stop").json()["state"] == "downloaded"
     assert api.put(f"/models/{BUNDLED_MODEL_ID}/stop").json()["state"] == "downloaded"  # not running: unchanged
     assert_openai_error(api.put(f"/models/{BUNDLED_MODEL_ID}/start", json={"ctx_len": 0}), 400)
+
+
+def test_a_model_runs_with_the_threads_it_asks_for(api):
+    api.put(f"/models/{BUNDLED_MODEL_ID}/stop").raise_for_status()
+    started = api.put(f"/models/{BUNDLED_MODEL_ID}/start", json={"n_threads": 1})
+    assert started.status_code == 200, started.text
+    assert started.json()["metadata"]["n_threads"] == 1
+    assert api.get(f"/models/{BUNDLED_MODEL_ID}").json()["metadata"]["n_threads"] == 1
+    api.put(f"/models/{BUNDLED_MODEL_ID}/stop").raise_for_status()
 
 
 def test_chat_starts_a_stopped_model(api):

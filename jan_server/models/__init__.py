@@ -1,2 +1,4 @@
-"""Models and inference, with no HTTP in it: the models on disk (registry), fetching them (downloads), loading
-and stopping them (lifecycle), and decoding many chats at once on llama.cpp (batching)."""
+"""Models and inference, with no HTTP in it: the models on disk (registry), fetching files over HTTP (transfer)
+and models with them (downloads), how a model loads and its share of the threads (loading), the model service
+that owns every model operation and the lifecycle (lifecycle), and decoding many chats at once on llama.cpp
+(batching)."""

@@ -1,230 +1,24 @@
-"""Fetching GGUF weights over HTTP(S): resumable, verified transfers in background threads, one per model id.
-
-A transfer writes `<file>.part` next to its destination, resumes it with a Range request after a dropped
-connection (or a restart), checks the GGUF header and an optional sha256, and only then renames the file into
-place, so a partial or foreign file is never taken for a model.
+"""Model downloads: a model's GGUF fetched in a background thread (one per model id) into
+`<models_dir>/<id>/`, with its model.json naming the source, a folder lock shared with `jan-server pull`, and the
+downloads a stop interrupted resumed at start. The HTTP transfer itself is jan_server.models.transfer.
 """
 
 from __future__ import annotations
 
 import fcntl
-import hashlib
-import http.client
 import logging
 import os
 import re
 import threading
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from jan_server.errors import ConflictError, InvalidRequestError, NotFoundError
 from jan_server.models.registry import ModelRecord, Registry, validate_model_id
+from jan_server.models.transfer import DownloadError, Stopped, Transfer, check_url, file_name, partial_path
 
 log = logging.getLogger(__name__)
-
-GGUF_MAGIC = b"GGUF"
-PART_SUFFIX = ".part"
-#: Most bytes taken from the socket per read; loopback hands over whatever it holds, up to this.
-READ_SIZE = 4 << 20
-#: Seconds to connect, and between two reads, before a stalled server counts as gone.
-TIMEOUT = 30.0
-#: A dropped connection, a timeout or a 5xx is retried this many times in all, each resuming where it stopped.
-ATTEMPTS = 5
-USER_AGENT = "jan-server"
-
-
-class DownloadError(Exception):
-    """A transfer that cannot complete; the message is what the model shows."""
-
-
-class TransientError(DownloadError):
-    """A failure worth another attempt (network, 5xx); the partial file is kept."""
-
-
-class Stopped(Exception):
-    """The transfer was asked to stop."""
-
-
-def partial_path(dest: Path) -> Path:
-    return dest.with_name(dest.name + PART_SUFFIX)
-
-
-def check_url(url: str) -> str:
-    try:
-        parts = urllib.parse.urlsplit(url)
-    except ValueError:  # e.g. an unclosed `[` of an IPv6 host
-        parts = None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidRequestError(f"source_url must be an http or https URL, not {url!r}.", param="source_url")
-    return url
-
-
-def file_name(url: str) -> str:
-    """The last segment of the URL's path: ".../SmolLM2.Q4_1.gguf?download=true" -> "SmolLM2.Q4_1.gguf"."""
-    return urllib.parse.unquote(urllib.parse.urlsplit(url).path.rstrip("/").rpartition("/")[2])
-
-
-class _HttpRedirectsOnly(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        if urllib.parse.urlsplit(newurl).scheme not in ("http", "https"):
-            raise DownloadError(f"Refusing a redirect to a non-http(s) URL: {newurl}")
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
-
-
-_opener = urllib.request.build_opener(_HttpRedirectsOnly)
-
-
-def check_gguf(head: bytes) -> None:
-    """Raise DownloadError unless a file's first bytes are GGUF's magic (servers that answer with an HTML page
-    are the usual culprits). The engine checks a model's weights with it too, before llama.cpp opens them."""
-    if head[: len(GGUF_MAGIC)] != GGUF_MAGIC:
-        raise DownloadError(f"Not a GGUF file: it starts with {head[:16]!r} instead of {GGUF_MAGIC!r}.")
-
-
-class Transfer:
-    """One URL copied to one file through `<file>.part`: run() in one thread; progress() and stop() from any."""
-
-    def __init__(self, url: str, dest: Path, *, sha256: str | None = None, timeout: float = TIMEOUT, attempts: int = ATTEMPTS):
-        self.url = check_url(url)
-        self.dest = Path(dest)
-        self.part = partial_path(self.dest)
-        self.sha256 = sha256.lower() if sha256 else None
-        self.timeout = timeout
-        self.attempts = attempts
-        self._done = 0
-        self._total: int | None = None
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._discard_on_stop = False
-
-    def progress(self) -> tuple[int, int | None]:
-        """(bytes downloaded, bytes in all or None while unknown)."""
-        with self._lock:
-            return self._done, self._total
-
-    def stop(self, *, discard: bool = False) -> None:
-        """Make run() raise Stopped soon, keeping the partial file for a later resume unless `discard`."""
-        self._discard_on_stop = discard
-        self._stop.set()
-
-    def discard(self) -> None:
-        self.part.unlink(missing_ok=True)
-
-    def run(self) -> Path:
-        """Download, verify and move into place; raises DownloadError or Stopped."""
-        self.dest.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            for attempt in range(1, self.attempts + 1):
-                try:
-                    digest = self._attempt()
-                    break
-                except TransientError as exc:
-                    if attempt == self.attempts:
-                        raise
-                    log.info("download of %s interrupted (%s); resuming", self.url, exc)
-                    if self._stop.wait(min(0.25 * 2**attempt, 5)):
-                        raise Stopped from None
-            if self.sha256 and digest != self.sha256:
-                raise DownloadError(f"sha256 mismatch: expected {self.sha256}, got {digest}.")
-        except TransientError:
-            raise
-        except DownloadError:
-            self.discard()
-            raise
-        except Stopped:
-            if self._discard_on_stop:
-                self.discard()
-            raise
-        os.replace(self.part, self.dest)
-        return self.dest
-
-    def _attempt(self) -> str | None:
-        """One request, resuming the partial file; returns its sha256 hex when one was asked for."""
-        offset = self.part.stat().st_size if self.part.exists() else 0
-        headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
-        if offset:
-            headers["Range"] = f"bytes={offset}-"
-        response = self._open(headers, offset)
-        with response:
-            if self._stop.is_set():
-                raise Stopped
-            start, total = self._extent(response, offset)
-            with self._lock:
-                self._done, self._total = start, total
-            hasher = self._hasher(start)
-            try:
-                with open(self.part, "ab" if start else "wb", buffering=0) as out:
-                    if not start:
-                        head = self._read(response.read, len(GGUF_MAGIC))
-                        check_gguf(head)
-                        self._write(out, head, hasher)
-                    while chunk := self._read(response.read1, READ_SIZE):
-                        self._write(out, chunk, hasher)
-                        if self._stop.is_set():
-                            raise Stopped
-            except OSError as exc:
-                raise DownloadError(f"Cannot write {self.part.name}: {exc.strerror or exc}.") from exc
-        done = self.progress()[0]
-        if total is not None and done < total:
-            raise TransientError(f"connection closed after {done} of {total} bytes")
-        with open(self.part, "rb") as part:
-            check_gguf(part.read(len(GGUF_MAGIC)))
-        return hasher.hexdigest() if hasher else None
-
-    def _open(self, headers: dict, offset: int):
-        try:
-            return _opener.open(urllib.request.Request(self.url, headers=headers), timeout=self.timeout)
-        except urllib.error.HTTPError as exc:
-            exc.close()
-            if exc.code == 416 and offset:  # the partial file is not a prefix of what the server holds now
-                self.discard()
-                raise TransientError("the server refused to resume; starting over") from None
-            error = TransientError if exc.code >= 500 or exc.code == 429 else DownloadError
-            raise error(f"{self.url} answered HTTP {exc.code} {exc.reason}.") from None
-        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-            raise TransientError(f"Cannot fetch {self.url}: {getattr(exc, 'reason', None) or exc}.") from exc
-
-    def _extent(self, response, offset: int) -> tuple[int, int | None]:
-        """(where this response starts in the file, the file's full size if known); a 200 restarts from zero."""
-        if response.status == 206:
-            match = re.fullmatch(r"bytes (\d+)-\d+/(\d+|\*)", response.headers.get("Content-Range", ""))
-            if not match or int(match[1]) != offset:
-                self.discard()
-                raise TransientError("the server sent another range than asked; starting over")
-            return offset, int(match[2]) if match[2] != "*" else None
-        length = response.headers.get("Content-Length", "")
-        return 0, int(length) if length.isdigit() else None
-
-    def _hasher(self, start: int):
-        """A sha256 fed with the first `start` bytes already on disk, or None when no checksum was given."""
-        if not self.sha256:
-            return None
-        hasher = hashlib.sha256()
-        if start:
-            with open(self.part, "rb") as part:
-                while start > 0 and (block := part.read(min(READ_SIZE, start))):
-                    hasher.update(block)
-                    start -= len(block)
-        return hasher
-
-    @staticmethod
-    def _read(read, size: int) -> bytes:
-        """`read(size)` of the response (read or read1), a lost connection being worth another attempt."""
-        try:
-            return read(size)
-        except (OSError, http.client.HTTPException) as exc:
-            raise TransientError(f"connection lost: {exc}") from exc
-
-    def _write(self, out, chunk: bytes, hasher) -> None:
-        out.write(chunk)
-        if hasher:
-            hasher.update(chunk)
-        with self._lock:
-            self._done += len(chunk)
 
 
 def lock_model_folder(directory: Path, model_id: str) -> int:
@@ -352,18 +146,6 @@ class DownloadManager:
         for download in downloads:
             download.wait(max(0.0, deadline - time.monotonic()))
 
-    def overlay(self, model: dict) -> dict:
-        """A model object as the API shows it, with its download laid over a model not yet on disk:
-        state `downloading` (or `error` with the reason) and `metadata.download` = the progress."""
-        status = self.status(model["id"])
-        if status is None or status["state"] not in ("downloading", "error") or model["state"] != "not_downloaded":
-            return model
-        progress = {key: status[key] for key in ("bytes_downloaded", "bytes_total", "percent")}
-        model = {**model, "state": status["state"], "metadata": {**model["metadata"], "download": progress}}
-        if status["error"]:
-            model["error"] = status["error"]
-        return model
-
 
 # Models: a download as Jan does it, `<models_dir>/<id>/model.json` naming the source, fetched next to it.
 
@@ -385,15 +167,21 @@ def _source(manifest: dict) -> dict:
     return source
 
 
-def start_model_download(registry: Registry, downloads: DownloadManager, request: dict) -> ModelRecord:
-    """Start downloadModel's request ({"source_url", "id"?, "name"?, "sha256"?, "settings"?, "parameters"?}, or
-    {"id"} of a model.json already naming its source): write model.json, then fetch its weights in the background."""
+def requested_id(request: dict) -> str:
+    """The id a download request names: its `id`, else one made from its `source_url`'s file name."""
     url = request.get("source_url")
     if not url and not request.get("id"):
         raise InvalidRequestError("Give a source_url, or the id of a model whose model.json names one.", param="source_url")
     if url:
         check_url(url)
-    model_id = validate_model_id(request.get("id") or default_model_id(url), param="id")
+    return validate_model_id(request.get("id") or default_model_id(url), param="id")
+
+
+def start_model_download(registry: Registry, downloads: DownloadManager, request: dict) -> ModelRecord:
+    """Start downloadModel's request ({"source_url", "id"?, "name"?, "sha256"?, "settings"?, "parameters"?}, or
+    {"id"} of a model.json already naming its source): write model.json, then fetch its weights in the background."""
+    url = request.get("source_url")
+    model_id = requested_id(request)
     with downloads.starting:
         record = registry.find(model_id)
         if downloads.is_active(model_id):

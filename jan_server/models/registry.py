@@ -1,7 +1,7 @@
 """The models on disk: `<models_dir>/<id>/model.json` (Jan's model format) next to the GGUF weights.
 
-The registry only knows what is on disk (`downloaded` or `not_downloaded`); the engine and the downloader
-overlay their live states (`starting`, `running`, `downloading`, ...) when a model object is shown.
+The registry only knows what is on disk (`downloaded` or `not_downloaded`); the model service
+(jan_server.models.lifecycle) lays the live states (`starting`, `running`, `downloading`, ...) over it.
 """
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ MANIFEST = "model.json"
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+-]{0,127}")
 _QUANTIZATION = re.compile(r"(?<![A-Za-z0-9])(I?Q\d(?:_[A-Z0-9]+)*|BF16|F16|F32)(?![A-Za-z0-9])", re.IGNORECASE)
 
-DEFAULT_SETTINGS = {"ctx_len": 2048, "ngl": 0, "n_parallel": 8, "embedding": False}
+#: The one table of model defaults: what a model loads with unless its model.json or its start request says
+#: otherwise. `n_threads` is not here: by default a model takes what is left of the thread budget (see loading.py).
+DEFAULT_SETTINGS = {"ctx_len": 2048, "ngl": 0, "n_parallel": 8, "n_batch": 512, "embedding": False}
 DEFAULT_PARAMETERS = {"temperature": 0.7, "top_p": 0.95, "max_tokens": 2048, "stop": []}
 
 
@@ -161,6 +163,10 @@ class Registry:
         return self._load(directory)
 
     def delete(self, model_id: str) -> None:
+        shutil.rmtree(self.deletable(model_id).directory)
+
+    def deletable(self, model_id: str) -> ModelRecord:
+        """The model's record, or 409 if it cannot be deleted (the bundled one)."""
         record = self.get(model_id)
         if record.bundled:
             raise ConflictError(
@@ -169,7 +175,7 @@ class Registry:
                 param="model_id",
                 code="model_not_deletable",
             )
-        shutil.rmtree(record.directory)
+        return record
 
     def _load(self, directory: Path) -> ModelRecord | None:
         """A model directory: `model.json`, or else a lone GGUF dropped in by hand."""

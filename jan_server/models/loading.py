@@ -1,0 +1,69 @@
+"""How a model is loaded: its settings (from the one table of defaults), its share of the server's llama.cpp
+threads, and its weights read by llama-cpp-python (the Runner then makes the context)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+
+from jan_server.models.registry import DEFAULT_SETTINGS, ModelRecord
+from jan_server.models.transfer import GGUF_MAGIC, check_gguf
+
+log = logging.getLogger(__name__)
+
+#: The settings a Runner loads with, besides `n_threads` (which the ThreadBudget grants).
+LOAD_KEYS = ("ctx_len", "ngl", "n_batch", "n_parallel")
+
+_load_lock = threading.Lock()  # llama-cpp-python's quiet mode redirects the process's stderr while loading
+
+
+class ThreadBudget:
+    """The llama.cpp threads that all running models share; by default one per core.
+
+    llama.cpp's threads spin while they wait for each other, so two models that each use every core (or one model
+    and any other busy process) run several times slower than one. A starting model takes the threads it asks for
+    (its `n_threads`; by default the whole budget), but no more than the running models left, and at least 1;
+    a model that stops gives its threads back. Running models keep what they were given.
+    """
+
+    def __init__(self, total: int | None = None):
+        self.total = total or os.cpu_count() or 1
+        self.used = 0
+        self._lock = threading.Lock()
+
+    def take(self, wanted: int | None = None) -> int:
+        with self._lock:
+            granted = max(1, min(wanted or self.total, self.total - self.used))
+            self.used += granted
+            return granted
+
+    def give(self, count: int) -> None:
+        with self._lock:
+            self.used -= count
+
+
+def load_settings(record: ModelRecord, overrides: dict) -> dict:
+    """What the model loads with: the start request's overrides, else its model.json, else DEFAULT_SETTINGS (a zero
+    or missing value means the default). `n_threads` is what the model asks for, None for the whole budget."""
+    settings = {**record.settings, **overrides}
+    loaded = {key: int(settings.get(key) or DEFAULT_SETTINGS[key]) for key in LOAD_KEYS}
+    loaded["n_threads"] = int(settings["n_threads"]) if settings.get("n_threads") else None
+    return loaded
+
+
+def load_weights(record: ModelRecord, ngl: int):
+    """The model's weights and vocabulary, `ngl` layers of them on the GPU."""
+    import llama_cpp
+    from llama_cpp._internals import LlamaModel
+
+    with open(record.weights, "rb") as weights:
+        check_gguf(weights.read(len(GGUF_MAGIC)))
+    params = llama_cpp.llama_model_default_params()
+    params.n_gpu_layers = ngl
+    with _load_lock:
+        started = time.monotonic()
+        model = LlamaModel(path_model=str(record.weights), params=params, verbose=False)
+    log.info("loaded %s in %.2fs", record.id, time.monotonic() - started)
+    return model
