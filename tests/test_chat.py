@@ -277,7 +277,7 @@ def test_the_store_answers_while_streams_hold_the_worker_threads(api):
 
 def test_stopping_the_model_ends_its_stream_and_its_waiting_request(tmp_path):
     """Stop cancels instead of draining: the running stream ends with an SSE `error` event, the request waiting for
-    the one slot gets a 503 `model_stopping`, and the stop answers promptly (draining would take 2000 tokens)."""
+    the one slot gets a 503 `model_stopping`, and the stop answers promptly."""
     server = LiveServer(tmp_path / "data").start()
     body = {"model": MODEL, "messages": [{"role": "user", "content": "List numbers."}], "max_tokens": 1000, "response_format": ENDLESS}
     waiting = {}
@@ -304,7 +304,7 @@ def test_stopping_the_model_ends_its_stream_and_its_waiting_request(tmp_path):
                 rest = [line for line in lines if line]
             thread.join(300)
         assert stopped.status_code == 200 and stopped.json()["state"] == "downloaded"
-        assert took < 10
+        assert took < 30  # about 0.2 s when idle; draining the two 1000-token grammar generations would take minutes
         error_at = rest.index("event: error")
         assert json.loads(rest[error_at + 1].removeprefix("data: "))["error"]["code"] == "model_stopping"
         assert rest[error_at + 2:] == ["data: [DONE]"]

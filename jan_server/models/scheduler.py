@@ -242,6 +242,8 @@ class Scheduler:
             for sequence in [s for s in self._live if s.seq_id in in_batch]:
                 self._fail(sequence, exc)
             return
+        if self._stopping:  # close() waits for this step: skip its sampling (a grammar's can take longer than the decode)
+            return
         for row, sequence in sampling:
             try:
                 if sequence.prompt_logits is None:
