@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import ctypes
 import threading
+import time
 
+import llama_cpp
 import pytest
+from llama_cpp._internals import LlamaModel, LlamaSampler
 
 from jan_server.web.chat import grammar_of
 from jan_server.models.lifecycle import ModelManager
-from jan_server.errors import NotFoundError
+from jan_server.errors import ApiError, NotFoundError, ServerError, UnavailableError
 from jan_server.models.registry import BUNDLED_MODEL_ID, Registry
 from tests.test_chat import ENDLESS
-
 
 
 @pytest.fixture(scope="module")
@@ -105,3 +108,75 @@ def test_unknown_model_ids_leave_nothing_behind(models):
         with pytest.raises(NotFoundError):
             models.runner_for(f"no-such-model-{n}")
     assert not [model_id for model_id in models._locks if model_id.startswith("no-such-model")]
+
+
+def test_one_failing_sequence_leaves_the_others_generating(models, monkeypatch):
+    """Sampling fails for one sequence of a batch (its sampler is marked by its presence penalty): that job alone
+    gets a 500 `generation_failed`; the sequence decoded beside it gives the same text as alone."""
+    steady = ("Count from 1 to 50.", {"max_tokens": 48, "temperature": 0})
+    solo_text, _ = ask(runner(models, 1), *steady[:1], **steady[1])
+    poisoned = set()
+    add_penalties, sample = LlamaSampler.add_penalties, llama_cpp.llama_sampler_sample
+
+    def marking(chain, n_vocab, last_n, repeat, frequency, presence):
+        add_penalties(chain, n_vocab, last_n, repeat, frequency, presence)
+        if presence == 1.5:
+            poisoned.add(ctypes.cast(chain.sampler, ctypes.c_void_p).value)
+
+    def failing(sampler, ctx, index):
+        if ctypes.cast(sampler, ctypes.c_void_p).value in poisoned:
+            raise RuntimeError("sampler broke")
+        return sample(sampler, ctx, index)
+
+    monkeypatch.setattr(LlamaSampler, "add_penalties", marking)
+    monkeypatch.setattr(llama_cpp, "llama_sampler_sample", failing)
+    pair = runner(models, 2)
+    good = pair.submit(pair.prepare([{"role": "user", "content": steady[0]}], steady[1]))
+    deltas = iter(good)
+    text = next(deltas)  # generating: the failing job joins its batch
+    bad = pair.submit(pair.prepare([{"role": "user", "content": "Tell me a story."}], {"max_tokens": 24, "presence_penalty": 1.5}))
+    with pytest.raises(ServerError) as failed:
+        bad.result()
+    assert (failed.value.status, failed.value.code) == (500, "generation_failed") and poisoned
+    assert good.completion_tokens < 48  # it was still generating when the other failed
+    assert (text + "".join(deltas), good.finish_reason) == (solo_text, "length")
+
+
+def test_stopping_a_model_cancels_its_running_and_waiting_jobs_at_once(models):
+    single = runner(models, 1)
+    endless = single.submit(single.prepare([{"role": "user", "content": "List numbers."}], {"max_tokens": 400, "grammar": grammar_of(ENDLESS)}))
+    assert next(iter(endless))  # generating
+    waiting = [single.submit(single.prepare([{"role": "user", "content": f"List {n}."}], {"max_tokens": 400, "grammar": grammar_of(ENDLESS)}))
+               for n in range(6)]
+    started = time.monotonic()
+    models.stop(BUNDLED_MODEL_ID)
+    # cancelling waits for one decode (well under a second when idle); draining would take 2800 grammar-sampled
+    # tokens, minutes even on an idle machine. The wide margin is for a loaded one.
+    assert time.monotonic() - started < 30
+    for job in [endless, *waiting]:
+        with pytest.raises(UnavailableError) as stopped:
+            job.result()
+        assert (stopped.value.status, stopped.value.code) == (503, "model_stopping")
+    assert models.running(BUNDLED_MODEL_ID) is None
+
+
+def test_a_load_that_fails_after_the_context_exists_frees_it(tmp_path, monkeypatch):
+    """A chat template that does not compile fails the start after the context was made: context, batch and
+    model are freed, each once."""
+    freed = []
+    for name in ("llama_free", "llama_batch_free"):
+        real = getattr(llama_cpp, name)
+        monkeypatch.setattr(llama_cpp, name, lambda handle, real=real, name=name: (freed.append(name), real(handle))[1])
+    close = LlamaModel.close
+    monkeypatch.setattr(LlamaModel, "close", lambda model: (freed.append("model"), close(model))[1])
+    created = []
+    init = llama_cpp.llama_init_from_model
+    monkeypatch.setattr(llama_cpp, "llama_init_from_model", lambda *args: created.append(init(*args)) or created[-1])
+    monkeypatch.setattr(LlamaModel, "metadata", lambda model: {"tokenizer.chat_template": "{% for message in %}"})
+    manager = ModelManager(Registry(tmp_path / "models"), n_threads=1)
+    with pytest.raises(ApiError) as failed:
+        manager.start(BUNDLED_MODEL_ID)
+    assert (failed.value.status, failed.value.code) == (500, "model_load_failed")
+    assert created and created[0]  # the context existed when the template failed
+    assert sorted(freed) == ["llama_batch_free", "llama_free", "model"]
+    manager.close()

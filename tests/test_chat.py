@@ -274,3 +274,43 @@ def test_the_store_answers_while_streams_hold_the_worker_threads(api):
         assert [m["content"][0]["text"]["value"] for m in listed.json()["data"]] == ["Still there?"]
         metadata = model_metadata(api)
         assert (metadata["completed_requests"], metadata["cancelled_requests"]) == (completed, cancelled)
+
+
+def test_stopping_the_model_ends_its_stream_and_its_waiting_request(tmp_path):
+    """Stop cancels instead of draining: the running stream ends with an SSE `error` event, the request waiting for
+    the one slot gets a 503 `model_stopping`, and the stop answers promptly."""
+    server = LiveServer(tmp_path / "data").start()
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "List numbers."}], "max_tokens": 1000, "response_format": ENDLESS}
+    waiting = {}
+
+    def wait_for_the_slot():
+        with httpx.Client(base_url=server.api_url, timeout=300) as other:
+            waiting["reply"] = other.post("/chat/completions", json=body)
+
+    try:
+        with httpx.Client(base_url=server.api_url, timeout=300) as api:
+            api.put(f"/models/{MODEL}/start", json={"n_parallel": 1}).raise_for_status()  # one slot: the next one waits
+            with api.stream("POST", "/chat/completions", json={**body, "stream": True}) as running:
+                lines = running.iter_lines()
+                assert '"role":"assistant"' in next(lines)
+                thread = threading.Thread(target=wait_for_the_slot)
+                thread.start()
+                deadline = time.monotonic() + 120  # the waiting request reaches the queue (slow only on a loaded machine)
+                while model_metadata(api)["queued_requests"] == 0 and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                assert model_metadata(api)["queued_requests"] == 1
+                started = time.monotonic()
+                stopped = api.put(f"/models/{MODEL}/stop")
+                took = time.monotonic() - started
+                rest = [line for line in lines if line]
+            thread.join(300)
+        assert stopped.status_code == 200 and stopped.json()["state"] == "downloaded"
+        assert took < 30  # about 0.2 s when idle; draining the two 1000-token grammar generations would take minutes
+        error_at = rest.index("event: error")
+        assert json.loads(rest[error_at + 1].removeprefix("data: "))["error"]["code"] == "model_stopping"
+        assert rest[error_at + 2:] == ["data: [DONE]"]
+        refused = waiting["reply"]
+        assert assert_openai_error(refused, 503)["code"] == "model_stopping"
+        assert int(refused.headers["retry-after"]) >= 1
+    finally:
+        server.stop()

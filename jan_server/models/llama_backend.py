@@ -1,0 +1,145 @@
+"""The scheduler's backend on llama.cpp: one context holding every sequence of a model, its batch and the samplers.
+
+The context has `n_seq_max` = the model's `n_parallel` slots of `ctx_len` cells each (not unified, so a sequence
+never crowds out another), and the attention settings llama_cpp.Llama uses, so the logits are the ones a
+single-sequence `Llama` would give. Samplers are built as `Llama` builds them, each sequence its own chain.
+The backend owns the model: `close()`, or a failure while setting up, frees batch, context and model.
+Only the scheduler thread calls it, except `close()`, which runs after that thread ended. Importing this module
+loads llama_cpp, so `jan_server.models.batching` imports it only when a model starts.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import random
+
+import llama_cpp
+import numpy as np
+from llama_cpp._internals import LlamaSampler, LlamaTokenDataArray
+from llama_cpp.llama_grammar import LlamaGrammar
+
+from jan_server.models.jobs import Sampling
+from jan_server.models.scheduler import Row
+
+PENALTY_LAST_N = 64  # llama_cpp.Llama's default window for presence/frequency penalties
+
+
+class LlamaBackend:
+    """A llama.cpp context for n_slots sequences of n_ctx cells, decoding batches of up to n_batch tokens."""
+
+    def __init__(self, model, *, n_ctx: int, n_slots: int, n_batch: int, n_threads: int):
+        self.model = model
+        self.ctx = None
+        self.batch = None
+        try:
+            params = llama_cpp.llama_context_default_params()
+            params.n_ctx = n_ctx * n_slots
+            params.n_seq_max = n_slots
+            params.n_batch = params.n_ubatch = n_batch
+            params.n_threads = params.n_threads_batch = n_threads
+            params.kv_unified = False  # each sequence has its own n_ctx cells
+            params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED  # as llama_cpp.Llama: same logits
+            params.no_perf = True
+            self.ctx = llama_cpp.llama_init_from_model(model.model, params)
+            if not self.ctx:
+                self.ctx = None
+                raise ValueError(f"could not create a context of {params.n_ctx} cells for {n_slots} sequences")
+            self.memory = llama_cpp.llama_get_memory(self.ctx)
+            self.batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
+            self.vocab = model.vocab
+            self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
+        except BaseException:
+            self.close()
+            raise
+        self._ends: list[int] = []  # the batch index of each row's last token in the last decode
+        self._pieces: dict[int, bytes] = {}
+
+    def close(self) -> None:
+        """Free the batch, the context and the model (each once, whatever fails)."""
+        batch, self.batch = self.batch, None
+        ctx, self.ctx = self.ctx, None
+        try:
+            if batch is not None:
+                llama_cpp.llama_batch_free(batch)
+        finally:
+            try:
+                if ctx is not None:
+                    llama_cpp.llama_free(ctx)
+            finally:
+                self.model.close()
+
+    def make_sampler(self, sampling: Sampling):
+        """The sequence's own chain, as llama_cpp.Llama builds it: penalties, grammar, then greedy or top-k/p + seeded dist."""
+        chain = LlamaSampler()
+        try:
+            chain.add_penalties(self.n_vocab, PENALTY_LAST_N, 1.0, sampling.frequency_penalty, sampling.presence_penalty)
+            if sampling.grammar:
+                grammar = LlamaGrammar.from_string(sampling.grammar, verbose=False)
+                sampler = llama_cpp.llama_sampler_init_grammar(self.vocab, grammar._grammar.encode(), grammar._root.encode())
+                if not sampler:
+                    raise ValueError("the grammar could not be parsed")
+                llama_cpp.llama_sampler_chain_add(chain.sampler, sampler)
+            if sampling.temperature == 0:
+                chain.add_greedy()
+            else:
+                chain.add_top_k(sampling.top_k)
+                chain.add_top_p(sampling.top_p, 1)
+                chain.add_min_p(sampling.min_p, 1)
+                chain.add_temp(sampling.temperature)
+                chain.add_dist(sampling.seed & 0xFFFFFFFF if sampling.seed is not None else random.getrandbits(32))
+        except BaseException:
+            chain.close()
+            raise
+        return chain
+
+    def free_sampler(self, sampler) -> None:
+        sampler.close()
+
+    def clear(self, seq_id: int, start: int) -> None:
+        llama_cpp.llama_memory_seq_rm(self.memory, seq_id, start, -1)
+
+    def decode(self, rows: list[Row]) -> None:
+        batch, count, ends = self.batch, 0, []
+        token, pos, n_seq_id, seq_id, logits = batch.token, batch.pos, batch.n_seq_id, batch.seq_id, batch.logits
+        for sequence, position, tokens, wants_logits in rows:
+            for token_id in tokens:
+                token[count], pos[count], n_seq_id[count], logits[count] = token_id, position, 1, False
+                seq_id[count][0] = sequence
+                position += 1
+                count += 1
+            logits[count - 1] = wants_logits
+            ends.append(count - 1)
+        batch.n_tokens = count
+        self._ends = ends
+        status = llama_cpp.llama_decode(self.ctx, batch)
+        if status != 0:
+            raise RuntimeError(f"llama_decode returned {status}")
+
+    def logits(self, row: int):
+        return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self.ctx, self._ends[row]), shape=(self.n_vocab,)).copy()
+
+    def sample(self, sampler, row: int) -> int:
+        return llama_cpp.llama_sampler_sample(sampler.sampler, self.ctx, self._ends[row])
+
+    def sample_cached(self, sampler, logits) -> int:
+        candidates = LlamaTokenDataArray(n_vocab=self.n_vocab)
+        candidates.copy_logits(logits)
+        llama_cpp.llama_sampler_apply(sampler.sampler, ctypes.byref(candidates.candidates))
+        token = int(candidates.candidates_data.id[candidates.candidates.selected])
+        llama_cpp.llama_sampler_accept(sampler.sampler, token)
+        return token
+
+    def is_eog(self, token: int) -> bool:
+        return llama_cpp.llama_vocab_is_eog(self.vocab, token)
+
+    def piece(self, token: int) -> bytes:
+        """The token's bytes (cached: the vocabulary never changes)."""
+        piece = self._pieces.get(token)
+        if piece is None:
+            buffer = ctypes.create_string_buffer(64)
+            size = llama_cpp.llama_token_to_piece(self.vocab, token, buffer, len(buffer), 0, False)
+            if size < 0:
+                buffer = ctypes.create_string_buffer(-size)
+                size = llama_cpp.llama_token_to_piece(self.vocab, token, buffer, len(buffer), 0, False)
+            piece = self._pieces[token] = buffer.raw[:size]
+        return piece

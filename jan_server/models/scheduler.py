@@ -1,0 +1,304 @@
+"""Continuous batching in pure Python: one thread per running model decodes every live sequence together.
+
+The scheduler has `n_slots` slots (sequence ids of one backend context). Every step it admits waiting jobs (FIFO)
+into free slots, plans one batch holding the next token of every generating sequence plus a chunk of any prompt
+still being read (as much as the room left in the batch allows), decodes it once, samples each sequence with its
+own sampler (own seed, penalties, grammar), hands the text to the job's event queue and retires finished or
+cancelled sequences, freeing their slots at once. A free slot keeps its prompt's cells and last logits: a job with
+exactly that prompt (a retry, a regenerate) samples its first token from them without a prefill, and gets the same
+logits a fresh prefill would give.
+
+Failures stay as small as they can: an error while seating or sampling one job fails that job alone (500
+`generation_failed`); a failed decode fails the sequences that were in that batch. If the thread itself dies,
+every waiting and live job gets a 500 `scheduler_failed` and later submits are refused. `close()` fails the
+waiting and live jobs with a 503 `model_stopping` and returns after at most the decode under way.
+
+The scheduler imports nothing of llama.cpp: it drives a `Backend` (jan_server.models.llama_backend implements it;
+the unit tests use a fake one).
+"""
+
+from __future__ import annotations
+
+import codecs
+import collections
+import logging
+import threading
+from typing import Protocol
+
+from jan_server.errors import ApiError, ConflictError, RateLimitError, ServerError, UnavailableError
+from jan_server.models.jobs import Job, Sampling
+from jan_server.models.stops import StopMatcher
+
+log = logging.getLogger(__name__)
+
+#: One row of a decode: (sequence id, position of its first token, tokens, whether to keep logits after the last).
+Row = tuple[int, int, list[int], bool]
+
+
+class Backend(Protocol):
+    """What the scheduler needs of an inference engine. Samplers are the backend's own objects."""
+
+    def make_sampler(self, sampling: Sampling) -> object: ...
+
+    def free_sampler(self, sampler: object) -> None: ...
+
+    def clear(self, seq_id: int, start: int) -> None:
+        """Forget the sequence's cells from position `start` on."""
+
+    def decode(self, rows: list[Row]) -> None:
+        """Decode one batch, the rows' tokens in order."""
+
+    def logits(self, row: int) -> object:
+        """A copy of the logits kept for a row of the last decode."""
+
+    def sample(self, sampler: object, row: int) -> int:
+        """Sample (and accept) a sequence's next token from a row of the last decode."""
+
+    def sample_cached(self, sampler: object, logits: object) -> int:
+        """The same from logits copied earlier with `logits`."""
+
+    def piece(self, token: int) -> bytes: ...
+
+    def is_eog(self, token: int) -> bool: ...
+
+
+class Sequence:
+    """A job in a slot: its sequence id, sampler, unread prompt and text state."""
+
+    def __init__(self, job: Job, seq_id: int, sampler: object):
+        self.job = job
+        self.seq_id = seq_id
+        self.sampler = sampler
+        self.unread = list(job.prompt_tokens)  # prompt tokens not decoded yet
+        self.position = 0  # next cell position
+        self.next_token: int | None = None  # sampled, to be decoded in the next step
+        self.prompt_logits = None  # the logits after the whole prompt, kept with the slot as a prompt cache
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.stops = StopMatcher(job.sampling.stop)
+
+
+class Scheduler:
+    """The FIFO of waiting jobs, the slots and the thread that batches them on one backend."""
+
+    def __init__(self, backend: Backend, *, model_id: str, n_slots: int, n_batch: int, max_queued: int):
+        self.backend = backend
+        self.model_id = model_id
+        self.n_batch = n_batch
+        self.max_queued = max_queued
+        self._waiting: collections.deque[Job] = collections.deque()
+        self._ready = threading.Condition()  # guards _waiting, _stopping, _failed, cancelled_requests
+        self._live: list[Sequence] = []
+        self._free: dict[int, tuple[list[int], object]] = {seq_id: ([], None) for seq_id in range(n_slots)}  # slot -> cached prompt, its logits
+        self._stopping = False
+        self._failed = False
+        self.generated_tokens = 0
+        self.completed_requests = 0
+        self.cancelled_requests = 0
+        self.thread = threading.Thread(target=self._run, name=f"model:{model_id}", daemon=True)
+        self.thread.start()
+
+    def stats(self) -> dict:
+        return {
+            "generated_tokens": self.generated_tokens,
+            "completed_requests": self.completed_requests,
+            "cancelled_requests": self.cancelled_requests,
+            "queued_requests": len(self._waiting),
+        }
+
+    def submit(self, job: Job) -> Job:
+        with self._ready:
+            if self._failed:
+                raise self._failure()
+            if self._stopping:
+                raise ConflictError(f"Model '{self.model_id}' is stopping.", param="model", code="model_stopping")
+            if len(self._waiting) >= self.max_queued:
+                self._drop_cancelled()
+            if len(self._waiting) >= self.max_queued:
+                raise RateLimitError(
+                    f"Model '{self.model_id}' already has {self.max_queued} requests waiting; retry shortly.",
+                    retry_after=1,
+                )
+            job.alive = self.thread.is_alive
+            self._waiting.append(job)
+            self._ready.notify()
+        return job
+
+    def close(self) -> None:
+        """Refuse new jobs, fail the waiting and live ones with 503 `model_stopping`, and wait for the thread."""
+        with self._ready:
+            self._stopping = True
+            self._ready.notify()
+        self.thread.join()
+
+    def _failure(self) -> ServerError:
+        return ServerError(f"The scheduler of model '{self.model_id}' failed; stop the model and start it again.", code="scheduler_failed")
+
+    def _drop_cancelled(self) -> None:
+        """Forget waiting jobs whose clients have gone, so they do not hold places in the queue."""
+        for job in [job for job in self._waiting if job.cancelled.is_set()]:
+            self._waiting.remove(job)
+            self.cancelled_requests += 1
+            job.events.put(("done", None))
+
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException:
+            log.critical("the scheduler of model %s died", self.model_id, exc_info=True)
+            self._end(self._failure(), failed=True)
+            raise
+        self._end(UnavailableError(f"Model '{self.model_id}' is stopping.", code="model_stopping"), failed=False)
+
+    def _loop(self) -> None:
+        while True:
+            with self._ready:
+                while not self._live and not self._waiting and not self._stopping:
+                    self._ready.wait()
+                if self._stopping:
+                    return
+                while self._free and self._waiting:
+                    self._admit(self._waiting.popleft())
+            try:
+                self._step()
+            except Exception as exc:  # a fault of the scheduler itself: fail the live sequences, serve the next jobs
+                log.exception("generation failed on model %s", self.model_id)
+                for sequence in list(self._live):
+                    self._fail(sequence, exc)
+
+    def _end(self, error: ApiError, failed: bool) -> None:
+        """Fail every waiting and live job with `error`; with `failed`, refuse later submits with a 500."""
+        with self._ready:
+            self._stopping = True
+            self._failed = failed
+            waiting, self._waiting = list(self._waiting), collections.deque()
+        for job in waiting:
+            job.events.put(("error", error))
+        for sequence in list(self._live):
+            self._release(sequence, cache=False)
+            sequence.job.events.put(("error", error))
+
+    def _admit(self, job: Job) -> None:
+        if job.cancelled.is_set():
+            self.cancelled_requests += 1
+            job.events.put(("done", None))
+            return
+        try:
+            sampler = self.backend.make_sampler(job.sampling)
+        except Exception as exc:
+            log.warning("bad sampling parameters on model %s: %s", self.model_id, exc)
+            job.events.put(("error", ServerError(f"Generation failed: {exc}", code="generation_failed")))
+            return
+        seq_id = next((i for i, (tokens, _) in self._free.items() if tokens == job.prompt_tokens), next(iter(self._free)))
+        tokens, logits = self._free.pop(seq_id)
+        sequence = Sequence(job, seq_id, sampler)
+        self._live.append(sequence)
+        try:
+            self._seat(sequence, tokens, logits)
+        except Exception as exc:
+            self._fail(sequence, exc)
+
+    def _seat(self, sequence: Sequence, tokens: list[int], logits: object) -> None:
+        """Clear the slot for a prefill, or, if it cached exactly this prompt, sample the first token from its logits."""
+        if tokens != sequence.job.prompt_tokens:
+            self.backend.clear(sequence.seq_id, 0)
+            return
+        self.backend.clear(sequence.seq_id, len(tokens))  # drop the last answer, keep the prompt
+        sequence.unread, sequence.position, sequence.prompt_logits = [], len(tokens), logits
+        self._take(sequence, self.backend.sample_cached(sequence.sampler, logits))
+
+    def _step(self) -> None:
+        """One decode: every generating sequence's next token, then prompt chunks with what room is left."""
+        for sequence in [s for s in self._live if s.job.cancelled.is_set()]:
+            self._retire(sequence, None)
+        rows: list[Row] = []
+        sampling: list[tuple[int, Sequence]] = []  # (row, sequence) of the rows whose logits are sampled
+        count = 0
+        for sequence in self._live:
+            if sequence.next_token is not None:
+                sampling.append((len(rows), sequence))
+                rows.append((sequence.seq_id, sequence.position, [sequence.next_token], True))
+                sequence.position += 1
+                sequence.next_token = None
+                count += 1
+        for sequence in self._live:
+            room = self.n_batch - count
+            if room == 0:
+                break
+            if not sequence.unread:
+                continue
+            chunk, sequence.unread = sequence.unread[:room], sequence.unread[room:]
+            if not sequence.unread:
+                sampling.append((len(rows), sequence))
+            rows.append((sequence.seq_id, sequence.position, chunk, not sequence.unread))
+            sequence.position += len(chunk)
+            count += len(chunk)
+        if not rows:
+            return
+        try:
+            self.backend.decode(rows)
+        except Exception as exc:  # the cells of every sequence in the batch are in doubt
+            log.exception("decode failed on model %s", self.model_id)
+            in_batch = {row[0] for row in rows}
+            for sequence in [s for s in self._live if s.seq_id in in_batch]:
+                self._fail(sequence, exc)
+            return
+        if self._stopping:  # close() waits for this step: skip its sampling (a grammar's can take longer than the decode)
+            return
+        for row, sequence in sampling:
+            try:
+                if sequence.prompt_logits is None:
+                    sequence.prompt_logits = self.backend.logits(row)
+                self._take(sequence, self.backend.sample(sequence.sampler, row))
+            except Exception as exc:
+                self._fail(sequence, exc)
+
+    def _take(self, sequence: Sequence, token: int) -> None:
+        """Deliver one sampled token's text, or finish the sequence (end of generation, stop string, length)."""
+        job = sequence.job
+        if job.cancelled.is_set():
+            return self._retire(sequence, None)
+        if self.backend.is_eog(token):
+            return self._retire(sequence, "stop")
+        job.completion_tokens += 1
+        self.generated_tokens += 1
+        text, stopped = sequence.stops.feed(sequence.decoder.decode(self.backend.piece(token)))
+        if text:
+            job.events.put(("delta", text))
+        if stopped:
+            return self._retire(sequence, "stop")
+        if job.completion_tokens >= job.sampling.max_tokens:
+            return self._retire(sequence, "length")
+        sequence.next_token = token
+
+    def _retire(self, sequence: Sequence, finish: str | None) -> None:
+        """Free the slot (its prompt's cells and logits stay as a cache); tell the job how it ended."""
+        self._release(sequence, cache=True)
+        events = sequence.job.events
+        if finish is None:
+            with self._ready:  # a request thread counts the waiting jobs it drops (_drop_cancelled) under this lock
+                self.cancelled_requests += 1
+        else:
+            self.completed_requests += 1
+            tail = sequence.stops.flush() + sequence.decoder.decode(b"", final=True)
+            if tail:
+                events.put(("delta", tail))
+        events.put(("done", finish))
+
+    def _fail(self, sequence: Sequence, exc: Exception) -> None:
+        """End one sequence with a 500 `generation_failed`; its slot keeps no cache."""
+        log.warning("generation failed on model %s: %s", self.model_id, exc)
+        self._release(sequence, cache=False)
+        sequence.job.events.put(("error", ServerError(f"Generation failed: {exc}", code="generation_failed")))
+
+    def _release(self, sequence: Sequence, cache: bool) -> None:
+        """Take the sequence out of its slot and free its sampler (once, whatever fails)."""
+        if sequence in self._live:
+            self._live.remove(sequence)
+            cached = cache and sequence.prompt_logits is not None
+            self._free[sequence.seq_id] = (sequence.job.prompt_tokens, sequence.prompt_logits) if cached else ([], None)
+        sampler, sequence.sampler = sequence.sampler, None
+        if sampler is not None:
+            try:
+                self.backend.free_sampler(sampler)
+            except Exception:
+                log.exception("could not free a sampler on model %s", self.model_id)

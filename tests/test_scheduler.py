@@ -1,0 +1,305 @@
+"""The scheduler against a fake backend, in milliseconds: admission, slots, the prompt cache, cancellation,
+failure isolation, liveness, close and the queue limit.
+
+The fake samples token 1, 2, 3, ... for each sequence (its text is "<1><2><3>..."); a job's `seed` labels it.
+Waits have generous limits (`WAIT`) only so that a broken scheduler fails the test instead of hanging it."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from jan_server.errors import ApiError, ConflictError, RateLimitError, ServerError, UnavailableError
+from jan_server.models import jobs
+from jan_server.models.jobs import Job, Sampling
+from jan_server.models.scheduler import Scheduler
+
+WAIT = 30  # seconds: the most any wait below may take on a loaded machine; they normally take milliseconds
+ENDLESS = 10**9  # max_tokens of a job that runs until it is cancelled
+
+
+class Crash(BaseException):
+    """Kills the scheduler thread (nothing in the scheduler catches a BaseException)."""
+
+
+class FakeSampler:
+    def __init__(self, sampling: Sampling):
+        self.sampling = sampling
+        self.count = 0
+
+    def next(self) -> int:
+        if self.sampling.grammar == "fail-sample":
+            raise RuntimeError("this sampler is broken")
+        self.count += 1
+        return self.count
+
+
+class FakeBackend:
+    """Records what the scheduler asks; `delay` seconds per decode; `fail_next_clear`, `crash` inject faults."""
+
+    def __init__(self, delay: float = 0.0):
+        self.delay = delay
+        self.rows: list[list[tuple]] = []  # every decode's rows
+        self.seated: list[int | None] = []  # the seed of each job given a sampler, in order
+        self.cleared: list[tuple[int, int]] = []
+        self.freed = 0
+        self.cached_samples = 0
+        self.fail_next_clear = False
+        self.crash = False
+
+    def make_sampler(self, sampling):
+        if sampling.grammar == "fail-sampler":
+            raise ValueError("the grammar could not be parsed")
+        self.seated.append(sampling.seed)
+        return FakeSampler(sampling)
+
+    def free_sampler(self, sampler):
+        self.freed += 1
+
+    def clear(self, seq_id, start):
+        if self.fail_next_clear:
+            self.fail_next_clear = False
+            raise RuntimeError("could not clear the cells")
+        self.cleared.append((seq_id, start))
+
+    def decode(self, rows):
+        if self.crash:
+            raise Crash()
+        if self.delay:
+            time.sleep(self.delay)
+        self.rows.append([(seq_id, position, list(tokens), logits) for seq_id, position, tokens, logits in rows])
+
+    def logits(self, row):
+        return ("logits", row)
+
+    def sample(self, sampler, row):
+        return sampler.next()
+
+    def sample_cached(self, sampler, logits):
+        self.cached_samples += 1
+        return sampler.next()
+
+    def piece(self, token):
+        return f"<{token}>".encode()
+
+    def is_eog(self, token):
+        return token == 0
+
+
+@pytest.fixture()
+def make():
+    """make(n_slots, max_queued=8, delay=0) -> (scheduler, backend); every scheduler is closed at the end."""
+    made = []
+
+    def make(n_slots, max_queued=8, delay=0.0):
+        backend = FakeBackend(delay)
+        scheduler = Scheduler(backend, model_id="fake", n_slots=n_slots, n_batch=8, max_queued=max_queued)
+        made.append(scheduler)
+        return scheduler, backend
+
+    yield make
+    for scheduler in made:
+        scheduler.close()
+
+
+def job(prompt=(1, 2, 3), max_tokens=3, seed=None, grammar=None) -> Job:
+    sampling = Sampling.from_parameters({"max_tokens": max_tokens, "seed": seed, "grammar": grammar})
+    return Job(prompt_tokens=list(prompt), sampling=sampling)
+
+
+def first_delta(running: Job) -> str:
+    """The first text of a job: once it is here, the job is generating in a slot."""
+    return next(iter(running))
+
+
+def outcome(finished: Job) -> tuple[str, str | None]:
+    return finished.result(), finished.finish_reason
+
+
+def error_of(failed: Job) -> ApiError:
+    with pytest.raises(ApiError) as raised:
+        failed.result()
+    return raised.value
+
+
+def test_jobs_are_admitted_in_arrival_order(make):
+    scheduler, backend = make(1)
+    running = scheduler.submit(job(seed=0, max_tokens=ENDLESS))
+    first_delta(running)
+    waiting = [scheduler.submit(job(seed=n)) for n in range(1, 6)]
+    running.cancel()
+    for n, queued in enumerate(waiting, 1):
+        assert outcome(queued) == ("<1><2><3>", "length"), n
+    assert backend.seated == [0, 1, 2, 3, 4, 5]
+
+
+def test_more_jobs_than_slots_reuse_the_slots(make):
+    scheduler, backend = make(2)
+    submitted = [scheduler.submit(job(prompt=(n, n + 1), seed=n)) for n in range(6)]
+    assert [outcome(done) for done in submitted] == [("<1><2><3>", "length")] * 6
+    assert {row[0] for rows in backend.rows for row in rows} == {0, 1}
+    assert scheduler.stats() == {"generated_tokens": 18, "completed_requests": 6, "cancelled_requests": 0, "queued_requests": 0}
+    assert backend.freed == 6
+
+
+def test_the_next_token_of_every_sequence_and_prompt_chunks_share_a_step(make):
+    scheduler, backend = make(2)
+    generating = scheduler.submit(job(prompt=(1, 2), max_tokens=ENDLESS))
+    first_delta(generating)
+    reading = scheduler.submit(job(prompt=range(10, 30), max_tokens=1))  # 20 prompt tokens, 8 fit in a batch
+    assert outcome(reading) == ("<1>", "length")
+    generating.cancel()
+    generating.result()
+    steps = [rows for rows in backend.rows if any(len(tokens) > 1 for _, _, tokens, _ in rows if tokens[0] >= 10)]
+    assert len(steps) == 3  # 20 tokens read in chunks of 7, 7 and 6 next to the generating sequence's token
+    assert [len(rows[0][2]) for rows in steps] == [1, 1, 1]
+    assert [len(rows[1][2]) for rows in steps] == [7, 7, 6]
+    assert [rows[1][3] for rows in steps] == [False, False, True]  # logits only after the last prompt token
+
+
+def test_an_exact_prompt_samples_from_the_cached_slot_without_a_prefill(make):
+    scheduler, backend = make(2)
+    first = outcome(scheduler.submit(job(prompt=(5, 6, 7))))
+    outcome(scheduler.submit(job(prompt=(8, 9))))
+    decoded = len(backend.rows)
+    again = scheduler.submit(job(prompt=(5, 6, 7)))
+    assert outcome(again) == first
+    assert backend.cached_samples == 1
+    assert backend.cleared[-1] == (0, 3)  # slot 0 keeps the prompt's 3 cells, drops the old answer
+    assert all(len(tokens) == 1 and position >= 3 for rows in backend.rows[decoded:] for _, position, tokens, _ in rows)
+
+
+def test_a_cancelled_live_job_frees_its_slot(make):
+    scheduler, backend = make(1)
+    running = scheduler.submit(job(max_tokens=ENDLESS))
+    first_delta(running)
+    waiting = scheduler.submit(job(seed=7))
+    running.cancel()
+    running.result()
+    assert running.finish_reason is None
+    assert outcome(waiting) == ("<1><2><3>", "length")
+    assert scheduler.stats()["cancelled_requests"] == 1 and backend.freed == 2
+
+
+def test_a_cancelled_waiting_job_is_never_seated(make):
+    scheduler, backend = make(1)
+    running = scheduler.submit(job(seed=0, max_tokens=ENDLESS))
+    first_delta(running)
+    gone = scheduler.submit(job(seed=1))
+    after = scheduler.submit(job(seed=2))
+    gone.cancel()
+    running.cancel()
+    assert outcome(gone) == ("", None)
+    assert outcome(after) == ("<1><2><3>", "length")
+    assert backend.seated == [0, 2]
+    assert scheduler.stats()["cancelled_requests"] == 2
+
+
+def test_a_job_whose_sampling_fails_fails_alone(make):
+    scheduler, backend = make(3)
+    running = scheduler.submit(job(max_tokens=ENDLESS))
+    first_delta(running)
+    broken = scheduler.submit(job(grammar="fail-sample"))
+    unparsable = scheduler.submit(job(grammar="fail-sampler"))
+    for failed in (broken, unparsable):
+        error = error_of(failed)
+        assert (error.status, error.code) == (500, "generation_failed")
+        assert error.to_dict()["error"]["type"] == "server_error"
+    produced = running.completion_tokens
+    deadline = time.monotonic() + WAIT
+    while running.completion_tokens < produced + 5 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert running.completion_tokens >= produced + 5  # the other sequence goes on
+    assert outcome(scheduler.submit(job())) == ("<1><2><3>", "length")  # and the failed job's slot serves again
+    running.cancel()
+    running.result()
+    assert backend.freed == 3
+
+
+def test_a_job_whose_seating_fails_fails_alone(make):
+    scheduler, backend = make(2)
+    running = scheduler.submit(job(max_tokens=ENDLESS))
+    first_delta(running)
+    backend.fail_next_clear = True
+    error = error_of(scheduler.submit(job()))
+    assert (error.status, error.code) == (500, "generation_failed")
+    assert outcome(scheduler.submit(job(max_tokens=2))) == ("<1><2>", "length")
+    assert first_delta(running)  # still generating
+    running.cancel()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the Crash, by design
+def test_a_dead_scheduler_fails_its_waiters_and_refuses_new_jobs(make):
+    scheduler, backend = make(1)
+    running = scheduler.submit(job(max_tokens=ENDLESS))
+    first_delta(running)
+    waiting = scheduler.submit(job())
+    backend.crash = True
+    for failed in (running, waiting):
+        error = error_of(failed)
+        assert isinstance(error, ServerError) and (error.status, error.code) == (500, "scheduler_failed")
+    scheduler.thread.join(WAIT)
+    assert not scheduler.thread.is_alive()
+    with pytest.raises(ServerError) as refused:
+        scheduler.submit(job())
+    assert refused.value.code == "scheduler_failed"
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_reader_never_hangs_on_a_scheduler_that_died_without_a_word(make, monkeypatch):
+    monkeypatch.setattr(jobs, "LIVENESS_POLL", 0.01)
+    monkeypatch.setattr(Scheduler, "_end", lambda self, error, failed: None)  # as if even failing the jobs failed
+    scheduler, backend = make(1)
+    running = scheduler.submit(job(max_tokens=ENDLESS))
+    first_delta(running)
+    backend.crash = True
+    scheduler.thread.join(WAIT)
+    error = error_of(running)
+    assert (error.status, error.code) == (500, "scheduler_failed")
+
+
+def test_close_cancels_running_and_waiting_jobs_at_once(make):
+    scheduler, backend = make(2, max_queued=32, delay=0.002)  # draining 34 x 2048 tokens would take over a minute
+    running = [scheduler.submit(job(prompt=(n,), max_tokens=2048)) for n in range(2)]
+    for live in running:
+        first_delta(live)
+    waiting = [scheduler.submit(job(prompt=(n,), max_tokens=2048)) for n in range(32)]
+    started = time.monotonic()
+    scheduler.close()
+    assert time.monotonic() - started < 2
+    for cancelled in running + waiting:
+        error = error_of(cancelled)
+        assert isinstance(error, UnavailableError) and (error.status, error.code) == (503, "model_stopping")
+    assert backend.freed == 2
+    with pytest.raises(ConflictError):
+        scheduler.submit(job())
+
+
+def test_a_full_queue_is_refused_with_429_until_a_place_frees(make):
+    scheduler, _ = make(1, max_queued=2)
+    running = scheduler.submit(job(max_tokens=ENDLESS))
+    first_delta(running)
+    waiting = [scheduler.submit(job()) for _ in range(2)]
+    with pytest.raises(RateLimitError) as refused:
+        scheduler.submit(job())
+    assert (refused.value.status, refused.value.retry_after, refused.value.code) == (429, 1, "queue_full")
+    waiting[0].cancel()  # a client that left gives its place back
+    taken = scheduler.submit(job())
+    running.cancel()
+    assert outcome(taken) == ("<1><2><3>", "length")
+    assert scheduler.stats()["cancelled_requests"] == 2
+
+
+def test_reading_a_job_waits_for_the_scheduler_without_polling_it_busily():
+    """A job that is alive but silent keeps waiting (the liveness check does not end it)."""
+    quiet = job()
+    quiet.alive = lambda: True
+    reader = threading.Thread(target=quiet.result, daemon=True)
+    reader.start()
+    reader.join(0.05)
+    assert reader.is_alive()
+    quiet.events.put(("done", "stop"))
+    reader.join(WAIT)
+    assert not reader.is_alive() and quiet.finish_reason == "stop"
