@@ -59,18 +59,23 @@ def test_after_and_before_walk_the_list_both_ways(store, order):
     assert ids(between) == everything[1:3]
 
 
-def test_unknown_cursor_is_a_400_naming_it(store):
+def test_unknown_cursor_is_a_404_naming_it(store):
+    """A cursor not in the list (deleted meanwhile, or another list's) must not silently restart from the top."""
     other = store.threads.create()["id"]
     thread = store.threads.create()["id"]
-    with pytest.raises(InvalidRequestError) as raised:
+    with pytest.raises(NotFoundError) as raised:
         store.messages.list(thread, Page(after="msg_missing"))
-    assert raised.value.param == "after"
-    with pytest.raises(InvalidRequestError) as raised:
+    assert (raised.value.param, raised.value.code) == ("after", "cursor_not_found")
+    with pytest.raises(NotFoundError) as raised:
         store.threads.list(Page(before="thread_missing"))
-    assert raised.value.param == "before"
+    assert (raised.value.param, raised.value.code) == ("before", "cursor_not_found")
     message = store.messages.create(other, {"role": "user", "content": "elsewhere"})
-    with pytest.raises(InvalidRequestError):
+    with pytest.raises(NotFoundError) as raised:
         store.messages.list(thread, Page(after=message["id"]))  # a cursor from another thread's list
+    assert raised.value.code == "cursor_not_found"
+    with pytest.raises(NotFoundError) as raised:
+        store.messages.list("thread_missing", Page(after=message["id"]))
+    assert raised.value.code == "thread_not_found"  # a missing thread is named before any cursor
 
 
 @pytest.mark.parametrize("limit", [0, 101])
@@ -124,9 +129,9 @@ def test_deleting_an_assistant_detaches_it(store):
 
 
 def test_attaching_an_unknown_assistant_creates_nothing(store):
-    with pytest.raises(NotFoundError) as raised:
+    with pytest.raises(InvalidRequestError) as raised:
         store.threads.create(assistants=[{"assistant_id": "asst_missing"}])
-    assert raised.value.code == "assistant_not_found"
+    assert (raised.value.param, raised.value.code) == ("assistants", "assistant_not_found")
     assert store.threads.list(Page())["data"] == []
 
 
