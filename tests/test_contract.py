@@ -1,25 +1,30 @@
 """Contract test: `schemathesis run` on the server's own served spec (`/v1/openapi.json`) with every check
 (`--checks all`: no 5xx, declared status codes, content types and headers, bodies matching the schemas,
-schema-invalid input rejected and schema-valid input accepted, ...) and every phase, the stateful one
-included, which follows the spec's `links:` from each create operation to the operations that take its id.
+schema-invalid input rejected and schema-valid input accepted, created resources found, ...) and every
+phase, the stateful one included, which follows the spec's `links:` from each create operation to the
+operations that take its id.
 
 This is the command a user of the spec would run, as a subprocess, so a failure prints schemathesis's own
-report with a `curl` reproduction. The run is bounded and reproducible: seed SEED, deterministic
-generation, MAX_EXAMPLES per operation, one worker. tests/contract_hooks.py keeps chat completions to a few
-tokens and points download URLs at a closed loopback port, without changing whether a request is valid.
+report with a `curl` reproduction. The run is bounded and reproducible: seed SEED, no example database,
+MAX_EXAMPLES per operation, one worker; tests/schemathesis.toml sizes the stateful phase.
+tests/contract_hooks.py keeps chat completions to a few tokens and points download URLs at a closed
+loopback port, without changing whether a request is valid.
 
-The same command also passes locally with `--seed 1` and `--seed 7` (and `--max-examples 5`):
+The same command with schemathesis's default stateful settings (inferred links too) also passes locally
+with seeds 1 and 7, against `jan-server --n-threads 1`:
     SCHEMATHESIS_HOOKS=tests.contract_hooks schemathesis run http://127.0.0.1:1337/v1/openapi.json \\
-        --checks all --seed 1 --max-examples 5 --workers 1 --request-timeout 120
+        --checks all --seed 1 --max-examples 5 --generation-database none --workers 1 --request-timeout 120
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -52,11 +57,11 @@ def test_schemathesis_with_every_check_and_the_stateful_phase_finds_nothing(cont
         "--phases", "examples,coverage,fuzzing,stateful",
         "--seed", str(SEED),
         "--max-examples", str(MAX_EXAMPLES),
-        "--generation-deterministic",
+        "--generation-database", "none",
         "--workers", "1",
         "--request-timeout", str(REQUEST_TIMEOUT_S),
         "--no-color",
-        "--report-dir", str(tmp_path / "report"),
+        "--report", "har", "--report-har-path", str(tmp_path / "run.har"),
     ]
     env = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.contract_hooks", "PYTHONPATH": str(ROOT)}
     run = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
@@ -67,6 +72,23 @@ def test_schemathesis_with_every_check_and_the_stateful_phase_finds_nothing(cont
     for phase in ("Examples", "Coverage", "Fuzzing", "Stateful"):
         assert f"✅  {phase}" in report, f"phase {phase} did not pass:\n{report}"
     assert "API Links:" in report, report
+    unanswered = operations_without_a_2xx(httpx.get(f"{contract_server.api_url}/openapi.json", timeout=30).json(), tmp_path / "run.har")
+    assert unanswered == [], f"never reached with data the server accepts (a missing link?):\n{report}"
+
+
+def operations_without_a_2xx(spec: dict, har: Path) -> list[str]:
+    """The operationIds to which no request of the run got a 2xx, from its HAR report."""
+    base = urlsplit(spec["servers"][0]["url"]).path.rstrip("/") if spec.get("servers") else ""
+    routes = [
+        (method.upper(), re.compile("^" + re.escape(base) + re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(path)) + "$"), operation["operationId"])
+        for path, item in spec["paths"].items() for method, operation in item.items() if method in METHODS
+    ]
+    answered = set()
+    for entry in json.loads(har.read_text())["log"]["entries"]:
+        method, path = entry["request"]["method"], urlsplit(entry["request"]["url"]).path
+        if 200 <= entry["response"]["status"] < 300:
+            answered.update(op for m, route, op in routes if m == method and route.match(path))
+    return sorted({op for _, _, op in routes} - answered)
 
 
 def test_every_path_id_an_operation_takes_comes_from_a_link(contract_server):
