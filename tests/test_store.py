@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from jan_server.errors import InvalidRequestError, NotFoundError
+from jan_server.errors import ConflictError, InvalidRequestError, NotFoundError
 from jan_server.storage.paging import Page
 from jan_server.storage.store import Store
 
@@ -129,7 +129,7 @@ def test_deleting_an_assistant_detaches_it(store):
 
 
 def test_attaching_an_unknown_assistant_creates_nothing(store):
-    with pytest.raises(NotFoundError) as raised:
+    with pytest.raises(ConflictError) as raised:
         store.threads.create(assistants=[{"assistant_id": "asst_missing"}])
     assert (raised.value.param, raised.value.code) == ("assistants", "assistant_not_found")
     assert store.threads.list(Page())["data"] == []

@@ -168,8 +168,11 @@ def test_thread_assistants_given_at_creation_and_replaced_by_modify(api):
     assert (effective["model"], effective["models"]) == ("other-model", [{"model_id": "other-model"}])
     modified = api.post(f"/threads/{thread['id']}", json={"assistants": [{"assistant_id": second["id"]}]}).json()
     assert modified["assistants"] == [{"assistant_id": second["id"]}]
-    error = assert_openai_error(api.post("/threads", json={"assistants": [{"assistant_id": "asst_missing"}]}), 404)
+    error = assert_openai_error(api.post("/threads", json={"assistants": [{"assistant_id": "asst_missing"}]}), 409)
     assert (error["param"], error["code"]) == ("assistants", "assistant_not_found")
+    thread = new_thread(api)
+    error = assert_openai_error(api.post(f"/threads/{thread['id']}", json={"assistants": [{"assistant_id": "asst_missing"}]}), 409)
+    assert (error["param"], error["code"]) == ("assistants", "assistant_not_found")  # a 404 would say the thread is missing
 
 
 def test_get_thread_assistants_of_unknown_thread(api):

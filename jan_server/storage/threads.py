@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 
 from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
-from jan_server.errors import NotFoundError
+from jan_server.errors import ConflictError, NotFoundError
 from jan_server.storage import db, records
 from jan_server.storage.messages import THREAD_MESSAGES, message_row
 from jan_server.storage.paging import Page, fetch
@@ -148,13 +148,14 @@ def _links(thread_id: str, attachments: Iterable[Mapping]) -> list[dict]:
 
 
 def _link(connection: Connection, links: list[dict]) -> None:
-    """Insert the links, after checking that every assistant they name exists (else a 404, as OpenAI answers
-    a body naming an unknown assistant)."""
+    """Insert the links, after checking that every assistant they name exists. One that does not is a 409: the
+    body conflicts with what exists. A 404 would say the thread the URL names is missing, and a 400 that the body
+    breaks the spec, which it does not."""
     if not links:
         return
     wanted = {link["assistant_id"] for link in links}
     found = set(connection.execute(select(assistants.c.id).where(assistants.c.id.in_(wanted))).scalars())
     missing = sorted(wanted - found)
     if missing:
-        raise NotFoundError("assistant", missing[0], param="assistants")
+        raise ConflictError(f"No assistant found with id '{missing[0]}'.", param="assistants", code="assistant_not_found")
     connection.execute(insert(thread_assistants), links)
