@@ -166,12 +166,12 @@ def store_costs(calls: int = 2000) -> dict[str, float]:
     """Microseconds per call of the store alone (in this process, one thread): its share of a request's cost."""
     with tempfile.TemporaryDirectory(prefix="crud-store-") as tmp:
         store = Store.open(f"sqlite:///{tmp}/jan.db")
-        thread_id = store.create_thread([{"role": "user", "content": f"Message {n}"} for n in range(5)], {"bench": "read"})["id"]
+        thread_id = store.threads.create([{"role": "user", "content": f"Message {n}"} for n in range(5)], {"bench": "read"})["id"]
         operations = {
-            "get_thread": lambda: store.get_thread(thread_id),
-            "list_messages": lambda: store.list_messages(thread_id, Page()),
-            "create_thread": lambda: store.create_thread(metadata={"bench": "load"}),
-            "create_message": lambda: store.create_message(thread_id, {"role": "user", "content": "Hello, what is AI?"}),
+            "get_thread": lambda: store.threads.get(thread_id),
+            "list_messages": lambda: store.messages.list(thread_id, Page()),
+            "create_thread": lambda: store.threads.create(metadata={"bench": "load"}),
+            "create_message": lambda: store.messages.create(thread_id, {"role": "user", "content": "Hello, what is AI?"}),
         }
         costs = {}
         for name, operation in operations.items():

@@ -99,4 +99,5 @@ def test_list_assistants_pages(api):
 
 def test_list_assistants_rejects_bad_paging(api):
     assert assert_openai_error(api.get("/assistants/", params={"order": "up"}), 400)["param"] == "order"
-    assert assert_openai_error(api.get("/assistants/", params={"after": "asst_missing"}), 400)["param"] == "after"
+    assert assert_openai_error(api.get("/assistants/", params={"after": "asst/missing"}), 400)["param"] == "after"
+    assert assert_openai_error(api.get("/assistants/", params={"after": "asst_missing"}), 404)["code"] == "cursor_not_found"

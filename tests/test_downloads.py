@@ -441,8 +441,9 @@ def test_an_encoded_traversal_in_the_url_stays_in_the_models_dir(api, server, up
     api.delete("/models/evil").raise_for_status()
 
 
-@pytest.mark.parametrize("source_url", ["file:///etc/passwd", "ftp://127.0.0.1/x.gguf", "not a url"])
+@pytest.mark.parametrize("source_url", ["file:///etc/passwd", "ftp://127.0.0.1/x.gguf", "not a url", "http://user@127.0.0.1/x.gguf", "http://[::1]/x.gguf", "http://:80/x.gguf"])
 def test_a_non_http_source_url_is_400(api, source_url):
+    """The spec's source_url pattern admits exactly the URLs the server can name a host of."""
     answer = api.post("/models", json={"source_url": source_url, "id": "nope"})
     assert answer.status_code == 400
     assert answer.json()["error"]["param"] == "source_url"
@@ -461,6 +462,15 @@ def test_a_model_json_dropped_in_first_downloads_by_id(api, server, upstream, sm
     assert model["settings"]["ctx_len"] == 512
     assert (directory / "weights.gguf").is_file()
     api.delete("/models/manifest-first").raise_for_status()
+
+
+@pytest.mark.parametrize("path", ["/", "/%25%25.gguf", "/-.gguf"])
+def test_a_url_whose_file_name_gives_no_id_names_the_model_after_its_host(api, path):
+    """Schema-valid, so accepted (issue 10): the id falls back to the host name."""
+    answer = api.post("/models", json={"source_url": f"http://127.0.0.1:9{path}"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["id"] == "127.0.0.1"
+    api.delete("/models/127.0.0.1").raise_for_status()
 
 
 def test_an_unknown_id_without_source_url_is_404(api):

@@ -124,7 +124,9 @@ def test_list_messages_pages_both_ways(api, thread_id):
 def test_list_messages_errors(api, thread_id):
     assert assert_openai_error(api.get("/threads/thread_missing/messages"), 404)["code"] == "thread_not_found"
     assert assert_openai_error(api.get(f"/threads/{thread_id}/messages", params={"limit": 101}), 400)["param"] == "limit"
-    assert assert_openai_error(api.get(f"/threads/{thread_id}/messages", params={"before": "msg_missing"}), 400)["param"] == "before"
+    assert assert_openai_error(api.get(f"/threads/{thread_id}/messages", params={"before": "msg missing"}), 400)["param"] == "before"
+    missing = assert_openai_error(api.get(f"/threads/{thread_id}/messages", params={"before": "msg_missing"}), 404)
+    assert (missing["param"], missing["code"]) == ("before", "cursor_not_found")
 
 
 def test_message_files(api, thread_id):

@@ -79,12 +79,12 @@ def test_corrupt_gguf_is_an_error_and_the_server_keeps_serving(server, api, cont
     (model_dir(server, model_id) / "broken.Q4_0.gguf").write_bytes(content)
     listed = api.get(f"/models/{model_id}").json()
     assert listed["state"] == "downloaded"
-    error = assert_openai_error(api.put(f"/models/{model_id}/start"), 500)
+    error = assert_openai_error(api.put(f"/models/{model_id}/start"), 409)
     assert error["code"] == "model_load_failed" and model_id in error["message"]
     model = api.get(f"/models/{model_id}").json()
     assert model["state"] == "error" and model_id in model["error"]
     chat = api.post("/chat/completions", json={"model": model_id, "messages": [{"role": "user", "content": "Hi"}]})
-    assert assert_openai_error(chat, 500)["code"] == "model_load_failed"
+    assert assert_openai_error(chat, 409)["code"] == "model_load_failed"
     assert httpx.get(f"{server.base_url}/health").json() == {"status": "ok"}
     reply = api.post("/chat/completions", json={"model": BUNDLED_MODEL_ID, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3})
     assert reply.status_code == 200, reply.text
@@ -116,3 +116,14 @@ def test_delete_stops_a_running_model_and_removes_its_files(server, api):
 def test_bundled_model_cannot_be_deleted(api):
     assert assert_openai_error(api.delete(f"/models/{BUNDLED_MODEL_ID}"), 409)["code"] == "model_not_deletable"
     assert api.get(f"/models/{BUNDLED_MODEL_ID}").status_code == 200
+
+
+def test_settings_that_do_not_fit_in_memory_are_a_409_and_the_model_starts_again(api):
+    """Schema-valid settings the machine cannot hold (found by schemathesis): the server is fine, this load is not."""
+    api.put(f"/models/{BUNDLED_MODEL_ID}/stop")
+    error = assert_openai_error(api.put(f"/models/{BUNDLED_MODEL_ID}/start", json={"ctx_len": 1048576, "n_parallel": 64}), 409)
+    assert error["code"] == "model_load_failed"
+    assert api.get(f"/models/{BUNDLED_MODEL_ID}").json()["state"] == "error"
+    started = api.put(f"/models/{BUNDLED_MODEL_ID}/start")
+    assert started.status_code == 200, started.text
+    assert started.json()["state"] == "running"

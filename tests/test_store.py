@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from jan_server.errors import InvalidRequestError, NotFoundError
+from jan_server.errors import ConflictError, InvalidRequestError, NotFoundError
 from jan_server.storage.paging import Page
 from jan_server.storage.store import Store
 
@@ -35,42 +35,47 @@ def test_open_migrates_to_head_in_wal_mode(tmp_path):
 
 
 def test_list_order_breaks_created_at_ties_by_insertion(store):
-    created = [store.create_thread(metadata={"n": str(n)})["id"] for n in range(7)]
-    assert ids(store.list_threads(Page(limit=100, order="asc"))) == created
-    assert ids(store.list_threads(Page(limit=100, order="desc"))) == created[::-1]
+    created = [store.threads.create(metadata={"n": str(n)})["id"] for n in range(7)]
+    assert ids(store.threads.list(Page(limit=100, order="asc"))) == created
+    assert ids(store.threads.list(Page(limit=100, order="desc"))) == created[::-1]
 
 
 @pytest.mark.parametrize("order", ["asc", "desc"])
 def test_after_and_before_walk_the_list_both_ways(store, order):
-    thread = store.create_thread()["id"]
+    thread = store.threads.create()["id"]
     for n in range(5):
-        store.create_message(thread, {"role": "user", "content": str(n)})
-    everything = ids(store.list_messages(thread, Page(limit=100, order=order)))
+        store.messages.create(thread, {"role": "user", "content": str(n)})
+    everything = ids(store.messages.list(thread, Page(limit=100, order=order)))
 
-    first = store.list_messages(thread, Page(limit=2, order=order))
-    second = store.list_messages(thread, Page(limit=2, order=order, after=first["last_id"]))
-    third = store.list_messages(thread, Page(limit=2, order=order, after=second["last_id"]))
+    first = store.messages.list(thread, Page(limit=2, order=order))
+    second = store.messages.list(thread, Page(limit=2, order=order, after=first["last_id"]))
+    third = store.messages.list(thread, Page(limit=2, order=order, after=second["last_id"]))
     assert ids(first) + ids(second) + ids(third) == everything
     assert [first["has_more"], second["has_more"], third["has_more"]] == [True, True, False]
 
-    back = store.list_messages(thread, Page(limit=2, order=order, before=third["first_id"]))
+    back = store.messages.list(thread, Page(limit=2, order=order, before=third["first_id"]))
     assert ids(back) == ids(second) and back["has_more"] is True
-    between = store.list_messages(thread, Page(limit=100, order=order, after=everything[0], before=everything[3]))
+    between = store.messages.list(thread, Page(limit=100, order=order, after=everything[0], before=everything[3]))
     assert ids(between) == everything[1:3]
 
 
-def test_unknown_cursor_is_a_400_naming_it(store):
-    other = store.create_thread()["id"]
-    thread = store.create_thread()["id"]
-    with pytest.raises(InvalidRequestError) as raised:
-        store.list_messages(thread, Page(after="msg_missing"))
-    assert raised.value.param == "after"
-    with pytest.raises(InvalidRequestError) as raised:
-        store.list_threads(Page(before="thread_missing"))
-    assert raised.value.param == "before"
-    message = store.create_message(other, {"role": "user", "content": "elsewhere"})
-    with pytest.raises(InvalidRequestError):
-        store.list_messages(thread, Page(after=message["id"]))  # a cursor from another thread's list
+def test_unknown_cursor_is_a_404_naming_it(store):
+    """A cursor not in the list (deleted meanwhile, or another list's) must not silently restart from the top."""
+    other = store.threads.create()["id"]
+    thread = store.threads.create()["id"]
+    with pytest.raises(NotFoundError) as raised:
+        store.messages.list(thread, Page(after="msg_missing"))
+    assert (raised.value.param, raised.value.code) == ("after", "cursor_not_found")
+    with pytest.raises(NotFoundError) as raised:
+        store.threads.list(Page(before="thread_missing"))
+    assert (raised.value.param, raised.value.code) == ("before", "cursor_not_found")
+    message = store.messages.create(other, {"role": "user", "content": "elsewhere"})
+    with pytest.raises(NotFoundError) as raised:
+        store.messages.list(thread, Page(after=message["id"]))  # a cursor from another thread's list
+    assert raised.value.code == "cursor_not_found"
+    with pytest.raises(NotFoundError) as raised:
+        store.messages.list("thread_missing", Page(after=message["id"]))
+    assert raised.value.code == "thread_not_found"  # a missing thread is named before any cursor
 
 
 @pytest.mark.parametrize("limit", [0, 101])
@@ -86,19 +91,19 @@ def test_limit_out_of_range(limit):
 )
 def test_metadata_rules(store, metadata):
     with pytest.raises(InvalidRequestError) as raised:
-        store.create_thread(metadata=metadata)
+        store.threads.create(metadata=metadata)
     assert raised.value.param == "metadata"
 
 
 def test_metadata_at_the_limits_is_kept(store):
     metadata = {f"{n:02d}" + "k" * 62: "v" * 512 for n in range(16)}
-    thread = store.create_thread(metadata=metadata)
-    assert store.get_thread(thread["id"])["metadata"] == metadata
+    thread = store.threads.create(metadata=metadata)
+    assert store.threads.get(thread["id"])["metadata"] == metadata
 
 
 def test_content_parts_become_text_parts(store):
-    thread = store.create_thread(messages=[{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}])
-    (message,) = store.thread_with_messages(thread["id"])["messages"]
+    thread = store.threads.create(messages=[{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}])
+    (message,) = store.threads.with_messages(thread["id"])["messages"]
     assert message["content"] == [
         {"type": "text", "text": {"value": "a", "annotations": []}},
         {"type": "text", "text": {"value": "b", "annotations": []}},
@@ -106,28 +111,28 @@ def test_content_parts_become_text_parts(store):
 
 
 def test_deleting_a_thread_deletes_its_messages_and_attachments(store, tmp_path):
-    assistant = store.create_assistant({"model": "m"})["id"]
-    thread = store.create_thread(messages=[{"role": "user", "content": "hi"}], assistants=[{"assistant_id": assistant}])["id"]
-    store.delete_thread(thread)
+    assistant = store.assistants.create({"model": "m"})["id"]
+    thread = store.threads.create(messages=[{"role": "user", "content": "hi"}], assistants=[{"assistant_id": assistant}])["id"]
+    store.threads.delete(thread)
     with sqlite3.connect(tmp_path / "jan.db") as connection:
         assert connection.execute("SELECT count(*) FROM messages").fetchone() == (0,)
         assert connection.execute("SELECT count(*) FROM thread_assistants").fetchone() == (0,)
     with pytest.raises(NotFoundError):
-        store.delete_thread(thread)
+        store.threads.delete(thread)
 
 
 def test_deleting_an_assistant_detaches_it(store):
-    assistant = store.create_assistant({"model": "m"})["id"]
-    thread = store.create_thread(assistants=[{"assistant_id": assistant, "instructions": "x"}])["id"]
-    store.delete_assistant(assistant)
-    assert store.get_thread(thread)["assistants"] == []
+    assistant = store.assistants.create({"model": "m"})["id"]
+    thread = store.threads.create(assistants=[{"assistant_id": assistant, "instructions": "x"}])["id"]
+    store.assistants.delete(assistant)
+    assert store.threads.get(thread)["assistants"] == []
 
 
 def test_attaching_an_unknown_assistant_creates_nothing(store):
-    with pytest.raises(NotFoundError) as raised:
-        store.create_thread(assistants=[{"assistant_id": "asst_missing"}])
-    assert raised.value.code == "assistant_not_found"
-    assert store.list_threads(Page())["data"] == []
+    with pytest.raises(ConflictError) as raised:
+        store.threads.create(assistants=[{"assistant_id": "asst_missing"}])
+    assert (raised.value.param, raised.value.code) == ("assistants", "assistant_not_found")
+    assert store.threads.list(Page())["data"] == []
 
 
 @pytest.mark.parametrize(
@@ -139,24 +144,24 @@ def test_attaching_an_unknown_assistant_creates_nothing(store):
     ],
 )
 def test_model_and_models_fill_each_other(store, given, model, models):
-    assistant = store.create_assistant(given)
+    assistant = store.assistants.create(given)
     assert (assistant["model"], assistant["models"]) == (model, models)
 
 
 def test_assistant_needs_a_model(store):
     with pytest.raises(InvalidRequestError) as raised:
-        store.create_assistant({"name": "nobody"})
+        store.assistants.create({"name": "nobody"})
     assert raised.value.param == "model"
 
 
 def test_concurrent_writers_all_succeed(store):
-    thread = store.create_thread()["id"]
+    thread = store.threads.create()["id"]
     errors = []
 
     def write(n):
         try:
             for i in range(20):
-                store.create_message(thread, {"role": "user", "content": f"{n}-{i}"})
+                store.messages.create(thread, {"role": "user", "content": f"{n}-{i}"})
         except Exception as exc:  # collected: the assertion below names any failure
             errors.append(exc)
 
@@ -166,7 +171,7 @@ def test_concurrent_writers_all_succeed(store):
     for worker in workers:
         worker.join()
     assert errors == []
-    assert len(store.thread_with_messages(thread)["messages"]) == 160
+    assert len(store.threads.with_messages(thread)["messages"]) == 160
 
 
 def test_a_database_locked_by_another_program_is_a_503_and_the_server_recovers(server, api):

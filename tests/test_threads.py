@@ -116,10 +116,20 @@ def test_list_threads_pages_through_every_thread(api):
 
 @pytest.mark.parametrize(
     ("params", "param"),
-    [({"limit": 0}, "limit"), ({"limit": 101}, "limit"), ({"order": "sideways"}, "order"), ({"after": "thread_missing"}, "after")],
+    [({"limit": 0}, "limit"), ({"limit": 101}, "limit"), ({"order": "sideways"}, "order"), ({"after": "thread/x"}, "after")],
 )
 def test_list_threads_rejects_bad_paging(api, params, param):
     assert assert_openai_error(api.get("/threads", params=params), 400)["param"] == param
+
+
+@pytest.mark.parametrize("cursor", ["after", "before"])
+def test_a_cursor_not_in_the_list_is_a_404(api, cursor):
+    """A well-formed id that names no object of the list, as after its object was deleted (documented in the spec)."""
+    thread = api.post("/threads", json={}).json()["id"]
+    api.delete(f"/threads/{thread}")
+    for path in ("/threads", "/assistants", f"/threads/{api.post('/threads', json={}).json()['id']}/messages"):
+        error = assert_openai_error(api.get(path, params={cursor: thread}), 404)
+        assert (error["param"], error["code"]) == (cursor, "cursor_not_found"), path
 
 
 def test_attach_assistant_with_overrides(api):
@@ -158,8 +168,11 @@ def test_thread_assistants_given_at_creation_and_replaced_by_modify(api):
     assert (effective["model"], effective["models"]) == ("other-model", [{"model_id": "other-model"}])
     modified = api.post(f"/threads/{thread['id']}", json={"assistants": [{"assistant_id": second["id"]}]}).json()
     assert modified["assistants"] == [{"assistant_id": second["id"]}]
-    error = assert_openai_error(api.post("/threads", json={"assistants": [{"assistant_id": "asst_missing"}]}), 404)
-    assert error["code"] == "assistant_not_found"
+    error = assert_openai_error(api.post("/threads", json={"assistants": [{"assistant_id": "asst_missing"}]}), 409)
+    assert (error["param"], error["code"]) == ("assistants", "assistant_not_found")
+    thread = new_thread(api)
+    error = assert_openai_error(api.post(f"/threads/{thread['id']}", json={"assistants": [{"assistant_id": "asst_missing"}]}), 409)
+    assert (error["param"], error["code"]) == ("assistants", "assistant_not_found")  # a 404 would say the thread is missing
 
 
 def test_get_thread_assistants_of_unknown_thread(api):

@@ -153,9 +153,15 @@ _WEIGHTS_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*\.gguf", re.IGNORECASE)
 
 
 def default_model_id(url: str) -> str:
-    """"…/SmolLM2-135M-Instruct.Q4_1.gguf" -> "smollm2-135m-instruct.q4_1"."""
+    """"…/SmolLM2-135M-Instruct.Q4_1.gguf" -> "smollm2-135m-instruct.q4_1"; when the file name gives no id
+    ("https://host/", "…/%25.gguf"), the host name does, and failing that the id is "model"."""
     stem = re.sub(r"\.gguf$", "", file_name(url), flags=re.IGNORECASE)
-    return re.sub(r"[^a-z0-9._:+-]+", "-", stem.lower()).strip("-._:+")
+    for name in (stem, urllib.parse.urlsplit(url).hostname or ""):
+        model_id = re.sub(r"[^a-z0-9._:+-]+", "-", name.lower())
+        model_id = re.sub(r"\.{2,}", ".", model_id).strip("-._:+")[:128].rstrip("-._:+")
+        if model_id:
+            return model_id
+    return "model"
 
 
 def _source(manifest: dict) -> dict:

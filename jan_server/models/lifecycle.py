@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from jan_server.models.batching import Runner
-from jan_server.errors import ConflictError, InvalidRequestError, NotFoundError, ServerError
+from jan_server.errors import ConflictError, InvalidRequestError, NotFoundError
 from jan_server.models.downloads import DownloadManager, requested_id, start_model_download
 from jan_server.models.loading import ThreadBudget, load_settings, load_weights
 from jan_server.models.registry import ModelRecord, Registry, validate_model_id
@@ -147,7 +147,9 @@ class ModelManager:
                 message = f"Could not load model '{model_id}': {exc}"
                 self._states[model_id] = ("error", message)
                 log.warning(message)
-                raise ServerError(message, code="model_load_failed") from None
+                # 409, not 500: the server works, but this model (its file, or settings that do not fit in
+                # memory) cannot be loaded; the model's state `error` says why until it is changed.
+                raise ConflictError(message, code="model_load_failed") from None
             self._runners[model_id] = runner
             self._states.pop(model_id, None)
             return runner

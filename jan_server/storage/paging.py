@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, Engine, Select, Table, and_, bindparam, or_, select
 
 from jan_server.storage import db
-from jan_server.errors import InvalidRequestError
+from jan_server.errors import InvalidRequestError, NotFoundError
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
@@ -34,8 +34,8 @@ class Page:
 def fetch(connection: Connection, table: Table, page: Page, scope: str | None = None, scope_value=None) -> tuple[list, bool]:
     """The rows of `table` (those whose column `scope` equals `scope_value`, if given) for one page, and whether more follow.
 
-    A cursor must name a row of the same list: an unknown `after`/`before` id is a 400, since a client paging
-    through a list whose cursor row was deleted would otherwise silently start again from the top.
+    A cursor must name a row of the same list: an unknown `after`/`before` id is a 404 `cursor_not_found`, since
+    a client paging through a list whose cursor row was deleted would otherwise silently start again from the top.
     """
     values = {"scope": scope_value, "limit": page.limit + 1}
     for param in ("after", "before"):
@@ -43,7 +43,7 @@ def fetch(connection: Connection, table: Table, page: Page, scope: str | None = 
         if cursor:
             found = connection.execute(_cursor_statement(table, scope), {"scope": scope_value, "id": cursor}).first()
             if found is None:
-                raise InvalidRequestError(f"No object with id '{cursor}' in this list to page from.", param=param)
+                raise NotFoundError("cursor", cursor, param=param)
             values[f"{param}_created_at"], values[f"{param}_seq"] = found
     # `before` alone walks backwards from the cursor: fetch in reverse, then flip into the page's order.
     reverse = bool(page.before) and not page.after
