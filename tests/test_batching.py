@@ -176,7 +176,7 @@ def test_a_load_that_fails_after_the_context_exists_frees_it(tmp_path, monkeypat
     manager = ModelManager(Registry(tmp_path / "models"), n_threads=1)
     with pytest.raises(ApiError) as failed:
         manager.start(BUNDLED_MODEL_ID)
-    assert (failed.value.status, failed.value.code) == (500, "model_load_failed")
+    assert (failed.value.status, failed.value.code) == (409, "model_load_failed")
     assert created and created[0]  # the context existed when the template failed
     assert sorted(freed) == ["llama_batch_free", "llama_free", "model"]
     manager.close()

@@ -1,4 +1,4 @@
-"""Contract test: `schemathesis run` on the server's own served spec (`/v1/openapi.json`) with every check
+"""Contract test: `schemathesis run` on the server's own served spec (`/v1/openapi.json`, its refs resolved) with every check
 (`--checks all`: no 5xx, declared status codes, content types and headers, bodies matching the schemas,
 schema-invalid input rejected and schema-valid input accepted, created resources found, ...) and every
 phase, the stateful one included, which follows the spec's `links:` from each create operation to the
@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from connexion.json_schema import resolve_refs
 
 from tests.live_server import LiveServer
 
@@ -51,8 +52,14 @@ def contract_server(tmp_path_factory) -> LiveServer:
 
 
 def test_schemathesis_with_every_check_and_the_stateful_phase_finds_nothing(contract_server, tmp_path):
+    # schemathesis 4.32 follows only 4 of the 26 links of the bundled document (its components referenced by
+    # $ref), against 25 of them once the same document is resolved: it runs on the served spec, resolved.
+    served = httpx.get(f"{contract_server.api_url}/openapi.json", timeout=30).json()
+    resolved = tmp_path / "openapi.json"
+    resolved.write_text(json.dumps({**resolve_refs(served), "components": {}}))
     command = [
-        shutil.which("schemathesis") or "schemathesis", "--config-file", str(ROOT / "tests" / "schemathesis.toml"), "run", f"{contract_server.api_url}/openapi.json",
+        shutil.which("schemathesis") or "schemathesis", "--config-file", str(ROOT / "tests" / "schemathesis.toml"), "run",
+        str(resolved), "--url", contract_server.api_url,
         "--checks", "all",
         "--phases", "examples,coverage,fuzzing,stateful",
         "--seed", str(SEED),
@@ -72,7 +79,7 @@ def test_schemathesis_with_every_check_and_the_stateful_phase_finds_nothing(cont
     for phase in ("Examples", "Coverage", "Fuzzing", "Stateful"):
         assert f"✅  {phase}" in report, f"phase {phase} did not pass:\n{report}"
     assert "API Links:" in report, report
-    unanswered = operations_without_a_2xx(httpx.get(f"{contract_server.api_url}/openapi.json", timeout=30).json(), tmp_path / "run.har")
+    unanswered = operations_without_a_2xx(served, tmp_path / "run.har")
     assert unanswered == [], f"never reached with data the server accepts (a missing link?):\n{report}"
 
 
