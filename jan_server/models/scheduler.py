@@ -78,7 +78,11 @@ class Sequence:
 
 
 class Scheduler:
-    """The FIFO of waiting jobs, the slots and the thread that batches them on one backend."""
+    """The FIFO of waiting jobs, the slots and the thread that batches them on one backend.
+
+    Over 200 lines on purpose: admission, step planning, retiring and failing share the slot and queue state that
+    only the scheduler thread (and, under the condition, submit and close) may touch; split into classes, that
+    state would have to be passed around or locked more."""
 
     def __init__(self, backend: Backend, *, model_id: str, n_slots: int, n_batch: int, max_queued: int):
         self.backend = backend
