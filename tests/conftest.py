@@ -1,14 +1,63 @@
 from __future__ import annotations
 
+import os
+
 import httpx
 import pytest
 
+from tests import postgres
 from tests.live_server import PATIENT, LiveServer
 
+
+def pytest_generate_tests(metafunc):
+    """A test (or module: `pytestmark`) marked `databases("sqlite", "postgresql")` runs on each kind named, if it
+    uses the `database` fixture (the `server`, `api` and `database_url` fixtures do); unmarked, on SQLite."""
+    marker = metafunc.definition.get_closest_marker("databases")
+    if "database" in metafunc.fixturenames and marker is not None:
+        metafunc.parametrize("database", marker.args, indirect=True, scope="session")
+
+
 @pytest.fixture(scope="session")
-def server(tmp_path_factory) -> LiveServer:
-    """One real server (uvicorn + Connexion + a real SQLite file) shared by the session."""
-    live = LiveServer(tmp_path_factory.mktemp("server") / "data").start()
+def database(request) -> str:
+    """`sqlite` or `postgresql`: the database kind the test runs on (SQLite unless its module asks for both)."""
+    return getattr(request, "param", "sqlite")
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """The URL of a PostgreSQL server whose `postgres` user may create databases (see tests/postgres.py)."""
+    url = os.environ.get(postgres.URL_VARIABLE)
+    if url:
+        yield url
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI must start PostgreSQL and set {postgres.URL_VARIABLE} (.ci/run does)")
+    try:
+        directory, url = postgres.start()
+    except RuntimeError as exc:
+        pytest.fail(f"{exc}, or set {postgres.URL_VARIABLE} to a server's URL")
+    yield url
+    postgres.stop(directory)
+
+
+def new_database_url(database: str, request, tmp_path) -> str:
+    """A new, empty database of the kind `database`: a SQLite file in `tmp_path`, or a database on the PostgreSQL."""
+    if database == "postgresql":
+        return postgres.create_database(request.getfixturevalue("postgres_url"))
+    return f"sqlite:///{tmp_path / 'jan.db'}"
+
+
+@pytest.fixture()
+def database_url(database, request, tmp_path) -> str:
+    return new_database_url(database, request, tmp_path)
+
+
+@pytest.fixture(scope="session")
+def server(database, request, tmp_path_factory) -> LiveServer:
+    """One real server (uvicorn + Connexion + a real database) shared by the session, per database kind."""
+    data_dir = tmp_path_factory.mktemp(f"server-{database}") / "data"
+    args = ("--database-url", new_database_url(database, request, data_dir.parent)) if database != "sqlite" else ()
+    live = LiveServer(data_dir, args=args).start()  # SQLite: the default database, in the data dir
     yield live
     live.stop()
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from tests import postgres
 from tests.test_app import assert_openai_error
 from tests.test_threads import new_assistant, new_thread
+
+pytestmark = pytest.mark.databases(*postgres.BOTH)
 
 ASSISTANT_FIELDS = {
     "id", "object", "created_at", "name", "description", "model", "instructions", "tools", "tool_resources",

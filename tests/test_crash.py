@@ -1,5 +1,6 @@
 """No lost writes: SIGKILL the server while clients write, restart it on the same data dir, and find
-every write that was answered 2xx, in order, in a database that passes SQLite's integrity check."""
+every write that was answered 2xx, in order; on SQLite and on PostgreSQL, and on SQLite in a database that passes
+SQLite's integrity check."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ import threading
 from dataclasses import dataclass, field
 
 import httpx
+import pytest
+from sqlalchemy.engine import make_url
 
+from tests import postgres
 from tests.live_server import PATIENT, LiveServer
 
 CLIENTS = 6
@@ -65,9 +69,11 @@ def text(message: dict) -> str:
     return message["content"][0]["text"]["value"]
 
 
-def test_every_acknowledged_write_survives_sigkill(tmp_path):
+@pytest.mark.databases(*postgres.BOTH)
+def test_every_acknowledged_write_survives_sigkill(tmp_path, database_url):
     data_dir = tmp_path / "data"
-    live = LiveServer(data_dir).start()
+    args = ("--database-url", database_url)
+    live = LiveServer(data_dir, args=args).start()
     try:
         shared = httpx.post(f"{live.api_url}/threads", json={"title": "shared"}).json()["id"]
         writers = [Writer(f"w{i}", create_thread(live, f"w{i}"), shared) for i in range(CLIENTS)]
@@ -86,7 +92,7 @@ def test_every_acknowledged_write_survives_sigkill(tmp_path):
     acked = sum(len(seqs) for w in writers for seqs in w.acked.values())
     assert acked >= KILL_AFTER
 
-    restarted = LiveServer(data_dir).start()
+    restarted = LiveServer(data_dir, args=args).start()
     try:
         with httpx.Client(base_url=restarted.api_url, timeout=PATIENT) as client:
             assert client.get(f"/threads/{shared}").status_code == 200
@@ -103,7 +109,9 @@ def test_every_acknowledged_write_survives_sigkill(tmp_path):
     finally:
         restarted.stop()
 
-    with sqlite3.connect(data_dir / "jan.db") as db:
+    if make_url(database_url).get_backend_name() != "sqlite":
+        return
+    with sqlite3.connect(make_url(database_url).database) as db:
         assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
         assert db.execute("PRAGMA foreign_key_check").fetchall() == []
 

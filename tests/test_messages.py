@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from tests import postgres
 from tests.test_app import assert_openai_error
 from tests.test_threads import new_thread
+
+pytestmark = pytest.mark.databases(*postgres.BOTH)
 
 MESSAGE_FIELDS = {
     "id", "object", "created_at", "thread_id", "status", "incomplete_details", "completed_at", "incomplete_at",

@@ -1,4 +1,5 @@
-"""The store on a real SQLite file: ordering within one second, cursors, cascades, migrations, rules."""
+"""The store on a real SQLite file and a real PostgreSQL database: ordering within one second, cursors, cascades,
+migrations, rules."""
 
 from __future__ import annotations
 
@@ -6,17 +7,30 @@ import sqlite3
 import threading
 
 import pytest
+from sqlalchemy import create_engine, inspect, text
 
 from jan_server.errors import ConflictError, InvalidRequestError, NotFoundError
 from jan_server.storage.paging import Page
 from jan_server.storage.store import Store
+from tests import postgres
+
+pytestmark = pytest.mark.databases(*postgres.BOTH)
 
 
 @pytest.fixture()
-def store(tmp_path):
-    opened = Store.open(f"sqlite:///{tmp_path / 'jan.db'}")
+def store(database_url):
+    opened = Store.open(database_url)
     yield opened
     opened.close()
+
+
+def count(url: str, table: str) -> int:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return connection.execute(text(f"SELECT count(*) FROM {table}")).scalar_one()
+    finally:
+        engine.dispose()
 
 
 def ids(page: dict) -> list[str]:
@@ -32,6 +46,19 @@ def test_open_migrates_to_head_in_wal_mode(tmp_path):
         assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [("0001",)]
         tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"threads", "messages", "assistants", "thread_assistants"} <= tables
+
+
+def test_open_migrates_any_database_to_head(database_url):
+    """Alembic's migrations on each kind of database (PostgreSQL too), run twice as a restart would."""
+    Store.open(database_url).close()
+    Store.open(database_url).close()
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT version_num FROM alembic_version")).all() == [("0001",)]
+        assert {"threads", "messages", "assistants", "thread_assistants"} <= set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
 
 
 def test_list_order_breaks_created_at_ties_by_insertion(store):
@@ -110,13 +137,11 @@ def test_content_parts_become_text_parts(store):
     ]
 
 
-def test_deleting_a_thread_deletes_its_messages_and_attachments(store, tmp_path):
+def test_deleting_a_thread_deletes_its_messages_and_attachments(store, database_url):
     assistant = store.assistants.create({"model": "m"})["id"]
     thread = store.threads.create(messages=[{"role": "user", "content": "hi"}], assistants=[{"assistant_id": assistant}])["id"]
     store.threads.delete(thread)
-    with sqlite3.connect(tmp_path / "jan.db") as connection:
-        assert connection.execute("SELECT count(*) FROM messages").fetchone() == (0,)
-        assert connection.execute("SELECT count(*) FROM thread_assistants").fetchone() == (0,)
+    assert count(database_url, "messages") == count(database_url, "thread_assistants") == 0
     with pytest.raises(NotFoundError):
         store.threads.delete(thread)
 
@@ -174,6 +199,7 @@ def test_concurrent_writers_all_succeed(store):
     assert len(store.threads.with_messages(thread)["messages"]) == 160
 
 
+@pytest.mark.databases("sqlite")
 def test_a_database_locked_by_another_program_is_a_503_and_the_server_recovers(server, api):
     """Another process holding SQLite's write lock: a write waits for it (db.BUSY_TIMEOUT_MS), then gets 503
     with Retry-After; reads go on, and once the lock is released writes succeed again."""

@@ -5,8 +5,11 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from tests import postgres
 from tests.live_server import LiveServer
 from tests.test_app import assert_openai_error
+
+pytestmark = pytest.mark.databases(*postgres.BOTH)
 
 
 def new_assistant(api, **fields) -> dict:

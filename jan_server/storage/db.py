@@ -1,4 +1,7 @@
-"""The database engine: connection settings for SQLite, write transactions, and running the Alembic migrations."""
+"""The database engine: connection settings for SQLite, write transactions, and running the Alembic migrations.
+
+Any other SQLAlchemy URL works too; PostgreSQL is the one the suite proves (through psycopg 3, the `postgres`
+extra), with several servers on one database."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from importlib.resources import files
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, Select, create_engine, event
+from sqlalchemy import Connection, Engine, Select, create_engine, event, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import StaticPool
 
@@ -20,12 +23,14 @@ from jan_server.errors import UnavailableError
 #: hold the lock (this one's writers queue on the store's own lock), and with SQLite the wait blocks the event loop
 #: that runs the store (jan_server.web.bridge): so not long.
 BUSY_TIMEOUT_MS = 5_000
+#: The PostgreSQL advisory lock that servers starting together on one database take in turn to migrate it.
+MIGRATION_LOCK = 0x6A616E  # "jan"
 
 
 def create(url: str) -> Engine:
     """An engine for `url`; SQLite files get WAL, foreign keys, a busy timeout and explicit BEGINs."""
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True)
+        return create_engine(driver_url(url), pool_pre_ping=True)
     # The server uses a SQLite store from its event loop only (jan_server.web.bridge), so SQLAlchemy's default pool
     # is plenty. An in-memory database needs its one connection, or each would see its own database.
     in_memory = url in ("sqlite://", "sqlite:///:memory:")
@@ -36,14 +41,19 @@ def create(url: str) -> Engine:
     return engine
 
 
+def driver_url(url: str) -> str:
+    """`postgresql://...` means psycopg 3 (the `postgres` extra), where SQLAlchemy would pick psycopg2."""
+    return "postgresql+psycopg://" + url.removeprefix("postgresql://") if url.startswith("postgresql://") else url
+
+
 def _configure_sqlite(dbapi_connection, _record) -> None:
     # The sqlite3 module's own transaction handling would delay BEGIN; _begin_sqlite emits it instead.
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")  # first: switching a new file to WAL waits for the lock too
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     cursor.close()
 
 
@@ -107,7 +117,11 @@ def migrate(engine: Engine) -> None:
     """Bring the schema to the newest Alembic revision (migrations/ ships as jan_server.migrations)."""
     config = Config()
     config.set_main_option("script_location", str(files("jan_server.migrations")))
-    with engine.connect() as connection:
+    # Servers started together on one database migrate it in turn, each holding a lock until its commit: SQLite's
+    # write lock from the first statement on (BEGIN IMMEDIATE), PostgreSQL's advisory lock.
+    with engine.connect().execution_options(immediate=True) as connection:
+        if engine.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
         connection.commit()
