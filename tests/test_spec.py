@@ -1,4 +1,4 @@
-"""The OpenAPI document: the 25 seed operations and two more, bundled, valid, documented, and its examples work on the
+"""The OpenAPI document: the 25 seed operations and three more, bundled, valid, documented, and its examples work on the
 real server."""
 
 from __future__ import annotations
@@ -44,10 +44,12 @@ SEED_OPERATIONS = [
     ("retrieveMessageFile", "get", "/threads/{thread_id}/messages/{message_id}/files/{file_id}"),
 ]
 
-# Operations the project adds to the seed's, for OpenAI clients (the spec's description lists them).
+# Operations the project adds to the seed's: for OpenAI clients (the spec's description lists them), and the
+# Prometheus scrape.
 ADDED_OPERATIONS = [
     ("modifyMessage", "post", "/threads/{thread_id}/messages/{message_id}"),
     ("deleteMessage", "delete", "/threads/{thread_id}/messages/{message_id}"),
+    ("getMetrics", "get", "/metrics"),
 ]
 
 # The order in which the examples run: creates come before the operations that need their generated ids.
@@ -57,7 +59,7 @@ EXAMPLE_ORDER = [
     "postThreadAssistants", "getThreadAssistants", "listThreadMessage",
     "listAssistants", "getAssistant", "modifyAssistant",
     "createMessage", "listMessages", "retrieveMessage", "listMessageFiles", "retrieveMessageFile",
-    "modifyMessage", "deleteMessage", "deleteThread", "deleteAssistant",
+    "modifyMessage", "deleteMessage", "deleteThread", "deleteAssistant", "getMetrics",
 ]
 # Not run here: downloadModel's example fetches from the internet, and deleteModel's deletes that download.
 NOT_RUN = {"downloadModel", "deleteModel"}
@@ -167,12 +169,17 @@ def request_examples(operation: dict) -> list:
 def assert_conforms(operation: dict, response: httpx.Response) -> None:
     declared = operation["responses"].get(str(response.status_code)) or operation["responses"]["default"]
     content_type = response.headers["content-type"].split(";")[0]
-    assert content_type in declared["content"], f"{operation['operationId']}: undeclared {content_type}"
+    declared_types = {media_type.split(";")[0]: media_type for media_type in declared["content"]}  # text/plain; version=0.0.4
+    assert content_type in declared_types, f"{operation['operationId']}: undeclared {content_type}"
     if content_type == "application/json":
         errors = list(OAS30Validator(declared["content"][content_type]["schema"]).iter_errors(response.json()))
         assert not errors, f"{operation['operationId']} {response.status_code}: {errors[0].message}"
-    else:
+    elif content_type == "text/event-stream":
         assert response.text.rstrip().endswith("data: [DONE]")
+    else:
+        assert declared_types[content_type] == "text/plain; version=0.0.4"
+        assert response.headers["content-type"].startswith(declared_types[content_type])
+        assert "# TYPE jan_requests_total counter" in response.text
 
 
 def test_documented_examples_work(served, api):

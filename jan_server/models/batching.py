@@ -15,6 +15,7 @@ from jan_server.models.jobs import Job, Sampling
 from jan_server.models.prompt import PromptFormatter
 from jan_server.models.registry import ModelRecord
 from jan_server.models.scheduler import Scheduler
+from jan_server.models.usage import Usage
 
 __all__ = ["Job", "Runner", "Sampling"]
 
@@ -22,13 +23,14 @@ __all__ = ["Job", "Runner", "Sampling"]
 class Runner:
     """A loaded model with its context, its FIFO of waiting jobs and the scheduler thread that batches them."""
 
-    def __init__(self, record: ModelRecord, model, load_settings: dict, max_queued: int):
+    def __init__(self, record: ModelRecord, model, load_settings: dict, max_queued: int, usage: Usage | None = None):
         from jan_server.models.llama_backend import LlamaBackend
 
         self.record = record
         self.model = model
         self.load_settings = load_settings
         self.max_queued = max_queued
+        self.usage = usage or Usage()
         self.n_ctx = load_settings["ctx_len"]
         self.n_slots = load_settings["n_parallel"]
         n_batch = max(load_settings["n_batch"], self.n_slots)
@@ -58,7 +60,10 @@ class Runner:
         return Job(prompt_tokens=tokens, sampling=sampling)
 
     def submit(self, job: Job) -> Job:
-        return self.scheduler.submit(job)
+        self.usage.watch(self.record.id, job)
+        self.scheduler.submit(job)
+        self.usage.accepted(self.record.id, job)
+        return job
 
     def close(self) -> None:
         """Refuse new jobs, cancel the running and waiting ones, stop the scheduler, free the context and model."""

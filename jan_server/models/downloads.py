@@ -116,6 +116,12 @@ class DownloadManager:
         download = self.get(model_id)
         return download.status() if download else None
 
+    def statuses(self) -> dict[str, dict]:
+        """Every download this process ran or runs (until deleted), by model id: its status()."""
+        with self._lock:
+            downloads = list(self._downloads.values())
+        return {download.model_id: download.status() for download in downloads}
+
     def is_active(self, model_id: str) -> bool:
         download = self.get(model_id)
         return bool(download and download.active)

@@ -61,6 +61,8 @@ class Job:
     completion_tokens: int = 0
     finish_reason: str | None = None
     alive: Callable[[], bool] = field(default=lambda: True, repr=False)
+    #: Called by the scheduler thread for each generated token (jan_server.models.usage times them).
+    on_token: Callable[[], None] = field(default=lambda: None, repr=False)
 
     @property
     def usage(self) -> dict:

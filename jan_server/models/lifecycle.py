@@ -19,6 +19,7 @@ from jan_server.errors import ConflictError, InvalidRequestError, NotFoundError
 from jan_server.models.downloads import DownloadManager, requested_id, start_model_download
 from jan_server.models.loading import ThreadBudget, load_settings, load_weights
 from jan_server.models.registry import ModelRecord, Registry, validate_model_id
+from jan_server.models.usage import Usage
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ class ModelManager:
         self._runners: dict[str, Runner] = {}
         self._states: dict[str, tuple[str, str | None]] = {}  # transient: starting, stopping, error (with why)
         self._locks = KeyedLocks()
+        self.usage = Usage()  # observed by the web layer's metrics
 
     def list(self) -> dict:
         return {"object": "list", "data": [self._object(record) for record in self.registry.list()]}
@@ -141,7 +143,7 @@ class ModelManager:
             try:
                 settings = load_settings(record, overrides)
                 settings["n_threads"] = threads = self.threads.take(settings["n_threads"])
-                runner = Runner(record, load_weights(record, settings["ngl"]), settings, self.max_queued_requests)
+                runner = Runner(record, load_weights(record, settings["ngl"]), settings, self.max_queued_requests, self.usage)
             except Exception as exc:
                 self.threads.give(threads)
                 message = f"Could not load model '{model_id}': {exc}"

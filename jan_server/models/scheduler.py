@@ -107,6 +107,7 @@ class Scheduler:
             "completed_requests": self.completed_requests,
             "cancelled_requests": self.cancelled_requests,
             "queued_requests": len(self._waiting),
+            "busy_slots": len(self._live),
         }
 
     def submit(self, job: Job) -> Job:
@@ -265,6 +266,7 @@ class Scheduler:
             return self._retire(sequence, "stop")
         job.completion_tokens += 1
         self.generated_tokens += 1
+        job.on_token()
         text, stopped = sequence.stops.feed(sequence.decoder.decode(self.backend.piece(token)))
         if text:
             job.events.put(("delta", text))

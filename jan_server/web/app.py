@@ -11,7 +11,7 @@ from connexion.jsonifier import Jsonifier
 from connexion.middleware import MiddlewarePosition
 from connexion.options import SwaggerUIOptions
 
-from jan_server.web import console, error_responses, security
+from jan_server.web import console, error_responses, metrics, security
 from jan_server.web.disconnect import DisconnectWatcher
 from jan_server.web.bridge import SplitWSGIBridge
 from jan_server.web.dispatch import VALIDATORS, TagResolver, connexion_middlewares, prepare_operations
@@ -37,8 +37,9 @@ def create_app(settings: Settings) -> connexion.FlaskApp:
             services.close()
 
     app = connexion.FlaskApp(__name__, lifespan=lifespan, middlewares=connexion_middlewares())
-    security.install(app, settings)
     spec = bundle()
+    metrics.install(app, services, spec["paths"])  # first: outermost, it sees every answer
+    security.install(app, settings)
     app.add_api(
         spec,
         base_path=API_BASE_PATH,
