@@ -5,7 +5,12 @@ concurrent keep-alive clients for a fixed time (and at most --max-requests). The
 rounds; each round runs /health, then every other endpoint, so /health is measured alongside each of them and a
 shared machine's changing load weighs on both sides of a ratio alike.
 
+By default the server uses SQLite (the data dir's jan.db). `--postgres` runs a second server on a fresh database of
+a PostgreSQL (JAN_TEST_POSTGRES_URL's, else one started with tests/postgres.py) and `--database-url URL` on any
+other; each round then loads every server in turn, and a last table sets their rates side by side.
+
     python bench/crud_load.py [--clients 32] [--seconds 10] [--rounds 5] [--warmup 0.5] [--max-requests 200000]
+                              [--postgres] [--database-url URL ...]
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import httpx  # noqa: E402
 
 from jan_server.storage.paging import Page  # noqa: E402
 from jan_server.storage.store import Store  # noqa: E402
+from tests import postgres  # noqa: E402
 from tests.live_server import LiveServer  # noqa: E402
 
 
@@ -162,10 +168,11 @@ def seeded_endpoints(api_url: str) -> list[Endpoint]:
     ]
 
 
-def store_costs(calls: int = 2000) -> dict[str, float]:
-    """Microseconds per call of the store alone (in this process, one thread): its share of a request's cost."""
+def store_costs(url: str | None, calls: int = 2000) -> dict[str, float]:
+    """Microseconds per call of the store alone (in this process, one thread) on a fresh database like `url`'s
+    (None: SQLite): its share of a request's cost."""
     with tempfile.TemporaryDirectory(prefix="crud-store-") as tmp:
-        store = Store.open(f"sqlite:///{tmp}/jan.db")
+        store = Store.open(fresh_database(url) or f"sqlite:///{tmp}/jan.db")
         thread_id = store.threads.create([{"role": "user", "content": f"Message {n}"} for n in range(5)], {"bench": "read"})["id"]
         operations = {
             "get_thread": lambda: store.threads.get(thread_id),
@@ -185,29 +192,19 @@ def store_costs(calls: int = 2000) -> dict[str, float]:
     return costs
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clients", type=int, default=32)
-    parser.add_argument("--seconds", type=float, default=10.0, help="measured time per endpoint, over all rounds")
-    parser.add_argument("--rounds", type=int, default=5, help="rounds of /health then each endpoint")
-    parser.add_argument("--warmup", type=float, default=0.5, help="unmeasured time before each endpoint's run")
-    parser.add_argument("--max-requests", type=int, default=200_000, help="stop one run (an endpoint in one round) after this many")
-    args = parser.parse_args()
+def fresh_database(url: str | None) -> str | None:
+    """A new empty database on the PostgreSQL server of `url`; any other URL as it is (None: the data dir's SQLite)."""
+    return postgres.create_database(url) if url and url.startswith("postgresql") else url
 
-    with tempfile.TemporaryDirectory(prefix="crud-load-") as tmp:
-        server = LiveServer(Path(tmp) / "data").start()
-        try:
-            endpoints = seeded_endpoints(server.api_url)
-            results = [Result(endpoint.name) for endpoint in endpoints]
-            for round_number in range(1, args.rounds + 1):
-                for endpoint, result in zip(endpoints, results):
-                    result.add(load(server.base_url, server.process.pid, endpoint, args.clients, args.seconds / args.rounds, args.warmup, args.max_requests))
-                print(f"  round {round_number}: " + ", ".join(f"{r.name} {r.rate:.0f}" for r in results) + " req/s so far", file=sys.stderr, flush=True)
-        finally:
-            server.stop()
 
+def kind(url: str | None) -> str:
+    dialect = (url or "sqlite").split(":", 1)[0].split("+")[0]
+    return {"sqlite": "SQLite", "postgresql": "PostgreSQL"}.get(dialect, dialect)
+
+
+def print_table(title: str, results: list[Result], args) -> None:
     baseline = results[0].rate
-    print(f"\n{args.clients} concurrent clients, {args.seconds:g} s per endpoint in {args.rounds} rounds, each after {args.warmup:g} s warm-up\n")
+    print(f"\n{title}: {args.clients} concurrent clients, {args.seconds:g} s per endpoint in {args.rounds} rounds, each after {args.warmup:g} s warm-up\n")
     print(f"| {'endpoint':<32} | {'req/s':>7} | {'vs /health':>10} | {'p50 ms':>7} | {'p99 ms':>7} | {'errors':>6} | {'lost':>4} | {'server CPU ms/req':>17} |")
     print(f"|{'-' * 34}|{'-' * 8}:|{'-' * 11}:|{'-' * 8}:|{'-' * 8}:|{'-' * 7}:|{'-' * 5}:|{'-' * 18}:|")
     for result in results:
@@ -215,7 +212,59 @@ def main() -> None:
             f"| {result.name:<32} | {result.rate:7.0f} | {result.rate / baseline:10.0%} | {result.percentile(50):7.1f} "
             f"| {result.percentile(99):7.1f} | {result.failed:6d} | {result.lost:4d} | {result.cpu_per_request_ms:17.2f} |"
         )
-    print("\nThe store alone, in-process, one thread: " + ", ".join(f"{name} {us:.0f} µs" for name, us in store_costs().items()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured time per endpoint, over all rounds")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of /health then each endpoint")
+    parser.add_argument("--warmup", type=float, default=0.5, help="unmeasured time before each endpoint's run")
+    parser.add_argument("--max-requests", type=int, default=200_000, help="stop one run (an endpoint in one round) after this many")
+    parser.add_argument("--postgres", action="store_true", help="also on a PostgreSQL: JAN_TEST_POSTGRES_URL's, else one started here")
+    parser.add_argument("--database-url", action="append", default=[], help="also on this database (repeatable)")
+    args = parser.parse_args()
+
+    started_postgres = None
+    urls: list[str | None] = [None, *args.database_url]
+    if args.postgres:
+        url = os.environ.get(postgres.URL_VARIABLE)
+        if not url:
+            started_postgres, url = postgres.start()
+        urls.append(url)
+    with tempfile.TemporaryDirectory(prefix="crud-load-") as tmp:
+        servers = []
+        try:
+            for n, url in enumerate(urls):
+                database = fresh_database(url)
+                servers.append(LiveServer(Path(tmp) / f"data{n}", args=("--database-url", database) if database else ()).start())
+            endpoints = [seeded_endpoints(server.api_url) for server in servers]
+            results = [[Result(endpoint.name) for endpoint in server_endpoints] for server_endpoints in endpoints]
+            for round_number in range(1, args.rounds + 1):
+                for server, server_endpoints, server_results in zip(servers, endpoints, results):
+                    for endpoint, result in zip(server_endpoints, server_results):
+                        result.add(load(server.base_url, server.process.pid, endpoint, args.clients, args.seconds / args.rounds, args.warmup, args.max_requests))
+                print(f"  round {round_number}: " + "; ".join(", ".join(f"{r.name} {r.rate:.0f}" for r in server_results) for server_results in results)
+                      + " req/s so far", file=sys.stderr, flush=True)
+            for server in servers:
+                server.stop()
+            costs = [store_costs(url) for url in urls]
+        finally:
+            for server in servers:
+                server.stop()
+            if started_postgres:
+                postgres.stop(started_postgres)
+
+    for url, server_results in zip(urls, results):
+        print_table(kind(url), server_results, args)
+    if len(urls) > 1:
+        names = [kind(url) for url in urls]
+        print(f"\n| {'endpoint':<32} | " + " | ".join(f"{name} req/s" for name in names) + " |")
+        print(f"|{'-' * 34}|" + "|".join("-" * (len(name) + 7) + ":" for name in names) + "|")
+        for row in zip(*results):
+            print(f"| {row[0].name:<32} | " + " | ".join(f"{r.rate:{len(name) + 6}.0f}" for r, name in zip(row, names)) + " |")
+    for url, store_cost in zip(urls, costs):
+        print(f"\nThe store alone on {kind(url)}, in-process, one thread: " + ", ".join(f"{name} {us:.0f} µs" for name, us in store_cost.items()))
 
 
 if __name__ == "__main__":
