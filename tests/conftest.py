@@ -53,13 +53,28 @@ def database_url(database, request, tmp_path) -> str:
 
 
 @pytest.fixture(scope="session")
-def server(database, request, tmp_path_factory) -> LiveServer:
+def live_servers(request, tmp_path_factory):
+    """live_servers(kind): the session's server on that kind of database, started on first use. pytest sets a
+    parametrised session fixture up again whenever its parameter changes; the servers (and their loaded
+    models) outlive that, until the session ends."""
+    started: dict[str, LiveServer] = {}
+
+    def live_server(database: str) -> LiveServer:
+        if database not in started:
+            data_dir = tmp_path_factory.mktemp(f"server-{database}") / "data"
+            args = ("--database-url", new_database_url(database, request, data_dir.parent)) if database != "sqlite" else ()
+            started[database] = LiveServer(data_dir, args=args).start()  # SQLite: the default database, in the data dir
+        return started[database]
+
+    yield live_server
+    for live in started.values():
+        live.stop()
+
+
+@pytest.fixture(scope="session")
+def server(database, live_servers) -> LiveServer:
     """One real server (uvicorn + Connexion + a real database) shared by the session, per database kind."""
-    data_dir = tmp_path_factory.mktemp(f"server-{database}") / "data"
-    args = ("--database-url", new_database_url(database, request, data_dir.parent)) if database != "sqlite" else ()
-    live = LiveServer(data_dir, args=args).start()  # SQLite: the default database, in the data dir
-    yield live
-    live.stop()
+    return live_servers(database)
 
 
 @pytest.fixture()
