@@ -15,9 +15,10 @@ import yaml
 
 #: The largest completion a generated chat request may ask for.
 MAX_TOKENS = 4
-#: A generated prompt's most messages, and characters per message.
+#: A generated prompt's most messages, and characters per message; its most tools (each described in the prompt).
 MAX_MESSAGES = 4
 MAX_CHARS = 256
+MAX_TOOLS = 2
 #: Nothing listens on the discard port: downloads there fail at once.
 CLOSED_PORT = "127.0.0.1:9"
 _MODELS_SPEC = yaml.safe_load((Path(__file__).parent.parent / "specs" / "models.yaml").read_text())
@@ -70,10 +71,15 @@ def consistent_tools(body: dict) -> None:
     top_logprobs with logprobs; and generated `parameters` schemas become a plain object (any JSON Schema is
     schema-valid there, but not every one makes a grammar)."""
     tools = body.get("tools")
+    if isinstance(tools, list) and len(tools) <= 128:  # more is a negative case: keep it
+        del tools[MAX_TOOLS:]
     functions = [tool["function"] for tool in tools if isinstance(tool, dict) and isinstance(tool.get("function"), dict)] if isinstance(tools, list) else []
     for function in functions:
         if isinstance(function.get("parameters"), dict):
             function["parameters"] = {"type": "object"}
+        description = function.get("description")
+        if isinstance(description, str) and len(description) <= 100000:
+            function["description"] = description[:MAX_CHARS]
     choice = body.get("tool_choice")
     valid_choice = choice in ("none", "auto", "required") or (isinstance(choice, dict) and isinstance(choice.get("function"), dict))
     if valid_choice and not tools:
