@@ -8,12 +8,13 @@ from jan_server.handlers import event_stream, json_response, services
 
 
 def create_chat_completion(body):
+    asked = chat.request_of(body)
     runner = services().models.runner_for(body["model"])
-    job = runner.prepare(chat.messages_of(body), chat.parameters_of(body))
+    job = runner.prepare(asked.messages, asked.parameters, asked.plan and asked.plan.tools)
     job.cancelled = disconnected(request.environ)  # the scheduler stops the job once its client is gone
     runner.submit(job)
     if body.get("stream"):
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        return event_stream(chat.stream(job, body["model"], include_usage), cancel=job.cancel)
+        return event_stream(chat.stream(job, body["model"], include_usage, asked.plan), cancel=job.cancel)
     text = job.result()
-    return json_response(chat.completion(job, text, body["model"]))
+    return json_response(chat.completion(job, text, body["model"], asked.plan))

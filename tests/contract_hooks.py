@@ -15,9 +15,10 @@ import yaml
 
 #: The largest completion a generated chat request may ask for.
 MAX_TOKENS = 4
-#: A generated prompt's most messages, and characters per message.
+#: A generated prompt's most messages, and characters per message; its most tools (each described in the prompt).
 MAX_MESSAGES = 4
 MAX_CHARS = 256
+MAX_TOOLS = 2
 #: Nothing listens on the discard port: downloads there fail at once.
 CLOSED_PORT = "127.0.0.1:9"
 _MODELS_SPEC = yaml.safe_load((Path(__file__).parent.parent / "specs" / "models.yaml").read_text())
@@ -49,6 +50,7 @@ def bounded_chat(body: dict) -> None:
             body[key] = MAX_TOKENS
     if body.get("max_tokens") is None and body.get("max_completion_tokens") is None:
         body["max_tokens"] = MAX_TOKENS
+    consistent_tools(body)
     messages = body.get("messages")
     if not isinstance(messages, list) or len(messages) > 4096:
         return
@@ -61,3 +63,34 @@ def bounded_chat(body: dict) -> None:
             for part in content:
                 if isinstance(part, dict) and isinstance(part.get("text"), str):
                     part["text"] = part["text"][:MAX_CHARS]
+
+
+def consistent_tools(body: dict) -> None:
+    """What the schema cannot say about tools and logprobs (400s for schema-valid bodies otherwise): a named
+    tool_choice names a function of `tools`, tool_choice comes with tools, tools with a text response_format,
+    top_logprobs with logprobs; and generated `parameters` schemas become a plain object (any JSON Schema is
+    schema-valid there, but not every one makes a grammar)."""
+    tools = body.get("tools")
+    if isinstance(tools, list) and len(tools) <= 128:  # more is a negative case: keep it
+        del tools[MAX_TOOLS:]
+    functions = [tool["function"] for tool in tools if isinstance(tool, dict) and isinstance(tool.get("function"), dict)] if isinstance(tools, list) else []
+    for function in functions:
+        if isinstance(function.get("parameters"), dict):
+            function["parameters"] = {"type": "object"}
+        description = function.get("description")
+        if isinstance(description, str) and len(description) <= 100000:
+            function["description"] = description[:MAX_CHARS]
+    choice = body.get("tool_choice")
+    valid_choice = choice in ("none", "auto", "required") or (isinstance(choice, dict) and isinstance(choice.get("function"), dict))
+    if valid_choice and not tools:
+        del body["tool_choice"]
+    elif isinstance(choice, dict) and valid_choice and isinstance(choice["function"].get("name"), str) and functions:
+        if isinstance(functions[0].get("name"), str):
+            choice["function"]["name"] = functions[0]["name"]
+    response_format = body.get("response_format")
+    if tools and isinstance(response_format, dict) and response_format.get("type") in ("json_object", "json_schema"):
+        if "tool_choice" not in body or valid_choice:
+            body["tool_choice"] = "none"
+    top = body.get("top_logprobs")
+    if type(top) is int and 0 <= top <= 20 and body.get("logprobs") in (None, False):
+        body["logprobs"] = True

@@ -1,7 +1,8 @@
 """OpenAI chat completions: request -> engine parameters, and the engine's output -> `chat.completion`
-objects or a Server-Sent Events stream of `chat.completion.chunk` objects.
+objects or a Server-Sent Events stream of `chat.completion.chunk` objects, with tool calls and logprobs.
 
-The spec has already validated types and ranges; this module maps what is left.
+The spec has already validated types and ranges (and refused the fields the engine does not honour); this module
+checks what spans fields and maps the rest.
 """
 
 from __future__ import annotations
@@ -9,24 +10,49 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 from jan_server.web import sse
+from jan_server.models import tools
 from jan_server.models.batching import Job
+from jan_server.models.jobs import TokenLogprob
 from jan_server.errors import ApiError, InvalidRequestError
 
 DONE = b"data: [DONE]\n\n"
 
 
+class ChatRequest(NamedTuple):
+    messages: list[dict]
+    parameters: dict
+    plan: tools.ToolPlan | None
+
+
+def request_of(body: dict) -> ChatRequest:
+    """The messages, generation parameters and tool plan of a request body."""
+    if body.get("tool_choice") is not None and not body.get("tools"):
+        raise InvalidRequestError("`tool_choice` is only allowed when `tools` are given.", param="tool_choice")
+    plan = tools.plan(body.get("tools"), body.get("tool_choice"), body.get("parallel_tool_calls"))
+    if plan and (body.get("response_format") or {}).get("type", "text") != "text":
+        raise InvalidRequestError("`response_format` cannot be combined with tool calls; give `tool_choice: none`.", param="response_format")
+    parameters = parameters_of(body)
+    if plan:
+        parameters.update(plan.parameters())
+    return ChatRequest(messages_of(body), parameters, plan)
+
+
 def messages_of(body: dict) -> list[dict]:
-    """Messages as the chat template expects them: role and plain-text content."""
+    """Messages as the chat template expects them: role, plain-text content, and the tool fields."""
     messages = []
     for message in body["messages"]:
         content = message.get("content")
         if isinstance(content, list):
             content = "".join(part["text"] for part in content)
         role = "system" if message["role"] == "developer" else message["role"]
-        messages.append({"role": role, "content": content or ""})
+        out = {"role": role, "content": content or ""}
+        for key in ("tool_calls", "tool_call_id"):
+            if message.get(key):
+                out[key] = message[key]
+        messages.append(out)
     return messages
 
 
@@ -41,8 +67,18 @@ def parameters_of(body: dict) -> dict:
         "seed": body.get("seed"),
         "stop": body.get("stop"),
         "grammar": grammar_of(body.get("response_format")),
+        "logprobs": logprobs_of(body),
     }
     return {name: value for name, value in given.items() if value is not None}
+
+
+def logprobs_of(body: dict) -> int | None:
+    """How many alternatives to report per token, or None for no logprobs."""
+    if not body.get("logprobs"):
+        if body.get("top_logprobs") is not None:
+            raise InvalidRequestError("`top_logprobs` needs `logprobs: true`.", param="top_logprobs")
+        return None
+    return body.get("top_logprobs") or 0
 
 
 def grammar_of(response_format: dict | None) -> str | None:
@@ -67,7 +103,36 @@ def completion_id() -> str:
     return f"chatcmpl-{uuid.uuid4().hex}"
 
 
-def completion(job: Job, text: str, model: str) -> dict:
+def token_logprob(entry: TokenLogprob) -> dict:
+    """OpenAI's ChatCompletionTokenLogprob."""
+
+    def one(token: bytes, logprob: float) -> dict:
+        return {"token": token.decode("utf-8", errors="replace"), "logprob": logprob, "bytes": list(token)}
+
+    return {**one(entry.token, entry.logprob), "top_logprobs": [one(token, logprob) for token, logprob in entry.top]}
+
+
+def logprobs_block(job: Job, entries: list[TokenLogprob]) -> dict | None:
+    if job.sampling.logprobs is None:
+        return None
+    return {"content": [token_logprob(entry) for entry in entries], "refusal": None}
+
+
+def tool_call(call: tools.ToolCall) -> dict:
+    return {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
+
+
+def finish_reason(job: Job, called: bool) -> str | None:
+    return "tool_calls" if called and job.finish_reason == "stop" else job.finish_reason
+
+
+def completion(job: Job, text: str, model: str, plan: tools.ToolPlan | None = None) -> dict:
+    message = {"role": "assistant", "content": text, "refusal": None}
+    calls = []
+    if plan:
+        message["content"], calls = tools.parse(text)
+        if calls:
+            message["tool_calls"] = [tool_call(call) for call in calls]
     return {
         "id": completion_id(),
         "object": "chat.completion",
@@ -76,35 +141,56 @@ def completion(job: Job, text: str, model: str) -> dict:
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": text, "refusal": None},
-                "finish_reason": job.finish_reason,
-                "logprobs": None,
+                "message": message,
+                "finish_reason": finish_reason(job, bool(calls)),
+                "logprobs": logprobs_block(job, job.logprobs),
             }
         ],
         "usage": job.usage,
     }
 
 
-def stream(job: Job, model: str, include_usage: bool = False) -> Iterator[bytes]:
-    """The SSE body: role, content deltas, finish_reason, optional usage, [DONE]; a late error as an `error` event."""
+def deltas(events: Iterator[tuple]) -> Iterator[dict]:
+    """The chunk deltas of a ToolCallParser's events."""
+    for event in events:
+        if event[0] == "content":
+            yield {"content": event[1]}
+        elif event[0] == "call":
+            _, index, call_id, name = event
+            yield {"tool_calls": [{"index": index, "id": call_id, "type": "function", "function": {"name": name, "arguments": ""}}]}
+        else:
+            yield {"tool_calls": [{"index": event[1], "function": {"arguments": event[2]}}]}
+
+
+def stream(job: Job, model: str, include_usage: bool = False, plan: tools.ToolPlan | None = None) -> Iterator[bytes]:
+    """The SSE body: role, content (or tool call) deltas, finish_reason, optional usage, [DONE]; a late error as an
+    `error` event. Each token's logprobs ride on the first chunk that carries text of it (the rest on the last)."""
     head = {"id": completion_id(), "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
     if include_usage:
         head["usage"] = None
+    parser = tools.ToolCallParser() if plan else None
+    sent = 0  # job.logprobs entries already sent
 
-    def chunk(delta: dict, finish_reason: str | None = None) -> bytes:
-        return sse.event({**head, "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}]})
+    def chunk(delta: dict, finish: str | None = None) -> bytes:
+        nonlocal sent
+        logprobs = logprobs_block(job, job.logprobs[sent:])
+        sent = len(job.logprobs)
+        return sse.event({**head, "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": logprobs}]})
 
-    yield chunk({"role": "assistant", "content": "", "refusal": None})
+    yield chunk({"role": "assistant", "content": None if plan else "", "refusal": None})
     try:
         for text in job:
-            yield chunk({"content": text})
+            for delta in deltas(parser.feed(text)) if parser else [{"content": text}]:
+                yield chunk(delta)
     except ApiError as exc:
         yield sse.event(exc.to_dict(), "error")
         yield DONE
         return
     if job.finish_reason is None:  # cancelled: the client is gone
         return
-    yield chunk({}, job.finish_reason)
+    for delta in deltas(parser.close()) if parser else []:
+        yield chunk(delta)
+    yield chunk({}, finish_reason(job, bool(parser and parser.calls)))
     if include_usage:
         yield sse.event({**head, "choices": [], "usage": job.usage})
     yield DONE

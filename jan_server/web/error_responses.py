@@ -27,7 +27,7 @@ _STATUS_CODES = {404: "not_found", 405: "method_not_allowed", 413: "request_too_
 
 def _param_from_detail(detail: str) -> str | None:
     """Name the offending field in Connexion's validation messages, as OpenAI's `param` does."""
-    for pattern in (r" - '([^']+)'$", r"parameter '([^']+)'", r"^'([^']+)' is a required property"):
+    for pattern in (r" - '([^']+)'$", r"parameter '([^']+)'", r"^'([^']+)' is a required property", r"\('([^']+)'[^)]* unexpected\)"):
         match = re.search(pattern, detail)
         if match:
             return match.group(1)
