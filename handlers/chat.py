@@ -4,14 +4,16 @@ from flask import request
 
 from jan_server.web import chat
 from jan_server.web.disconnect import disconnected
-from jan_server.handlers import event_stream, json_response, services
+from jan_server.handlers import event_stream, forwarded, json_response, services
 
 
 def create_chat_completion(body):
-    runner = services().models.runner_for(body["model"])
-    job = runner.prepare(chat.messages_of(body), chat.parameters_of(body))
-    job.cancelled = disconnected(request.environ)  # the scheduler stops the job once its client is gone
-    runner.submit(job)
+    if upstream := services().models.remote_for(body["model"]):
+        return forwarded(upstream, "chat/completions", body)
+    with services().models.serving(body["model"]) as runner:
+        job = runner.prepare(chat.messages_of(body), chat.parameters_of(body))
+        job.cancelled = disconnected(request.environ)  # the scheduler stops the job once its client is gone
+        runner.submit(job)
     if body.get("stream"):
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         return event_stream(chat.stream(job, body["model"], include_usage), cancel=job.cancel)

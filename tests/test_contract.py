@@ -7,8 +7,8 @@ operations that take its id.
 This is the command a user of the spec would run, as a subprocess, so a failure prints schemathesis's own
 report with a `curl` reproduction. The run is bounded and reproducible: seed SEED, no example database,
 MAX_EXAMPLES per operation, one worker; tests/schemathesis.toml sizes the stateful phase.
-tests/contract_hooks.py keeps chat completions to a few tokens and points download URLs at a closed
-loopback port, without changing whether a request is valid.
+tests/contract_hooks.py keeps chat completions to a few tokens and points download URLs (and remote models'
+upstreams) at a closed loopback port, without changing whether a request is valid.
 
 The same command with schemathesis's default stateful settings (inferred links too) also passes locally
 with seeds 1 and 7, against `jan-server --n-threads 1`:

@@ -140,7 +140,7 @@ def test_more_jobs_than_slots_reuse_the_slots(make):
     submitted = [scheduler.submit(job(prompt=(n, n + 1), seed=n)) for n in range(6)]
     assert [outcome(done) for done in submitted] == [("<1><2><3>", "length")] * 6
     assert {row[0] for rows in backend.rows for row in rows} == {0, 1}
-    assert scheduler.stats() == {"generated_tokens": 18, "completed_requests": 6, "cancelled_requests": 0, "queued_requests": 0}
+    assert scheduler.stats() == {"generated_tokens": 18, "completed_requests": 6, "cancelled_requests": 0, "queued_requests": 0, "active_requests": 0}
     assert backend.freed == 6
 
 

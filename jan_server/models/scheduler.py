@@ -107,6 +107,7 @@ class Scheduler:
             "completed_requests": self.completed_requests,
             "cancelled_requests": self.cancelled_requests,
             "queued_requests": len(self._waiting),
+            "active_requests": len(self._live),
         }
 
     def submit(self, job: Job) -> Job:
