@@ -110,6 +110,7 @@ def test_a_remote_model_is_added_listed_and_deleted_without_its_key(front, upstr
         assert added["metadata"]["upstream_answered"] is None  # not asked yet
         listed = {model["id"]: model for model in api.get("/models").json()["data"]}
         assert listed["gone-soon"]["state"] == "remote" and UPSTREAM_KEY not in json.dumps(listed)
+        assert UPSTREAM_KEY not in (front.data_dir / "models" / "gone-soon" / "model.json").read_text()
         again = api.post("/models", json=remote("gone-soon", upstream.api_url))
         assert again.status_code == 409 and again.json()["error"]["code"] == "model_exists"
         download = api.post("/models", json={"id": "gone-soon", "source_url": "http://127.0.0.1:9/x.gguf"})
