@@ -42,9 +42,9 @@ def raw_stream(llama, max_tokens: int) -> tuple[int, float, float]:
     return tokens, first - start, time.perf_counter() - start
 
 
-def server_stream(client: httpx.Client, max_tokens: int) -> tuple[int, float, float]:
+def server_stream(client: httpx.Client, max_tokens: int, model: str = BUNDLED_MODEL_ID) -> tuple[int, float, float]:
     """(tokens, TTFT, total seconds) for one streamed chat completion through the server."""
-    body = {"model": BUNDLED_MODEL_ID, "messages": PROMPT, "max_tokens": max_tokens, "temperature": 0, "stream": True,
+    body = {"model": model, "messages": PROMPT, "max_tokens": max_tokens, "temperature": 0, "stream": True,
             "stream_options": {"include_usage": True}}
     start = time.perf_counter()
     first = None

@@ -4,15 +4,17 @@ from flask import request
 
 from jan_server.web import chat
 from jan_server.web.disconnect import disconnected
-from jan_server.handlers import event_stream, json_response, services
+from jan_server.handlers import event_stream, forwarded, json_response, services
 
 
 def create_chat_completion(body):
+    if upstream := services().models.remote_for(body["model"]):
+        return forwarded(upstream, "chat/completions", body)
     asked = chat.request_of(body)
-    runner = services().models.runner_for(body["model"])
-    job = runner.prepare(asked.messages, asked.parameters, asked.plan and asked.plan.tools)
-    job.cancelled = disconnected(request.environ)  # the scheduler stops the job once its client is gone
-    runner.submit(job)
+    with services().models.serving(body["model"]) as runner:
+        job = runner.prepare(asked.messages, asked.parameters, asked.plan and asked.plan.tools)
+        job.cancelled = disconnected(request.environ)  # the scheduler stops the job once its client is gone
+        runner.submit(job)
     if body.get("stream"):
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         return event_stream(chat.stream(job, body["model"], include_usage, asked.plan), cancel=job.cancel)

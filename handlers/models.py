@@ -29,7 +29,10 @@ def stop_model(model_id):
 
 
 def download_model(body):
-    """The 200 response has two media types, so this returns explicit Flask responses."""
+    """Download a model, or add a remote one (a body with `engine`). The 200 response has two media types, so this
+    returns explicit Flask responses."""
+    if "engine" in body:
+        return json_response(services().models.add_remote(body))
     model = services().models.download(body)
     if body.get("stream"):
         return event_stream(_events(services().models.progress(model["id"], disconnected(request.environ))))

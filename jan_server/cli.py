@@ -45,6 +45,14 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cors-origins", type=split_list, metavar="ORIGINS",
                         help="comma-separated origins browsers may call from, or * (env JAN_CORS_ORIGINS, default: localhost origins)")
     parser.add_argument("--max-body-bytes", type=int, help="largest request body accepted (env JAN_MAX_BODY_BYTES, default 8 MiB)")
+    parser.add_argument("--max-loaded-models", type=int, metavar="N",
+                        help="most local models loaded at once; one more stops the least recently used idle one (env JAN_MAX_LOADED_MODELS, default: no limit)")
+    parser.add_argument("--idle-timeout", type=float, metavar="SECONDS",
+                        help="stop a local model idle this long (env JAN_IDLE_TIMEOUT, default: never)")
+    parser.add_argument("--remote-connect-timeout", type=float, metavar="SECONDS",
+                        help="wait this long to connect to a remote engine (env JAN_REMOTE_CONNECT_TIMEOUT, default 10)")
+    parser.add_argument("--remote-read-timeout", type=float, metavar="SECONDS",
+                        help="wait this long for each read from a remote engine (env JAN_REMOTE_READ_TIMEOUT, default 300)")
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -60,6 +68,10 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         allow_remote=args.allow_remote,
         cors_origins=args.cors_origins,
         max_body_bytes=args.max_body_bytes,
+        max_loaded_models=args.max_loaded_models,
+        idle_timeout=args.idle_timeout,
+        remote_connect_timeout=args.remote_connect_timeout,
+        remote_read_timeout=args.remote_read_timeout,
     )
 
 

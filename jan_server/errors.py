@@ -65,3 +65,34 @@ class UnavailableError(ApiError):
     def __init__(self, message: str, *, retry_after: int = 1, code: str | None = None):
         super().__init__(message, code=code)
         self.retry_after = retry_after
+
+
+class UpstreamError(ApiError):
+    """An error a remote engine answered with, passed on with its status (a 4xx; see jan_server.models.remote)."""
+
+    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error", param: str | None = None,
+                 code: str | None = None, retry_after: int | None = None):
+        super().__init__(message, param=param, code=code)
+        self.status = status
+        self.type = type
+        self.retry_after = retry_after
+
+
+class BadGatewayError(ApiError):
+    """A remote engine could not be reached, or failed (5xx, or an answer that is not OpenAI's)."""
+
+    status = 502
+    type = "server_error"
+
+    def __init__(self, message: str, *, code: str = "upstream_unavailable"):
+        super().__init__(message, code=code)
+
+
+class GatewayTimeoutError(ApiError):
+    """A remote engine did not answer within the server's connect or read timeout."""
+
+    status = 504
+    type = "server_error"
+
+    def __init__(self, message: str):
+        super().__init__(message, code="upstream_timeout")

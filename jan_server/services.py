@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from jan_server.models.downloads import DownloadManager, resume_interrupted
 from jan_server.models.lifecycle import ModelManager
 from jan_server.models.registry import Registry
+from jan_server.models.remote import Upstreams
+from jan_server.models.residency import Residency
 from jan_server.settings import Settings
 from jan_server.storage.store import Store
 
@@ -24,7 +26,11 @@ class Services:
         settings.models_dir.mkdir(parents=True, exist_ok=True)  # and the data dir it is in
         registry = Registry(settings.models_dir)
         downloads = DownloadManager()
-        models = ModelManager(registry, n_threads=settings.n_threads, max_queued_requests=settings.max_queued_requests, downloads=downloads)
+        models = ModelManager(
+            registry, n_threads=settings.n_threads, max_queued_requests=settings.max_queued_requests, downloads=downloads,
+            loaded=Residency(settings.max_loaded_models, settings.idle_timeout),
+            upstreams=Upstreams(settings.remote_connect_timeout, settings.remote_read_timeout),
+        )
         return cls(settings=settings, store=Store.open(settings.sqlalchemy_url), registry=registry, models=models, downloads=downloads)
 
     def start(self) -> None:

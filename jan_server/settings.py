@@ -21,6 +21,10 @@ def env_int(env, name: str) -> int | None:
     return int(env[name]) if env.get(name) else None
 
 
+def env_float(env, name: str) -> float | None:
+    return float(env[name]) if env.get(name) else None
+
+
 @dataclass(frozen=True)
 class Settings:
     host: str = "127.0.0.1"
@@ -44,6 +48,15 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     #: Largest request body accepted; bigger ones get 413.
     max_body_bytes: int = 8 * 1024 * 1024
+    #: Seconds to wait for a remote engine (a model with `"engine": "openai"`) to accept a connection, and for
+    #: each read from it: a non-streamed completion sends nothing until it is done, so the read limit is long.
+    remote_connect_timeout: float = 10.0
+    remote_read_timeout: float = 300.0
+    #: Most local models loaded at once; starting one more stops the least recently used idle one. None: no limit.
+    max_loaded_models: int | None = None
+    #: Seconds a local model may sit idle before it is stopped. None: never (off by default: reloading costs the
+    #: next request seconds, and on a machine of its own a model's memory is better kept than freed).
+    idle_timeout: float | None = None
 
     @property
     def models_dir(self) -> Path:
@@ -69,6 +82,10 @@ class Settings:
             "allow_remote": env.get("JAN_ALLOW_REMOTE", "").lower() in ("1", "true", "yes") or None,
             "cors_origins": split_list(env.get("JAN_CORS_ORIGINS")),
             "max_body_bytes": env_int(env, "JAN_MAX_BODY_BYTES"),
+            "remote_connect_timeout": env_float(env, "JAN_REMOTE_CONNECT_TIMEOUT"),
+            "remote_read_timeout": env_float(env, "JAN_REMOTE_READ_TIMEOUT"),
+            "max_loaded_models": env_int(env, "JAN_MAX_LOADED_MODELS"),
+            "idle_timeout": env_float(env, "JAN_IDLE_TIMEOUT"),
         }
         chosen = {k: v for k, v in from_env.items() if v is not None}
         chosen.update((k, v) for k, v in overrides.items() if v is not None)

@@ -6,6 +6,7 @@ changed here stays within its schema's bounds, so negative cases stay negative a
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -24,6 +25,11 @@ CLOSED_PORT = "127.0.0.1:9"
 _MODELS_SPEC = yaml.safe_load((Path(__file__).parent.parent / "specs" / "models.yaml").read_text())
 #: downloadModel's source_url rule, read from the spec.
 SOURCE_URL = re.compile(_MODELS_SPEC["components"]["schemas"]["DownloadModelRequest"]["properties"]["source_url"]["pattern"])
+#: Where remote models point: the server under test itself (tests/test_contract.py says where it is), so that
+#: starting one (which asks its upstream for its models) succeeds.
+UPSTREAM = os.environ.get("JAN_CONTRACT_UPSTREAM", f"http://{CLOSED_PORT}/v1")
+#: A remote model's base_url rule, read from the spec.
+BASE_URL = re.compile(yaml.safe_load((Path(__file__).parent.parent / "specs" / "remote.yaml").read_text())["components"]["schemas"]["RemoteModelSettings"]["properties"]["base_url"]["pattern"])
 
 
 @schemathesis.hook
@@ -40,6 +46,10 @@ def bounded(case) -> None:
     url = body.get("source_url")
     if isinstance(url, str) and len(url) <= 4096 and SOURCE_URL.search(url):
         body["source_url"] = urlunsplit(urlsplit(url)._replace(netloc=CLOSED_PORT))
+    settings = body.get("settings")
+    base_url = settings.get("base_url") if isinstance(settings, dict) else None
+    if isinstance(base_url, str) and len(base_url) <= 2048 and BASE_URL.search(base_url):
+        settings["base_url"] = UPSTREAM
 
 
 def bounded_chat(body: dict) -> None:

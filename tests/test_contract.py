@@ -7,8 +7,8 @@ operations that take its id.
 This is the command a user of the spec would run, as a subprocess, so a failure prints schemathesis's own
 report with a `curl` reproduction. The run is bounded and reproducible: seed SEED, no example database,
 MAX_EXAMPLES per operation, one worker; tests/schemathesis.toml sizes the stateful phase.
-tests/contract_hooks.py keeps chat completions to a few tokens and points download URLs at a closed
-loopback port, without changing whether a request is valid.
+tests/contract_hooks.py keeps chat completions to a few tokens, points download URLs at a closed loopback port and
+remote models at the server itself, without changing whether a request is valid.
 
 The same command with schemathesis's default stateful settings (inferred links too) also passes locally
 with seeds 1 and 7, against `jan-server --n-threads 1`:
@@ -71,7 +71,7 @@ def test_schemathesis_with_every_check_and_the_stateful_phase_finds_nothing(cont
         "--no-color",
         "--report", "har", "--report-har-path", str(tmp_path / "run.har"),
     ]
-    env = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.contract_hooks", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.contract_hooks", "PYTHONPATH": str(ROOT), "JAN_CONTRACT_UPSTREAM": contract_server.api_url}
     run = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
     report = run.stdout + run.stderr
     assert run.returncode == 0, report

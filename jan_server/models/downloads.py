@@ -199,8 +199,8 @@ def start_model_download(registry: Registry, downloads: DownloadManager, request
         record = registry.find(model_id)
         if downloads.is_active(model_id):
             raise ConflictError(f"Model '{model_id}' is already downloading.", param="id", code="model_downloading")
-        if record is not None and record.downloaded:
-            raise ConflictError(f"Model '{model_id}' is already downloaded.", param="id", code="model_exists")
+        if record is not None and (record.downloaded or record.remote):
+            raise ConflictError(f"Model '{model_id}' is already {'a remote model' if record.remote else 'downloaded'}.", param="id", code="model_exists")
         if record is None and not url:
             raise NotFoundError("model", model_id, param="id")
         manifest = dict(record.manifest) if record else {}

