@@ -184,19 +184,19 @@ def prompt_reads(backend, since=0):
 
 
 def test_a_next_turn_reads_only_what_the_slot_does_not_hold(make):
-    """The slot holds the prompt and the decoded answer tokens (all but the last sampled): a prompt that extends
-    them is seated there and reads only its new tokens."""
+    """The slot holds the prompt (not the answer: see jan_server.models.slots): a prompt that extends it is
+    seated there and reads only its new tokens."""
     scheduler, backend = make(2)
     turn = list(range(10, 20))
     assert outcome(scheduler.submit(job(prompt=turn))) == ("<1><2><3>", "length")
     outcome(scheduler.submit(job(prompt=(30, 31))))  # the other slot
     decoded = len(backend.rows)
-    follow_up = turn + [1, 2, 40, 41]
+    follow_up = turn + [1, 2, 3, 40, 41]
     assert outcome(scheduler.submit(job(prompt=follow_up))) == ("<1><2><3>", "length")
-    assert prompt_reads(backend, decoded) == [(0, 12, [40, 41])]
-    assert backend.cleared[-1] == (0, 12)
+    assert prompt_reads(backend, decoded) == [(0, 10, [1, 2, 3, 40, 41])]
+    assert backend.cleared[-1] == (0, 10)
     stats = scheduler.stats()
-    assert (stats["prompt_tokens_read"], stats["cached_prompt_tokens"]) == (10 + 2 + 2, 12)
+    assert (stats["prompt_tokens_read"], stats["cached_prompt_tokens"]) == (10 + 2 + 5, 10)
 
 
 def test_the_longest_shared_prefix_wins_else_the_least_recently_used_slot(make):
@@ -213,12 +213,12 @@ def test_the_longest_shared_prefix_wins_else_the_least_recently_used_slot(make):
 
 def test_a_prompt_held_whole_without_its_logits_reads_its_last_token_again(make):
     scheduler, backend = make(1)
-    outcome(scheduler.submit(job(prompt=[10, 11, 12])))  # the slot holds 10 11 12 1 2
+    outcome(scheduler.submit(job(prompt=[10, 11, 12])))
     decoded = len(backend.rows)
-    assert outcome(scheduler.submit(job(prompt=[10, 11, 12, 1]))) == ("<1><2><3>", "length")
-    assert backend.cleared[-1] == (0, 3)
+    assert outcome(scheduler.submit(job(prompt=[10, 11]))) == ("<1><2><3>", "length")
+    assert backend.cleared[-1] == (0, 1)
     first = backend.rows[decoded]
-    assert first == [(0, 3, [1], True)]  # the last prompt token again, at its position, for its logits
+    assert first == [(0, 1, [11], True)]  # the last prompt token again, at its position, for its logits
     assert backend.cached_samples == 0
 
 
