@@ -26,7 +26,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -34,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx  # noqa: E402
 
-from bench.chat_bench import PROMPT  # noqa: E402
+from bench.chat_bench import PROMPT, chat_stream as stream, concurrent  # noqa: E402
 from bench.crud_load import Endpoint, load, seed  # noqa: E402
 from jan_server.models.registry import BUNDLED_MODEL_ID, bundled_weights  # noqa: E402
 from tests.live_server import LiveServer, free_port  # noqa: E402
@@ -77,59 +76,18 @@ def fresh_text(tokens: int, rng: random.Random) -> str:
     return " ".join(rng.choice(WORDS) for _ in range(int(tokens / 1.3)))
 
 
-def stream(client: httpx.Client, messages: list[dict], max_tokens: int) -> tuple[int, float, float, str]:
-    """(completion tokens, TTFT, total seconds, text) of one streamed chat completion; raises unless it finished."""
-    body = {"model": BUNDLED_MODEL_ID, "messages": messages, "max_tokens": max_tokens, "temperature": 0, "stream": True,
-            "stream_options": {"include_usage": True}}
-    start, first, tokens, finished, text = time.perf_counter(), None, None, False, []
-    with client.stream("POST", "/chat/completions", json=body) as response:
-        response.raise_for_status()
-        for line in response.iter_lines():
-            if not line.startswith("data: {"):
-                continue
-            chunk = json.loads(line[6:])
-            for choice in chunk.get("choices") or []:
-                if choice["delta"].get("content"):
-                    first = first or time.perf_counter()
-                    text.append(choice["delta"]["content"])
-                finished = finished or bool(choice.get("finish_reason"))
-            if chunk.get("usage"):
-                tokens = chunk["usage"]["completion_tokens"]
-    if not finished or tokens is None:
-        raise RuntimeError("a stream ended without finish_reason or usage")
-    return tokens, (first or time.perf_counter()) - start, time.perf_counter() - start, "".join(text)
-
-
-def concurrent(client: httpx.Client, streams: int, max_tokens: int) -> float:
-    """Aggregate tokens/s of `streams` simultaneous streams; raises unless every one completes."""
-    results: list = [None] * streams
-
-    def run(index):
-        try:
-            results[index] = stream(client, PROMPT, max_tokens)
-        except Exception as exc:  # reported below
-            results[index] = exc
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(streams)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    failures = [r for r in results if isinstance(r, Exception)]
-    if failures:
-        raise RuntimeError(f"{len(failures)} of {streams} streams failed: {failures[0]!r}")
-    return sum(r[0] for r in results) / (time.perf_counter() - started)
-
-
 def measure(server: LiveServer, args, rng: random.Random, store: bool) -> dict[str, float]:
     """Every measure of one started server (`store`: it is jan-server, with threads to read)."""
     figures = {}
-    with httpx.Client(base_url=server.api_url, timeout=900, limits=httpx.Limits(max_connections=64)) as client:
+    # One connection per chat request, for both servers: this llama-server build exited when a request came on a
+    # kept-alive connection just as the previous stream ended (seen twice, in 2 of 3 tiny runs).
+    headers = {"Connection": "close"}
+    with httpx.Client(base_url=server.api_url, timeout=900, limits=httpx.Limits(max_connections=64), headers=headers) as client:
         stream(client, PROMPT, 8)  # warm up
         tokens, _, total, _ = stream(client, PROMPT, args.max_tokens)
         figures["1 stream, tokens/s"] = tokens / total
-        figures[f"{args.streams} streams, aggregate tokens/s"] = concurrent(client, args.streams, args.max_tokens)
+        tokens, wall = concurrent(client, args.streams, args.max_tokens)
+        figures[f"{args.streams} streams, aggregate tokens/s"] = tokens / wall
         messages = []
         for turn in range(1, args.turns + 1):
             messages.append({"role": "user", "content": fresh_text(args.turn_tokens, rng)})

@@ -7,8 +7,10 @@ own sampler (own seed, penalties, grammar), hands the text to the job's event qu
 cancelled sequences, freeing their slots at once. A free slot keeps its prompt's cells and last logits: a job is
 seated in the slot sharing the longest prefix with its prompt and reads only the rest (see
 jan_server.models.slots, also for why the answer's cells are not kept); a job with exactly the cached prompt
-samples its first token from the kept logits. If the whole prompt is cached but not those logits, its last token
-is read again for them.
+samples its first token from the kept logits. If the whole prompt is cached but not those logits, its last two
+tokens are read again for them. No prompt chunk is a lone token (unless the prompt is): llama.cpp computes the
+cells of a sequence's token decoded alone slightly differently from those of a chunk of 2 or more, which all
+agree, so a seed's text never depends on how its prompt was split.
 
 A group of jobs (the `n` choices of one request, `submit_group`) waits until it has a slot for each. The first
 job reads the prompt; the moment it is read, its cells are copied to the others' slots, and every job samples
@@ -20,7 +22,8 @@ every waiting and live job gets a 500 `scheduler_failed` and later submits are r
 waiting and live jobs with a 503 `model_stopping` and returns after at most the decode under way.
 
 The scheduler imports nothing of llama.cpp: it drives a `Backend` (jan_server.models.llama_backend implements it;
-the unit tests use a fake one).
+the unit tests use a fake one). The module is over 300 lines for the reason the Scheduler class gives; the slot
+choice, which needs none of its state, lives in jan_server.models.slots.
 """
 
 from __future__ import annotations
@@ -243,7 +246,7 @@ class Scheduler:
             self._fork(sequence, lambda follower: self.backend.sample_cached(follower.sampler, cache.logits))
             self._take(sequence, self.backend.sample_cached(sequence.sampler, cache.logits))
             return
-        kept = min(shared, len(prompt) - 1)  # at least the last token is read: its logits give the first token
+        kept = max(0, min(shared, len(prompt) - 2))  # the last token's logits give the first token; no lone token
         self.backend.clear(sequence.seq_id, kept)
         sequence.cached, sequence.position, sequence.unread = prompt[:kept], kept, prompt[kept:]
         self.cached_prompt_tokens += kept
@@ -281,7 +284,10 @@ class Scheduler:
                 break
             if not sequence.unread:
                 continue
-            chunk, sequence.unread = sequence.unread[:room], sequence.unread[room:]
+            size = room - 1 if len(sequence.unread) == room + 1 else room  # never leave a lone token
+            if size == 0:
+                continue
+            chunk, sequence.unread = sequence.unread[:size], sequence.unread[size:]
             if not sequence.unread:
                 sampling.append((len(rows), sequence))
             rows.append((sequence.seq_id, sequence.position, chunk, not sequence.unread))
