@@ -2,6 +2,7 @@
 
 from flask import request
 
+from jan_server.models import jobs
 from jan_server.web import chat
 from jan_server.web.disconnect import disconnected
 from jan_server.handlers import event_stream, forwarded, json_response, services
@@ -14,9 +15,8 @@ def create_chat_completion(body):
     with services().models.serving(body["model"]) as runner:
         job = runner.prepare(asked.messages, asked.parameters, asked.plan and asked.plan.tools)
         job.cancelled = disconnected(request.environ)  # the scheduler stops the job once its client is gone
-        runner.submit(job)
+        choices = runner.submit_choices(job, body.get("n") or 1)
     if body.get("stream"):
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        return event_stream(chat.stream(job, body["model"], include_usage, asked.plan), cancel=job.cancel)
-    text = job.result()
-    return json_response(chat.completion(job, text, body["model"], asked.plan))
+        return event_stream(chat.stream(choices, body["model"], include_usage, asked.plan), cancel=job.cancel)
+    return json_response(chat.completion(choices, jobs.results(choices), body["model"], asked.plan))

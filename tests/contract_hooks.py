@@ -20,6 +20,9 @@ MAX_TOKENS = 4
 MAX_MESSAGES = 4
 MAX_CHARS = 256
 MAX_TOOLS = 2
+#: The most choices a generated chat request may ask for: the contract server's model runs the default 8
+#: sequences (n_parallel, which the schema cannot know; more is a 400 on `n`).
+MAX_CHOICES = 8
 #: Nothing listens on the discard port: downloads there fail at once.
 CLOSED_PORT = "127.0.0.1:9"
 _MODELS_SPEC = yaml.safe_load((Path(__file__).parent.parent / "specs" / "models.yaml").read_text())
@@ -53,7 +56,11 @@ def bounded(case) -> None:
 
 
 def bounded_chat(body: dict) -> None:
-    """A few tokens out, and a prompt that fits the model's context (its size is not in the schema)."""
+    """A few tokens out, at most the model's n_parallel choices, and a prompt that fits the model's context
+    (neither is in the schema)."""
+    n = body.get("n")
+    if type(n) is int and MAX_CHOICES < n <= 64:
+        body["n"] = MAX_CHOICES
     for key in ("max_tokens", "max_completion_tokens"):
         value = body.get(key)
         if type(value) is int and MAX_TOKENS < value <= 131072:

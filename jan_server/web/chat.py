@@ -13,6 +13,7 @@ import uuid
 from typing import Iterator, NamedTuple
 
 from jan_server.web import sse
+from jan_server.models import jobs as choices_of
 from jan_server.models import tools
 from jan_server.models.batching import Job
 from jan_server.models.jobs import TokenLogprob
@@ -126,27 +127,25 @@ def finish_reason(job: Job, called: bool) -> str | None:
     return "tool_calls" if called and job.finish_reason == "stop" else job.finish_reason
 
 
-def completion(job: Job, text: str, model: str, plan: tools.ToolPlan | None = None) -> dict:
+def choice(index: int, job: Job, text: str, plan: tools.ToolPlan | None) -> dict:
     message = {"role": "assistant", "content": text, "refusal": None}
     calls = []
     if plan:
         message["content"], calls = tools.parse(text)
         if calls:
             message["tool_calls"] = [tool_call(call) for call in calls]
+    return {"index": index, "message": message, "finish_reason": finish_reason(job, bool(calls)), "logprobs": logprobs_block(job, job.logprobs)}
+
+
+def completion(jobs: list[Job], texts: list[str], model: str, plan: tools.ToolPlan | None = None) -> dict:
+    """The `chat.completion` of a request's choices (Runner.submit_choices); usage counts every choice."""
     return {
         "id": completion_id(),
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": message,
-                "finish_reason": finish_reason(job, bool(calls)),
-                "logprobs": logprobs_block(job, job.logprobs),
-            }
-        ],
-        "usage": job.usage,
+        "choices": [choice(index, job, text, plan) for index, (job, text) in enumerate(zip(jobs, texts))],
+        "usage": choices_of.usage(jobs),
     }
 
 
@@ -162,35 +161,53 @@ def deltas(events: Iterator[tuple]) -> Iterator[dict]:
             yield {"tool_calls": [{"index": event[1], "function": {"arguments": event[2]}}]}
 
 
-def stream(job: Job, model: str, include_usage: bool = False, plan: tools.ToolPlan | None = None) -> Iterator[bytes]:
-    """The SSE body: role, content (or tool call) deltas, finish_reason, optional usage, [DONE]; a late error as an
-    `error` event. Each token's logprobs ride on the first chunk that carries text of it (the rest on the last)."""
+def stream(jobs: list[Job], model: str, include_usage: bool = False, plan: tools.ToolPlan | None = None) -> Iterator[bytes]:
+    """The SSE body: each choice's role, then content (or tool call) deltas (each chunk one choice's, with its
+    `index`) and finish_reason as they come, optional usage, [DONE]; a late error as an `error` event. Each token's
+    logprobs ride on the first chunk that carries text of it (the rest on the last)."""
     head = {"id": completion_id(), "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
     if include_usage:
         head["usage"] = None
-    parser = tools.ToolCallParser() if plan else None
-    sent = 0  # job.logprobs entries already sent
+    parsers = [tools.ToolCallParser() if plan else None for _ in jobs]
+    sent = [0] * len(jobs)  # each job's logprobs entries already sent
 
-    def chunk(delta: dict, finish: str | None = None) -> bytes:
-        nonlocal sent
-        logprobs = logprobs_block(job, job.logprobs[sent:])
-        sent = len(job.logprobs)
-        return sse.event({**head, "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": logprobs}]})
+    def chunk(index: int, delta: dict, finish: str | None = None) -> bytes:
+        job = jobs[index]
+        logprobs = logprobs_block(job, job.logprobs[sent[index]:])
+        sent[index] = len(job.logprobs)
+        return sse.event({**head, "choices": [{"index": index, "delta": delta, "finish_reason": finish, "logprobs": logprobs}]})
 
-    yield chunk({"role": "assistant", "content": None if plan else "", "refusal": None})
+    def ending(index: int) -> Iterator[bytes]:
+        parser = parsers[index]
+        for delta in deltas(parser.close()) if parser else []:
+            yield chunk(index, delta)
+        yield chunk(index, {}, finish_reason(jobs[index], bool(parser and parser.calls)))
+
+    for index in range(len(jobs)):
+        yield chunk(index, {"role": "assistant", "content": None if plan else "", "refusal": None})
+    finished: set[int] = set()
     try:
-        for text in job:
+        for index, text in choices_of.choices(jobs):
+            for done in _newly_finished(jobs, finished):
+                yield from ending(done)
+            parser = parsers[index]
             for delta in deltas(parser.feed(text)) if parser else [{"content": text}]:
-                yield chunk(delta)
+                yield chunk(index, delta)
     except ApiError as exc:
         yield sse.event(exc.to_dict(), "error")
         yield DONE
         return
-    if job.finish_reason is None:  # cancelled: the client is gone
+    if any(job.finish_reason is None for job in jobs):  # cancelled: the client is gone
         return
-    for delta in deltas(parser.close()) if parser else []:
-        yield chunk(delta)
-    yield chunk({}, finish_reason(job, bool(parser and parser.calls)))
+    for done in _newly_finished(jobs, finished):
+        yield from ending(done)
     if include_usage:
-        yield sse.event({**head, "choices": [], "usage": job.usage})
+        yield sse.event({**head, "choices": [], "usage": choices_of.usage(jobs)})
     yield DONE
+
+
+def _newly_finished(jobs: list[Job], finished: set[int]) -> list[int]:
+    """The indexes of choices that ended since the last call (each is added to `finished`)."""
+    done = [index for index, job in enumerate(jobs) if job.finish_reason is not None and index not in finished]
+    finished.update(done)
+    return done
