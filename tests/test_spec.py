@@ -48,6 +48,8 @@ SEED_OPERATIONS = [
 ADDED_OPERATIONS = [
     ("modifyMessage", "post", "/threads/{thread_id}/messages/{message_id}"),
     ("deleteMessage", "delete", "/threads/{thread_id}/messages/{message_id}"),
+    ("createCompletion", "post", "/completions"),
+    ("createEmbedding", "post", "/embeddings"),
 ]
 
 # The order in which the examples run: creates come before the operations that need their generated ids.
@@ -58,6 +60,7 @@ EXAMPLE_ORDER = [
     "listAssistants", "getAssistant", "modifyAssistant",
     "createMessage", "listMessages", "retrieveMessage", "listMessageFiles", "retrieveMessageFile",
     "modifyMessage", "deleteMessage", "deleteThread", "deleteAssistant",
+    "createCompletion", "createEmbedding",
 ]
 # Not run here: downloadModel's example fetches from the internet, and deleteModel's deletes that download.
 NOT_RUN = {"downloadModel", "deleteModel"}
