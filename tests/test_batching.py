@@ -12,14 +12,15 @@ from llama_cpp._internals import LlamaModel, LlamaSampler
 
 from jan_server.web.chat import grammar_of
 from jan_server.models.lifecycle import ModelManager
-from jan_server.errors import ApiError, NotFoundError, ServerError, UnavailableError
+from jan_server.errors import ApiError, InvalidRequestError, NotFoundError, ServerError, UnavailableError
+from jan_server.models import jobs
 from jan_server.models.registry import BUNDLED_MODEL_ID, Registry
 from tests.test_chat import ENDLESS
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    manager = ModelManager(Registry(tmp_path_factory.mktemp("models")), max_queued_requests=8)
+    manager = ModelManager(Registry(tmp_path_factory.mktemp("models")), n_threads=1, max_queued_requests=8)
     yield manager
     manager.close()
 
@@ -100,6 +101,66 @@ def test_a_repeated_prompt_gives_the_same_text_from_the_prompt_cache(models):
         ask(cached, "Name a famous composer.", max_tokens=4)  # another prompt in the other slot
         again, job = ask(cached, "Name a famous painter.", **parameters)
         assert again == first and job.usage["completion_tokens"] > 0
+
+
+def converse(runner, turns, **parameters):
+    """Run a conversation turn by turn: each turn's (prompt tokens, prompt tokens the scheduler read, answer)."""
+    messages, record = [], []
+    for content in turns:
+        messages.append({"role": "user", "content": content})
+        before = runner.stats()["prompt_tokens_read"]
+        job = runner.submit(runner.prepare(messages, parameters))
+        answer = job.result()
+        record.append((len(job.prompt_tokens), runner.stats()["prompt_tokens_read"] - before, answer))
+        messages.append({"role": "assistant", "content": answer})
+    return record
+
+
+TURNS = ["Tell me about the sea in two sentences.", "And what lives in it? Name a few animals, please.",
+         "Which of them is the largest, and how large does it grow?", "Thank you. Now say something about rivers."]
+
+
+def test_each_turn_of_a_conversation_reads_only_its_new_message(models):
+    """The slot keeps the last turn's prompt and answer: the next turn reads what was added since, not it all."""
+    chat = runner(models, 2)
+    record = converse(chat, TURNS, max_tokens=24, temperature=0)
+    (first_prompt, first_read, _), later = record[0], record[1:]
+    assert first_read == first_prompt
+    previous = first_prompt
+    for prompt, read, _ in later:
+        assert 0 < read <= prompt - previous  # the new message (and at most the last answer's end marker)
+        previous = prompt
+    assert record[-1][0] > 2 * record[-1][1]
+
+
+def test_seeded_text_is_the_same_with_and_without_the_cached_prefix(models):
+    chat = runner(models, 2)
+    cached = converse(chat, TURNS, max_tokens=24, temperature=0.8, seed=99)
+    messages = []
+    for content, (_, _, answer) in zip(TURNS, cached):
+        messages += [{"role": "user", "content": content}, {"role": "assistant", "content": answer}]
+    fresh = runner(models, 1)  # a new context: nothing cached
+    job = fresh.submit(fresh.prepare(messages[:-1], {"max_tokens": 24, "temperature": 0.8, "seed": 99}))
+    assert job.result() == cached[-1][2]
+    assert fresh.stats()["cached_prompt_tokens"] == 0
+
+
+def test_n_choices_share_one_prefill_and_each_matches_its_solo_seed(models):
+    group = runner(models, 3)
+    messages = [{"role": "user", "content": "Write a line about autumn."}]
+    parameters = {"max_tokens": 16, "temperature": 0.9, "seed": 500}
+    before = group.stats()["prompt_tokens_read"]
+    choices = group.submit_choices(group.prepare(messages, parameters), 3)
+    texts = jobs.results(choices)
+    assert group.stats()["prompt_tokens_read"] - before == len(choices[0].prompt_tokens)  # read once
+    assert len(set(texts)) > 1 and all(job.finish_reason in ("stop", "length") for job in choices)
+    alone = runner(models, 1)
+    for index, text in enumerate(texts):
+        solo = alone.submit(alone.prepare(messages, {**parameters, "seed": 500 + index}))
+        assert solo.result() == text, index
+    with pytest.raises(InvalidRequestError) as refused:
+        alone.submit_choices(alone.prepare(messages, parameters), 2)
+    assert (refused.value.status, refused.value.param) == (400, "n")
 
 
 def test_unknown_model_ids_leave_nothing_behind(models):

@@ -44,6 +44,7 @@ class FakeBackend:
         self.rows: list[list[tuple]] = []  # every decode's rows
         self.seated: list[int | None] = []  # the seed of each job given a sampler, in order
         self.cleared: list[tuple[int, int]] = []
+        self.copied: list[tuple[int, int]] = []
         self.freed = 0
         self.cached_samples = 0
         self.fail_next_clear = False
@@ -63,6 +64,9 @@ class FakeBackend:
             self.fail_next_clear = False
             raise RuntimeError("could not clear the cells")
         self.cleared.append((seq_id, start))
+
+    def copy(self, source, target):
+        self.copied.append((source, target))
 
     def decode(self, rows):
         if self.crash:
@@ -140,7 +144,8 @@ def test_more_jobs_than_slots_reuse_the_slots(make):
     submitted = [scheduler.submit(job(prompt=(n, n + 1), seed=n)) for n in range(6)]
     assert [outcome(done) for done in submitted] == [("<1><2><3>", "length")] * 6
     assert {row[0] for rows in backend.rows for row in rows} == {0, 1}
-    assert scheduler.stats() == {"generated_tokens": 18, "completed_requests": 6, "cancelled_requests": 0, "queued_requests": 0}
+    assert scheduler.stats() == {"generated_tokens": 18, "prompt_tokens_read": 12, "cached_prompt_tokens": 0,
+                                 "completed_requests": 6, "cancelled_requests": 0, "queued_requests": 0}
     assert backend.freed == 6
 
 
@@ -169,6 +174,105 @@ def test_an_exact_prompt_samples_from_the_cached_slot_without_a_prefill(make):
     assert backend.cached_samples == 1
     assert backend.cleared[-1] == (0, 3)  # slot 0 keeps the prompt's 3 cells, drops the old answer
     assert all(len(tokens) == 1 and position >= 3 for rows in backend.rows[decoded:] for _, position, tokens, _ in rows)
+
+
+def prompt_reads(backend, since=0):
+    """(slot, position, tokens) of every prompt chunk decoded since decode number `since` (rows of more than one
+    token, or of a token the fake never samples: its samples are 1, 2, 3, ...)."""
+    return [(seq_id, position, tokens) for rows in backend.rows[since:] for seq_id, position, tokens, _ in rows
+            if len(tokens) > 1 or tokens[0] >= 10]
+
+
+def test_a_next_turn_reads_only_what_the_slot_does_not_hold(make):
+    """The slot holds the prompt and the decoded answer tokens (all but the last sampled): a prompt that extends
+    them is seated there and reads only its new tokens."""
+    scheduler, backend = make(2)
+    turn = list(range(10, 20))
+    assert outcome(scheduler.submit(job(prompt=turn))) == ("<1><2><3>", "length")
+    outcome(scheduler.submit(job(prompt=(30, 31))))  # the other slot
+    decoded = len(backend.rows)
+    follow_up = turn + [1, 2, 40, 41]
+    assert outcome(scheduler.submit(job(prompt=follow_up))) == ("<1><2><3>", "length")
+    assert prompt_reads(backend, decoded) == [(0, 12, [40, 41])]
+    assert backend.cleared[-1] == (0, 12)
+    stats = scheduler.stats()
+    assert (stats["prompt_tokens_read"], stats["cached_prompt_tokens"]) == (10 + 2 + 2, 12)
+
+
+def test_the_longest_shared_prefix_wins_else_the_least_recently_used_slot(make):
+    scheduler, backend = make(3)
+    for prompt in ([10, 11, 12], [10, 20, 21], [30, 31]):  # slots 0, 1, 2
+        outcome(scheduler.submit(job(prompt=prompt, max_tokens=1)))
+    decoded = len(backend.rows)
+    outcome(scheduler.submit(job(prompt=[10, 20, 22], max_tokens=1)))  # shares 2 with slot 1, 1 with slot 0
+    assert prompt_reads(backend, decoded) == [(1, 2, [22])]
+    decoded = len(backend.rows)
+    outcome(scheduler.submit(job(prompt=[50, 51], max_tokens=1)))  # shares nothing: slot 0 was freed longest ago
+    assert prompt_reads(backend, decoded) == [(0, 0, [50, 51])]
+
+
+def test_a_prompt_held_whole_without_its_logits_reads_its_last_token_again(make):
+    scheduler, backend = make(1)
+    outcome(scheduler.submit(job(prompt=[10, 11, 12])))  # the slot holds 10 11 12 1 2
+    decoded = len(backend.rows)
+    assert outcome(scheduler.submit(job(prompt=[10, 11, 12, 1]))) == ("<1><2><3>", "length")
+    assert backend.cleared[-1] == (0, 3)
+    first = backend.rows[decoded]
+    assert first == [(0, 3, [1], True)]  # the last prompt token again, at its position, for its logits
+    assert backend.cached_samples == 0
+
+
+def test_a_group_reads_its_prompt_once_and_copies_it_to_every_choice(make):
+    scheduler, backend = make(3)
+    group = scheduler.submit_group([job(prompt=range(10, 22), seed=n) for n in range(3)])
+    assert [outcome(choice) for choice in group] == [("<1><2><3>", "length")] * 3
+    assert [tokens for _, _, tokens in prompt_reads(backend)] == [list(range(10, 18)), list(range(18, 22))]  # once
+    assert backend.copied == [(0, 1), (0, 2)]
+    assert backend.seated == [0, 1, 2]
+    first_tokens = [rows for rows in backend.rows if all(tokens == [1] for _, _, tokens, _ in rows)][0]
+    assert sorted((seq_id, position) for seq_id, position, _, _ in first_tokens) == [(0, 12), (1, 12), (2, 12)]
+    assert scheduler.stats()["completed_requests"] == 3
+
+
+def test_a_group_waits_for_a_slot_per_choice(make):
+    scheduler, backend = make(2)
+    running = scheduler.submit(job(prompt=(10,), seed=0, max_tokens=ENDLESS))
+    first_delta(running)
+    group = scheduler.submit_group([job(prompt=(20,), seed=n) for n in (1, 2)])
+    after = scheduler.submit(job(prompt=(30,), seed=3))  # FIFO: it does not overtake the group for the free slot
+    assert scheduler.stats()["queued_requests"] == 2
+    running.cancel()
+    assert [outcome(choice) for choice in group] == [("<1><2><3>", "length")] * 2
+    assert outcome(after) == ("<1><2><3>", "length")
+    assert backend.seated == [0, 1, 2, 3]
+
+
+def test_a_cached_prompt_serves_every_choice_of_a_group(make):
+    scheduler, backend = make(2)
+    outcome(scheduler.submit(job(prompt=(10, 11))))
+    group = scheduler.submit_group([job(prompt=(10, 11), seed=n) for n in range(2)])
+    assert [outcome(choice) for choice in group] == [("<1><2><3>", "length")] * 2
+    assert backend.cached_samples == 2 and backend.copied == [(0, 1)]
+
+
+def test_choices_of_a_group_whose_prompt_was_never_read_end_with_it(make):
+    scheduler, backend = make(3, delay=0.01)
+    running = scheduler.submit(job(prompt=(10,), max_tokens=ENDLESS))
+    first_delta(running)
+    cancelled = threading.Event()
+    group = [job(prompt=range(10, 200), seed=n) for n in range(2)]  # 190 tokens: many steps of 7
+    for choice in group:
+        choice.cancelled = cancelled
+    scheduler.submit_group(group)
+    deadline = time.monotonic() + WAIT
+    while not any(seq_id == 1 for rows in backend.rows for seq_id, _, tokens, _ in rows if len(tokens) > 1):
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    cancelled.set()  # the client left while the group's prompt was being read
+    assert [outcome(choice) for choice in group] == [("", None)] * 2
+    assert backend.copied == []
+    running.cancel()
+    assert scheduler.stats()["cancelled_requests"] == 3
 
 
 def test_a_cancelled_live_job_frees_its_slot(make):

@@ -12,7 +12,7 @@ import threading
 
 from jan_server.errors import ConflictError, InvalidRequestError
 from jan_server.models import raw_prompt
-from jan_server.models.jobs import Job, Sampling
+from jan_server.models.jobs import Job, Sampling, choice_jobs
 from jan_server.models.prompt import PromptFormatter
 from jan_server.models.registry import ModelRecord
 from jan_server.models.scheduler import Scheduler
@@ -105,6 +105,15 @@ class Runner:
 
     def submit(self, job: Job) -> Job:
         return self.scheduler.submit(job)
+
+    def submit_choices(self, job: Job, n: int) -> list[Job]:
+        """Submit `n` choices of a prepared job, decoded as parallel sequences that share one prefill (choice i
+        seeded seed + i); read them with jan_server.models.jobs.choices. More than n_parallel: 400 on `n`."""
+        if n > self.n_slots:
+            raise InvalidRequestError(
+                f"n={n} is more than model '{self.record.id}' runs at once (n_parallel={self.n_slots}).", param="n", code="invalid_value"
+            )
+        return self.scheduler.submit_group(choice_jobs(job, n))
 
     def close(self) -> None:
         """Refuse new jobs, cancel the running and waiting ones, stop the scheduler, free the context and model."""

@@ -1,8 +1,10 @@
 """A chat generation as the scheduler sees it: its prompt tokens, its sampling parameters and the queue of events
-the scheduler thread fills while the request thread reads it."""
+the scheduler thread fills while the request thread reads it; and the `n` choices of one request as a group of
+jobs whose events share one queue (`choice_jobs`, read with `choices`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import threading
 from dataclasses import dataclass, field
@@ -73,14 +75,7 @@ class Job:
     def __iter__(self) -> Iterator[str]:
         """The text deltas as they come; raises the job's ApiError if generation failed or the scheduler died."""
         while True:
-            try:
-                kind, value = self.events.get(timeout=LIVENESS_POLL)
-            except queue.Empty:
-                if self.alive():
-                    continue
-                if not self.events.empty():  # the thread's last words arrived just now
-                    continue
-                raise ServerError("The model's scheduler stopped without finishing this generation.", code="scheduler_failed") from None
+            kind, value = next_event(self.events, self.alive)
             if kind == "delta":
                 yield value
             elif kind == "done":
@@ -91,3 +86,72 @@ class Job:
 
     def result(self) -> str:
         return "".join(self)
+
+
+def next_event(events: queue.SimpleQueue, alive: Callable[[], bool]):
+    """The next event of a queue the scheduler fills; a 500 `scheduler_failed` if its thread ended without one."""
+    while True:
+        try:
+            return events.get(timeout=LIVENESS_POLL)
+        except queue.Empty:
+            if alive() or not events.empty():  # not empty: the thread's last words arrived just now
+                continue
+            raise ServerError("The model's scheduler stopped without finishing this generation.", code="scheduler_failed") from None
+
+
+class ChoiceEvents:
+    """The event queue of one choice of a group: it puts (choice index, event) on the group's shared queue."""
+
+    def __init__(self, shared: queue.SimpleQueue, index: int):
+        self.shared = shared
+        self.index = index
+
+    def put(self, event) -> None:
+        self.shared.put((self.index, event))
+
+
+def choice_jobs(job: Job, n: int) -> list[Job]:
+    """`n` jobs for the choices of one request: the same prompt and cancel flag, choice i seeded `seed + i` (when a
+    seed is given, so the same seed gives the same choices). One job stays itself: read it as usual."""
+    if n == 1:
+        return [job]
+    shared: queue.SimpleQueue = queue.SimpleQueue()
+
+    def choice(index: int) -> Job:
+        seed = None if job.sampling.seed is None else job.sampling.seed + index
+        sampling = dataclasses.replace(job.sampling, seed=seed, stop=list(job.sampling.stop))
+        return dataclasses.replace(job, sampling=sampling, events=ChoiceEvents(shared, index), completion_tokens=0, finish_reason=None)
+
+    return [choice(index) for index in range(n)]
+
+
+def choices(jobs: list[Job]) -> Iterator[tuple[int, str]]:
+    """The text deltas of a group's jobs (from `choice_jobs`) as (choice index, text), in the order they come,
+    until every job ended; each job's `finish_reason` is set as it ends. The first failure is raised."""
+    if len(jobs) == 1:
+        yield from ((0, text) for text in jobs[0])
+        return
+    shared, running = jobs[0].events.shared, len(jobs)
+    while running:
+        index, (kind, value) = next_event(shared, jobs[0].alive)
+        if kind == "delta":
+            yield index, value
+        elif kind == "done":
+            jobs[index].finish_reason = value
+            running -= 1
+        else:
+            raise value
+
+
+def results(jobs: list[Job]) -> list[str]:
+    """Each choice's whole text (see `choices`)."""
+    texts = [""] * len(jobs)
+    for index, text in choices(jobs):
+        texts[index] += text
+    return texts
+
+
+def usage(jobs: list[Job]) -> dict:
+    """The usage of a request's choices as OpenAI counts it: the prompt once, every choice's completion tokens."""
+    prompt, completion = len(jobs[0].prompt_tokens), sum(job.completion_tokens for job in jobs)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}

@@ -98,6 +98,10 @@ class LlamaBackend:
     def clear(self, seq_id: int, start: int) -> None:
         llama_cpp.llama_memory_seq_rm(self.memory, seq_id, start, -1)
 
+    def copy(self, source: int, target: int) -> None:
+        """All of the source's cells (a copy across sequences of a non-unified cache must take the whole range)."""
+        llama_cpp.llama_memory_seq_cp(self.memory, source, target, -1, -1)
+
     def decode(self, rows: list[Row]) -> None:
         batch, count, ends = self.batch, 0, []
         token, pos, n_seq_id, seq_id, logits = batch.token, batch.pos, batch.n_seq_id, batch.seq_id, batch.logits

@@ -4,9 +4,14 @@ The scheduler has `n_slots` slots (sequence ids of one backend context). Every s
 into free slots, plans one batch holding the next token of every generating sequence plus a chunk of any prompt
 still being read (as much as the room left in the batch allows), decodes it once, samples each sequence with its
 own sampler (own seed, penalties, grammar), hands the text to the job's event queue and retires finished or
-cancelled sequences, freeing their slots at once. A free slot keeps its prompt's cells and last logits: a job with
-exactly that prompt (a retry, a regenerate) samples its first token from them without a prefill, and gets the same
-logits a fresh prefill would give.
+cancelled sequences, freeing their slots at once. A free slot keeps its cells (prompt and answer) and its prompt's
+last logits: a job is seated in the slot sharing the longest prefix with its prompt and reads only the rest (see
+jan_server.models.slots); a job with exactly the cached prompt samples its first token from the kept logits. If
+the whole prompt is cached but not those logits, its last token is read again for them.
+
+A group of jobs (the `n` choices of one request, `submit_group`) waits until it has a slot for each. The first
+job reads the prompt; the moment it is read, its cells are copied to the others' slots, and every job samples
+its first token from the same logits with its own sampler, then generates on its own.
 
 Failures stay as small as they can: an error while seating or sampling one job fails that job alone (500
 `generation_failed`); a failed decode fails the sequences that were in that batch. If the thread itself dies,
@@ -27,6 +32,7 @@ from typing import Protocol
 
 from jan_server.errors import ApiError, ConflictError, RateLimitError, ServerError, UnavailableError
 from jan_server.models.jobs import Job, Sampling
+from jan_server.models.slots import FreeSlots, SlotCache
 from jan_server.models.stops import StopMatcher
 
 log = logging.getLogger(__name__)
@@ -44,6 +50,9 @@ class Backend(Protocol):
 
     def clear(self, seq_id: int, start: int) -> None:
         """Forget the sequence's cells from position `start` on."""
+
+    def copy(self, source: int, target: int) -> None:
+        """Make the target sequence's cells a copy of all the source's (before the next decode runs)."""
 
     def decode(self, rows: list[Row]) -> None:
         """Decode one batch, the rows' tokens in order."""
@@ -63,16 +72,18 @@ class Backend(Protocol):
 
 
 class Sequence:
-    """A job in a slot: its sequence id, sampler, unread prompt and text state."""
+    """A job in a slot: its sequence id, sampler, unread prompt, decoded tokens and text state."""
 
     def __init__(self, job: Job, seq_id: int, sampler: object):
         self.job = job
         self.seq_id = seq_id
         self.sampler = sampler
-        self.unread = list(job.prompt_tokens)  # prompt tokens not decoded yet
+        self.unread: list[int] = []  # prompt tokens not decoded yet
+        self.cached: list[int] = []  # the tokens whose cells the slot holds, from position 0
         self.position = 0  # next cell position
         self.next_token: int | None = None  # sampled, to be decoded in the next step
         self.prompt_logits = None  # the logits after the whole prompt, kept with the slot as a prompt cache
+        self.followers: list[Sequence] = []  # the other jobs of its group, waiting for its prompt to be read
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.stops = StopMatcher(job.sampling.stop)
 
@@ -89,13 +100,15 @@ class Scheduler:
         self.model_id = model_id
         self.n_batch = n_batch
         self.max_queued = max_queued
-        self._waiting: collections.deque[Job] = collections.deque()
+        self._waiting: collections.deque[list[Job]] = collections.deque()  # groups of jobs
         self._ready = threading.Condition()  # guards _waiting, _stopping, _failed, cancelled_requests
         self._live: list[Sequence] = []
-        self._free: dict[int, tuple[list[int], object]] = {seq_id: ([], None) for seq_id in range(n_slots)}  # slot -> cached prompt, its logits
+        self._free = FreeSlots(n_slots)
         self._stopping = False
         self._failed = False
         self.generated_tokens = 0
+        self.prompt_tokens_read = 0  # prompt tokens decoded
+        self.cached_prompt_tokens = 0  # prompt tokens found in a slot's cells, not decoded
         self.completed_requests = 0
         self.cancelled_requests = 0
         self.thread = threading.Thread(target=self._run, name=f"model:{model_id}", daemon=True)
@@ -104,12 +117,18 @@ class Scheduler:
     def stats(self) -> dict:
         return {
             "generated_tokens": self.generated_tokens,
+            "prompt_tokens_read": self.prompt_tokens_read,
+            "cached_prompt_tokens": self.cached_prompt_tokens,
             "completed_requests": self.completed_requests,
             "cancelled_requests": self.cancelled_requests,
             "queued_requests": len(self._waiting),
         }
 
     def submit(self, job: Job) -> Job:
+        return self.submit_group([job])[0]
+
+    def submit_group(self, jobs: list[Job]) -> list[Job]:
+        """Queue jobs with the same prompt as one group (at most n_slots of them) that shares one prefill."""
         with self._ready:
             if self._failed:
                 raise self._failure()
@@ -122,10 +141,11 @@ class Scheduler:
                     f"Model '{self.model_id}' already has {self.max_queued} requests waiting; retry shortly.",
                     retry_after=1,
                 )
-            job.alive = self.thread.is_alive
-            self._waiting.append(job)
+            for job in jobs:
+                job.alive = self.thread.is_alive
+            self._waiting.append(jobs)
             self._ready.notify()
-        return job
+        return jobs
 
     def close(self) -> None:
         """Refuse new jobs, fail the waiting and live ones with 503 `model_stopping`, and wait for the thread."""
@@ -138,11 +158,12 @@ class Scheduler:
         return ServerError(f"The scheduler of model '{self.model_id}' failed; stop the model and start it again.", code="scheduler_failed")
 
     def _drop_cancelled(self) -> None:
-        """Forget waiting jobs whose clients have gone, so they do not hold places in the queue."""
-        for job in [job for job in self._waiting if job.cancelled.is_set()]:
-            self._waiting.remove(job)
-            self.cancelled_requests += 1
-            job.events.put(("done", None))
+        """Forget waiting groups whose clients have gone, so they do not hold places in the queue."""
+        for group in [group for group in self._waiting if all(job.cancelled.is_set() for job in group)]:
+            self._waiting.remove(group)
+            for job in group:
+                self.cancelled_requests += 1
+                job.events.put(("done", None))
 
     def _run(self) -> None:
         try:
@@ -160,7 +181,7 @@ class Scheduler:
                     self._ready.wait()
                 if self._stopping:
                     return
-                while self._free and self._waiting:
+                while self._waiting and len(self._free) >= len(self._waiting[0]):
                     self._admit(self._waiting.popleft())
             try:
                 self._step()
@@ -174,56 +195,88 @@ class Scheduler:
         with self._ready:
             self._stopping = True
             self._failed = failed
-            waiting, self._waiting = list(self._waiting), collections.deque()
+            waiting, self._waiting = [job for group in self._waiting for job in group], collections.deque()
         for job in waiting:
             job.events.put(("error", error))
         for sequence in list(self._live):
             self._release(sequence, cache=False)
             sequence.job.events.put(("error", error))
 
-    def _admit(self, job: Job) -> None:
-        if job.cancelled.is_set():
-            self.cancelled_requests += 1
-            job.events.put(("done", None))
+    def _admit(self, group: list[Job]) -> None:
+        """Seat a group: its first job where the cache serves its prompt best, the others in any free slots."""
+        live = [job for job in group if not job.cancelled.is_set()]
+        for job in group:
+            if job not in live:
+                self.cancelled_requests += 1
+                job.events.put(("done", None))
+        if not live:
             return
+        samplers = []
         try:
-            sampler = self.backend.make_sampler(job.sampling)
+            for job in live:
+                samplers.append(self.backend.make_sampler(job.sampling))
         except Exception as exc:
             log.warning("bad sampling parameters on model %s: %s", self.model_id, exc)
-            job.events.put(("error", ServerError(f"Generation failed: {exc}", code="generation_failed")))
+            for sampler in samplers:
+                self.backend.free_sampler(sampler)
+            for job in live:
+                job.events.put(("error", ServerError(f"Generation failed: {exc}", code="generation_failed")))
             return
-        seq_id = next((i for i, (tokens, _) in self._free.items() if tokens == job.prompt_tokens), next(iter(self._free)))
-        tokens, logits = self._free.pop(seq_id)
-        sequence = Sequence(job, seq_id, sampler)
-        self._live.append(sequence)
+        seq_id, cache, shared = self._free.take(live[0].prompt_tokens)
+        leader = Sequence(live[0], seq_id, samplers[0])
+        leader.followers = [Sequence(job, self._free.take_any()[0], sampler) for job, sampler in zip(live[1:], samplers[1:])]
+        self._live += [leader, *leader.followers]
         try:
-            self._seat(sequence, tokens, logits)
+            self._seat(leader, cache, shared)
         except Exception as exc:
-            self._fail(sequence, exc)
+            self._fail(leader, exc)
 
-    def _seat(self, sequence: Sequence, tokens: list[int], logits: object) -> None:
-        """Clear the slot for a prefill, or, if it cached exactly this prompt, sample the first token from its logits."""
-        if tokens != sequence.job.prompt_tokens:
-            self.backend.clear(sequence.seq_id, 0)
+    def _seat(self, sequence: Sequence, cache: SlotCache, shared: int) -> None:
+        """Keep the slot's cells of the prompt's first `shared` tokens and read the rest; if the slot has this very
+        prompt and its logits, sample the first token from them."""
+        prompt = sequence.job.prompt_tokens
+        if shared == len(prompt) == cache.logits_at and cache.logits is not None:
+            self.backend.clear(sequence.seq_id, shared)  # drop the last answer, keep the prompt
+            sequence.cached, sequence.position, sequence.prompt_logits = list(prompt), shared, cache.logits
+            self.cached_prompt_tokens += shared
+            self._fork(sequence, lambda follower: self.backend.sample_cached(follower.sampler, cache.logits))
+            self._take(sequence, self.backend.sample_cached(sequence.sampler, cache.logits))
             return
-        self.backend.clear(sequence.seq_id, len(tokens))  # drop the last answer, keep the prompt
-        sequence.unread, sequence.position, sequence.prompt_logits = [], len(tokens), logits
-        self._take(sequence, self.backend.sample_cached(sequence.sampler, logits))
+        kept = min(shared, len(prompt) - 1)  # at least the last token is read: its logits give the first token
+        self.backend.clear(sequence.seq_id, kept)
+        sequence.cached, sequence.position, sequence.unread = prompt[:kept], kept, prompt[kept:]
+        self.cached_prompt_tokens += kept
+
+    def _fork(self, leader: Sequence, sample) -> None:
+        """The prompt of a group's first job is read: copy its cells to the other jobs' slots; each samples its
+        first token with `sample(sequence)` from the same logits."""
+        followers, leader.followers = leader.followers, []
+        for follower in [follower for follower in followers if follower in self._live]:  # not cancelled meanwhile
+            try:
+                self.backend.copy(leader.seq_id, follower.seq_id)
+                follower.cached, follower.position, follower.prompt_logits = list(leader.cached), leader.position, leader.prompt_logits
+                self._take(follower, sample(follower))
+            except Exception as exc:
+                self._fail(follower, exc)
 
     def _step(self) -> None:
         """One decode: every generating sequence's next token, then prompt chunks with what room is left."""
         for sequence in [s for s in self._live if s.job.cancelled.is_set()]:
             self._retire(sequence, None)
         rows: list[Row] = []
+        decoded: list[tuple[Sequence, list[int]]] = []  # each row's sequence and tokens
         sampling: list[tuple[int, Sequence]] = []  # (row, sequence) of the rows whose logits are sampled
         count = 0
         for sequence in self._live:
             if sequence.next_token is not None:
                 sampling.append((len(rows), sequence))
-                rows.append((sequence.seq_id, sequence.position, [sequence.next_token], True))
+                tokens = [sequence.next_token]
+                rows.append((sequence.seq_id, sequence.position, tokens, True))
+                decoded.append((sequence, tokens))
                 sequence.position += 1
                 sequence.next_token = None
                 count += 1
+        read = 0
         for sequence in self._live:
             room = self.n_batch - count
             if room == 0:
@@ -234,8 +287,10 @@ class Scheduler:
             if not sequence.unread:
                 sampling.append((len(rows), sequence))
             rows.append((sequence.seq_id, sequence.position, chunk, not sequence.unread))
+            decoded.append((sequence, chunk))
             sequence.position += len(chunk)
             count += len(chunk)
+            read += len(chunk)
         if not rows:
             return
         try:
@@ -246,12 +301,16 @@ class Scheduler:
             for sequence in [s for s in self._live if s.seq_id in in_batch]:
                 self._fail(sequence, exc)
             return
+        self.prompt_tokens_read += read
+        for sequence, tokens in decoded:
+            sequence.cached += tokens
         if self._stopping:  # close() waits for this step: skip its sampling (a grammar's can take longer than the decode)
             return
         for row, sequence in sampling:
             try:
                 if sequence.prompt_logits is None:
                     sequence.prompt_logits = self.backend.logits(row)
+                    self._fork(sequence, lambda follower: self.backend.sample(follower.sampler, row))
                 self._take(sequence, self.backend.sample(sequence.sampler, row))
             except Exception as exc:
                 self._fail(sequence, exc)
@@ -287,19 +346,29 @@ class Scheduler:
             if tail:
                 events.put(("delta", tail))
         events.put(("done", finish))
+        for follower in self._orphans(sequence):
+            self._retire(follower, None)
 
     def _fail(self, sequence: Sequence, exc: Exception) -> None:
         """End one sequence with a 500 `generation_failed`; its slot keeps no cache."""
         log.warning("generation failed on model %s: %s", self.model_id, exc)
         self._release(sequence, cache=False)
         sequence.job.events.put(("error", ServerError(f"Generation failed: {exc}", code="generation_failed")))
+        for follower in self._orphans(sequence):
+            self._fail(follower, exc)
+
+    def _orphans(self, leader: Sequence) -> list[Sequence]:
+        """The group members still waiting for the prompt of a job that ended before reading it: they end too."""
+        followers, leader.followers = leader.followers, []
+        return [follower for follower in followers if follower in self._live]
 
     def _release(self, sequence: Sequence, cache: bool) -> None:
-        """Take the sequence out of its slot and free its sampler (once, whatever fails)."""
+        """Take the sequence out of its slot (with `cache`, the slot keeps its cells as a cache) and free its sampler
+        (once, whatever fails)."""
         if sequence in self._live:
             self._live.remove(sequence)
-            cached = cache and sequence.prompt_logits is not None
-            self._free[sequence.seq_id] = (sequence.job.prompt_tokens, sequence.prompt_logits) if cached else ([], None)
+            kept = SlotCache(sequence.cached, sequence.prompt_logits, len(sequence.job.prompt_tokens)) if cache else SlotCache()
+            self._free.put(sequence.seq_id, kept)
         sampler, sequence.sampler = sequence.sampler, None
         if sampler is not None:
             try:
