@@ -1,14 +1,14 @@
 """OpenAI (legacy) completions: request -> raw prompts and engine parameters, and the jobs' output ->
 `text_completion` objects, whole or as a Server-Sent Events stream of `text_completion` chunks.
 
-One choice per prompt and `n`: choice `i * n + j` is prompt i's j-th, as OpenAI orders them. Every choice is a
-job of its own, so they decode in parallel; a streamed response interleaves their chunks as they come, each
-with its `index`. The spec has already validated types and ranges; this module refuses what is left.
+Each prompt is a group of `n` choices that share one prefill (Runner.submit_choices); choice `i * n + j` is
+prompt i's j-th, as OpenAI orders them. Every group decodes in parallel with the others; a streamed response
+interleaves the chunks of all choices as they come, each with its `index`. The spec has already validated types
+and ranges; this module refuses what is left.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import queue
 import threading
 import time
@@ -16,6 +16,7 @@ import uuid
 from typing import Iterator
 
 from jan_server.errors import ApiError, InvalidRequestError
+from jan_server.models import jobs
 from jan_server.models import raw_prompt
 from jan_server.models.batching import Job, Runner
 from jan_server.web import sse
@@ -23,6 +24,9 @@ from jan_server.web.chat import DONE
 
 #: OpenAI's default `max_tokens` for completions.
 DEFAULT_MAX_TOKENS = 16
+
+#: The jobs of one request: one group of `n` choices per prompt.
+Groups = list[list[Job]]
 
 
 def prompts_of(body: dict) -> list[raw_prompt.Prompt]:
@@ -36,15 +40,10 @@ def parameters_of(body: dict) -> dict:
     return {name: value for name, value in given.items() if value is not None}
 
 
-def choices_per_prompt(body: dict, runner: Runner) -> int:
-    """`n`, at most the model's parallel sequences; `best_of` may only repeat it (the server does not rank)."""
+def choices_per_prompt(body: dict) -> int:
+    """`n`; `best_of` may only repeat it (the server does not generate extra completions to rank)."""
     n = body.get("n") or 1
-    if n > runner.n_slots:
-        raise InvalidRequestError(
-            f"n={n} is more than this model decodes at once (n_parallel={runner.n_slots}).", param="n", code="unsupported_value"
-        )
-    best_of = body.get("best_of")
-    if best_of not in (None, 1, n):
+    if body.get("best_of") not in (None, 1, n):
         raise InvalidRequestError(
             "best_of is not supported (the server does not rank completions): leave it out, or make it equal to n.",
             param="best_of",
@@ -53,61 +52,53 @@ def choices_per_prompt(body: dict, runner: Runner) -> int:
     return n
 
 
-def prepare(runner: Runner, body: dict) -> list[Job]:
-    """The jobs of every choice, in choice order; a choice after the first of a prompt samples with `seed` + j."""
-    n = choices_per_prompt(body, runner)
-    jobs = []
-    for prompt in prompts_of(body):
-        job = runner.prepare_text(prompt, parameters_of(body), suffix=body.get("suffix"))
-        jobs.append(job)
-        for j in range(1, n):
-            seed = None if job.sampling.seed is None else job.sampling.seed + j
-            jobs.append(Job(prompt_tokens=job.prompt_tokens, sampling=dataclasses.replace(job.sampling, seed=seed, stop=list(job.sampling.stop))))
-    return jobs
-
-
-def submit(runner: Runner, jobs: list[Job]) -> None:
-    """Queue every job, or none: if one is refused (a full queue: 429), those already queued are cancelled."""
-    for count, job in enumerate(jobs):
+def start(runner: Runner, body: dict, cancelled: threading.Event) -> Groups:
+    """Tokenize every prompt, then submit each as a group of `n` choices; if one is refused (more than
+    n_parallel: 400, a full queue: 429), the groups already submitted are cancelled."""
+    n = choices_per_prompt(body)
+    prepared = [runner.prepare_text(prompt, parameters_of(body), suffix=body.get("suffix")) for prompt in prompts_of(body)]
+    groups: Groups = []
+    for job in prepared:
+        job.cancelled = cancelled  # the scheduler stops the choices once it is set (their client is gone)
         try:
-            runner.submit(job)
+            groups.append(runner.submit_choices(job, n))
         except ApiError:
-            cancel(jobs[:count])
+            cancel(groups)
             raise
+    return groups
 
 
-def cancel(jobs: list[Job]) -> None:
-    for job in jobs:
-        job.cancel()
+def cancel(groups: Groups) -> None:
+    for group in groups:
+        for job in group:
+            job.cancel()
 
 
-def echoes(runner: Runner, body: dict, jobs: list[Job]) -> list[str]:
-    """Each choice's echoed prompt text (`echo`), or empty strings."""
+def echoes(runner: Runner, body: dict) -> list[str]:
+    """Each prompt's text, to put before its choices (`echo`), or empty strings."""
     if not body.get("echo"):
-        return [""] * len(jobs)
-    n = len(jobs) // len(prompts_of(body))
-    texts = [prompt if isinstance(prompt, str) else runner.detokenize(prompt) for prompt in prompts_of(body)]
-    return [texts[i // n] for i in range(len(jobs))]
+        return [""] * len(prompts_of(body))
+    return [prompt if isinstance(prompt, str) else runner.detokenize(prompt) for prompt in prompts_of(body)]
 
 
-def usage(jobs: list[Job], n: int) -> dict:
-    """Each prompt counted once, every choice's completion tokens."""
-    prompt = sum(len(job.prompt_tokens) for job in jobs[::n])
-    completion = sum(job.completion_tokens for job in jobs)
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+def usage(groups: Groups) -> dict:
+    """Each prompt counted once, every choice's completion tokens (jan_server.models.jobs.usage, summed)."""
+    counts = [jobs.usage(group) for group in groups]
+    return {key: sum(count[key] for count in counts) for key in ("prompt_tokens", "completion_tokens", "total_tokens")}
 
 
 def completion_id() -> str:
     return f"cmpl-{uuid.uuid4().hex}"
 
 
-def completion(jobs: list[Job], echoed: list[str], model: str, n: int) -> dict:
-    """The `text_completion` object, once every job has finished (reading them in order: they run in parallel)."""
+def completion(groups: Groups, echoed: list[str], model: str) -> dict:
+    """The `text_completion` object, once every choice has finished (the groups run in parallel meanwhile)."""
     try:
-        texts = [echo + job.result() for echo, job in zip(echoed, jobs)]
+        texts = [[echo + text for text in jobs.results(group)] for echo, group in zip(echoed, groups)]
     except ApiError:
-        cancel(jobs)
+        cancel(groups)
         raise
+    flat = [(text, job) for group_texts, group in zip(texts, groups) for text, job in zip(group_texts, group)]
     return {
         "id": completion_id(),
         "object": "text_completion",
@@ -115,59 +106,63 @@ def completion(jobs: list[Job], echoed: list[str], model: str, n: int) -> dict:
         "model": model,
         "choices": [
             {"index": index, "text": text, "logprobs": None, "finish_reason": job.finish_reason}
-            for index, (text, job) in enumerate(zip(texts, jobs))
+            for index, (text, job) in enumerate(flat)
         ],
-        "usage": usage(jobs, n),
+        "usage": usage(groups),
     }
 
 
-def stream(jobs: list[Job], echoed: list[str], model: str, n: int, include_usage: bool = False) -> Iterator[bytes]:
-    """The SSE body: each choice's text chunks as they come (the echo first), one chunk with its finish_reason,
-    optional usage (empty `choices`), [DONE]. A failed choice ends the stream with an `error` event."""
+def stream(groups: Groups, echoed: list[str], model: str, include_usage: bool = False) -> Iterator[bytes]:
+    """The SSE body: each choice's echo, then the choices' text chunks as they come, a chunk with each one's
+    finish_reason as its group ends, optional usage (empty `choices`), [DONE]. A failure ends the stream with an
+    `error` event (the handler cancels the other choices when the stream ends)."""
     head = {"id": completion_id(), "object": "text_completion", "created": int(time.time()), "model": model}
     if include_usage:
         head["usage"] = None
+    n = len(groups[0])
 
     def chunk(index: int, text: str, finish_reason: str | None = None) -> bytes:
         return sse.event({**head, "choices": [{"index": index, "text": text, "logprobs": None, "finish_reason": finish_reason}]})
 
-    for index, echo in enumerate(echoed):
-        if echo:
-            yield chunk(index, echo)
-    for index, kind, value in interleaved(jobs):
-        if kind == "delta":
-            yield chunk(index, value)
-        elif kind == "error":  # the handler cancels the other choices when the stream ends
-            yield sse.event(value.to_dict(), "error")
+    for prompt, echo in enumerate(echoed):
+        for j in range(n if echo else 0):
+            yield chunk(prompt * n + j, echo)
+    for prompt, index, text in interleaved(groups):
+        if isinstance(text, ApiError):
+            yield sse.event(text.to_dict(), "error")
             yield DONE
             return
-        elif jobs[index].finish_reason is None:  # cancelled: the client is gone
+        if text is not None:
+            yield chunk(prompt * n + index, text)
+            continue
+        job = groups[prompt][index]
+        if job.finish_reason is None:  # cancelled: the client is gone
             return
-        else:
-            yield chunk(index, "", jobs[index].finish_reason)
+        yield chunk(prompt * n + index, "", job.finish_reason)
     if include_usage:
-        yield sse.event({**head, "choices": [], "usage": usage(jobs, n)})
+        yield sse.event({**head, "choices": [], "usage": usage(groups)})
     yield DONE
 
 
-def interleaved(jobs: list[Job]) -> Iterator[tuple[int, str, object]]:
-    """(choice index, "delta", text), (index, "done", None) or (index, "error", ApiError) from every job, in the
-    order they come. A thread per job reads it (Job's own iteration, with its liveness check) into one queue."""
+def interleaved(groups: Groups) -> Iterator[tuple[int, int, str | ApiError | None]]:
+    """(prompt, choice, text) as the text comes, (prompt, choice, None) for each choice once its group ended,
+    (prompt, 0, ApiError) if a group failed, from every group at once: a thread per group reads it
+    (jan_server.models.jobs.choices, with its liveness check) into one queue. Ends once every group ended."""
     merged: queue.SimpleQueue = queue.SimpleQueue()
 
-    def read(index: int, job: Job) -> None:
+    def read(prompt: int, group: list[Job]) -> None:
         try:
-            for text in job:
-                merged.put((index, "delta", text))
+            for index, text in jobs.choices(group):
+                merged.put((prompt, index, text))
         except ApiError as exc:
-            merged.put((index, "error", exc))
-        else:
-            merged.put((index, "done", None))
+            merged.put((prompt, 0, exc))
+        for index in range(len(group)):
+            merged.put((prompt, index, None))
 
-    for index, job in enumerate(jobs):
-        threading.Thread(target=read, args=(index, job), name=f"completion-choice-{index}", daemon=True).start()
-    remaining = len(jobs)
+    for prompt, group in enumerate(groups):
+        threading.Thread(target=read, args=(prompt, group), name=f"completion-prompt-{prompt}", daemon=True).start()
+    remaining = sum(map(len, groups))
     while remaining:
         item = merged.get()
-        remaining -= item[1] != "delta"
+        remaining -= item[2] is None
         yield item
