@@ -50,6 +50,7 @@ class Embedder:
         params.embeddings = True
         params.pooling_type = self.pooling
         params.n_threads = params.n_threads_batch = n_threads
+        params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED  # as llama_cpp.Llama: the same vectors
         params.no_perf = True
         self.ctx = llama_cpp.llama_init_from_model(model.model, params)
         if not self.ctx:
