@@ -10,19 +10,12 @@ import openai
 import pytest
 
 from jan_server.models.registry import BUNDLED_MODEL_ID, bundled_weights
-from tests.live_server import PATIENT
 from tests.openai_reference import assert_valid
 from tests.test_app import assert_openai_error
 
 MODEL = BUNDLED_MODEL_ID
 PROMPT = "The capital of France is"
 GREEDY = {"max_tokens": 12, "temperature": 0}
-
-
-@pytest.fixture()
-def client(server) -> openai.OpenAI:
-    with openai.OpenAI(api_key="x", base_url=server.api_url, max_retries=0, timeout=PATIENT) as client:
-        yield client
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +50,8 @@ def sse_payloads(api, body: dict) -> list[dict]:
     return [json.loads(event.removeprefix("data: ")) for event in events[:-2]]
 
 
-def test_plain_completion_is_llama_cpp_pythons_own(client, api, llama):
-    completion = client.completions.create(model=MODEL, prompt=PROMPT, **GREEDY)
+def test_plain_completion_is_llama_cpp_pythons_own(openai_client, api, llama):
+    completion = openai_client.completions.create(model=MODEL, prompt=PROMPT, **GREEDY)
     assert completion.object == "text_completion" and completion.id.startswith("cmpl-") and completion.model == MODEL
     (choice,) = completion.choices
     expected = llama.create_completion(PROMPT, **GREEDY)["choices"][0]
@@ -69,40 +62,40 @@ def test_plain_completion_is_llama_cpp_pythons_own(client, api, llama):
     assert_valid(api.post("/completions", json={"model": MODEL, "prompt": PROMPT, **GREEDY}).json(), "CreateCompletionResponse")
 
 
-def test_max_tokens_defaults_to_16_as_on_openai(client):
-    completion = client.completions.create(model=MODEL, prompt="Count: 1, 2, 3, 4,", temperature=0)
+def test_max_tokens_defaults_to_16_as_on_openai(openai_client):
+    completion = openai_client.completions.create(model=MODEL, prompt="Count: 1, 2, 3, 4,", temperature=0)
     assert completion.usage.completion_tokens == 16 and completion.choices[0].finish_reason == "length"
 
 
-def test_listed_prompts_get_one_choice_each_in_order(client, llama):
+def test_listed_prompts_get_one_choice_each_in_order(openai_client, llama):
     prompts = ["Once upon a time", "The three primary colours are", "def fibonacci(n):"]
-    completion = client.completions.create(model=MODEL, prompt=prompts, **GREEDY)
+    completion = openai_client.completions.create(model=MODEL, prompt=prompts, **GREEDY)
     assert [choice.index for choice in completion.choices] == [0, 1, 2]
-    alone = [client.completions.create(model=MODEL, prompt=prompt, **GREEDY).choices[0].text for prompt in prompts]
+    alone = [openai_client.completions.create(model=MODEL, prompt=prompt, **GREEDY).choices[0].text for prompt in prompts]
     assert [choice.text for choice in completion.choices] == alone
     counts = [len(llama.tokenize(prompt.encode(), special=True)) for prompt in prompts]
     assert completion.usage.prompt_tokens == sum(counts) and completion.usage.completion_tokens == 36
 
 
-def test_token_prompts_read_as_their_text(client, llama):
+def test_token_prompts_read_as_their_text(openai_client, llama):
     tokens = llama.tokenize(PROMPT.encode(), special=True)
-    text = client.completions.create(model=MODEL, prompt=PROMPT, **GREEDY).choices[0].text
-    assert client.completions.create(model=MODEL, prompt=tokens, **GREEDY).choices[0].text == text
-    listed = client.completions.create(model=MODEL, prompt=[tokens, tokens[:3]], **GREEDY)
+    text = openai_client.completions.create(model=MODEL, prompt=PROMPT, **GREEDY).choices[0].text
+    assert openai_client.completions.create(model=MODEL, prompt=tokens, **GREEDY).choices[0].text == text
+    listed = openai_client.completions.create(model=MODEL, prompt=[tokens, tokens[:3]], **GREEDY)
     assert listed.choices[0].text == text and len(listed.choices) == 2
-    echoed = client.completions.create(model=MODEL, prompt=tokens, echo=True, **GREEDY)
+    echoed = openai_client.completions.create(model=MODEL, prompt=tokens, echo=True, **GREEDY)
     assert echoed.choices[0].text == PROMPT + text
 
 
-def test_echo_puts_the_prompt_first(client):
-    text = client.completions.create(model=MODEL, prompt=PROMPT, **GREEDY).choices[0].text
-    echoed = client.completions.create(model=MODEL, prompt=PROMPT, echo=True, **GREEDY).choices[0].text
+def test_echo_puts_the_prompt_first(openai_client):
+    text = openai_client.completions.create(model=MODEL, prompt=PROMPT, **GREEDY).choices[0].text
+    echoed = openai_client.completions.create(model=MODEL, prompt=PROMPT, echo=True, **GREEDY).choices[0].text
     assert echoed == PROMPT + text
 
 
-def test_streamed_matches_whole_and_each_chunk_is_a_text_completion(client, api):
+def test_streamed_matches_whole_and_each_chunk_is_a_text_completion(openai_client, api):
     prompts = ["Once upon a time", "1, 2, 3,"]
-    whole = client.completions.create(model=MODEL, prompt=prompts, n=2, seed=7, max_tokens=10, temperature=0.8)
+    whole = openai_client.completions.create(model=MODEL, prompt=prompts, n=2, seed=7, max_tokens=10, temperature=0.8)
     payloads = sse_payloads(api, {"model": MODEL, "prompt": prompts, "n": 2, "seed": 7, "max_tokens": 10, "temperature": 0.8,
                                   "stream_options": {"include_usage": True}})
     for payload in payloads:
@@ -122,28 +115,28 @@ def test_streamed_matches_whole_and_each_chunk_is_a_text_completion(client, api)
     assert last["choices"] == [] and last["usage"] == whole.usage.model_dump(exclude_none=True)
 
 
-def test_streamed_through_the_sdk_with_echo(client):
-    stream = client.completions.create(model=MODEL, prompt=PROMPT, echo=True, stream=True, **GREEDY)
+def test_streamed_through_the_sdk_with_echo(openai_client):
+    stream = openai_client.completions.create(model=MODEL, prompt=PROMPT, echo=True, stream=True, **GREEDY)
     text = "".join(chunk.choices[0].text for chunk in stream)
-    assert text == PROMPT + client.completions.create(model=MODEL, prompt=PROMPT, **GREEDY).choices[0].text
+    assert text == PROMPT + openai_client.completions.create(model=MODEL, prompt=PROMPT, **GREEDY).choices[0].text
 
 
-def test_n_choices_per_prompt_same_seed_same_choices(client):
+def test_n_choices_per_prompt_same_seed_same_choices(openai_client):
     request = dict(model=MODEL, prompt=["Write a poem:", "A list of fruits:"], n=3, seed=42, max_tokens=12, temperature=1.0)
-    first = client.completions.create(**request)
+    first = openai_client.completions.create(**request)
     assert [choice.index for choice in first.choices] == list(range(6))
     assert len({choice.text for choice in first.choices[:3]}) > 1  # each choice samples on its own
-    again = client.completions.create(**request)
+    again = openai_client.completions.create(**request)
     assert [choice.text for choice in again.choices] == [choice.text for choice in first.choices]
-    single = client.completions.create(**{**request, "n": 1})
+    single = openai_client.completions.create(**{**request, "n": 1})
     assert first.usage.prompt_tokens == single.usage.prompt_tokens  # each prompt counted once, not per choice
     assert single.usage.completion_tokens < first.usage.completion_tokens <= 72
 
 
-def test_stop_strings_end_the_choice(client):
-    full = client.completions.create(model=MODEL, prompt="Count: 1, 2, 3,", max_tokens=16, temperature=0).choices[0].text
+def test_stop_strings_end_the_choice(openai_client):
+    full = openai_client.completions.create(model=MODEL, prompt="Count: 1, 2, 3,", max_tokens=16, temperature=0).choices[0].text
     assert " 5" in full, full
-    cut = client.completions.create(model=MODEL, prompt="Count: 1, 2, 3,", max_tokens=16, temperature=0, stop=[" 5"])
+    cut = openai_client.completions.create(model=MODEL, prompt="Count: 1, 2, 3,", max_tokens=16, temperature=0, stop=[" 5"])
     assert cut.choices[0].text == full[: full.index(" 5")] and cut.choices[0].finish_reason == "stop"
 
 
@@ -164,19 +157,19 @@ def test_what_the_engine_cannot_do_is_a_400_naming_the_field(api, extra, param, 
 
 @pytest.mark.parametrize(
     ("extra", "param"),
-    [({"logprobs": 1}, "logprobs"), ({"logit_bias": {"50": 5}}, "logit_bias"), ({"prompt": []}, "prompt"), ({"max_tokens": 0}, "max_tokens")],
+    [({"logprobs": 1}, "logprobs"), ({"logprobs": 0}, "logprobs"), ({"logit_bias": {"50": 5}}, "logit_bias"), ({"prompt": []}, "prompt"), ({"max_tokens": 0}, "max_tokens")],
 )
 def test_unsupported_or_malformed_fields_are_refused_by_the_spec(api, extra, param):
     error = assert_openai_error(api.post("/completions", json={"model": MODEL, "prompt": PROMPT, **extra}), 400)
     assert error["param"].startswith(param)
 
 
-def test_best_of_equal_to_n_and_labels_are_accepted(client):
-    completion = client.completions.create(model=MODEL, prompt=PROMPT, n=2, best_of=2, user="u-1", max_tokens=2)
+def test_best_of_equal_to_n_and_labels_are_accepted(openai_client):
+    completion = openai_client.completions.create(model=MODEL, prompt=PROMPT, n=2, best_of=2, user="u-1", max_tokens=2)
     assert len(completion.choices) == 2
 
 
-def test_unknown_model_is_a_404(client):
+def test_unknown_model_is_a_404(openai_client):
     with pytest.raises(openai.NotFoundError) as raised:
-        client.completions.create(model="no-such-model", prompt=PROMPT, max_tokens=2)
+        openai_client.completions.create(model="no-such-model", prompt=PROMPT, max_tokens=2)
     assert raised.value.code == "model_not_found"

@@ -1,4 +1,4 @@
-"""The OpenAPI document: the 25 seed operations and two more, bundled, valid, documented, and its examples work on the
+"""The OpenAPI document: the 25 seed operations and those the project adds, bundled, valid, documented, and its examples work on the
 real server."""
 
 from __future__ import annotations
