@@ -173,3 +173,22 @@ def test_unknown_model_is_a_404(openai_client):
     with pytest.raises(openai.NotFoundError) as raised:
         openai_client.completions.create(model="no-such-model", prompt=PROMPT, max_tokens=2)
     assert raised.value.code == "model_not_found"
+
+
+class FimVocabulary:
+    """A vocabulary with fill-in-the-middle tokens 7, 8, 9 (the bundled model has none)."""
+
+    def token_prefix(self):
+        return 7
+
+    def token_suffix(self):
+        return 8
+
+    def token_middle(self):
+        return 9
+
+
+def test_fill_in_the_middle_reads_prefix_then_suffix_then_generates_the_middle():
+    from jan_server.models.raw_prompt import fill_in_the_middle
+
+    assert fill_in_the_middle(FimVocabulary(), [1, 2], [3]) == [7, 1, 2, 8, 3, 9]
