@@ -43,28 +43,32 @@ def raw_stream(llama, max_tokens: int) -> tuple[int, float, float]:
 
 
 def server_stream(client: httpx.Client, max_tokens: int) -> tuple[int, float, float]:
-    """(tokens, TTFT, total seconds) for one streamed chat completion through the server."""
-    body = {"model": BUNDLED_MODEL_ID, "messages": PROMPT, "max_tokens": max_tokens, "temperature": 0, "stream": True,
+    """(tokens, TTFT, total seconds) for one streamed chat completion of PROMPT through the server."""
+    return chat_stream(client, PROMPT, max_tokens)[:3]
+
+
+def chat_stream(client: httpx.Client, messages: list[dict], max_tokens: int) -> tuple[int, float, float, str]:
+    """(completion tokens, TTFT, total seconds, text) of one streamed chat completion (greedy) on any
+    OpenAI-compatible server; raises unless it finished and reported its usage."""
+    body = {"model": BUNDLED_MODEL_ID, "messages": messages, "max_tokens": max_tokens, "temperature": 0, "stream": True,
             "stream_options": {"include_usage": True}}
-    start = time.perf_counter()
-    first = None
-    tokens = None
-    finished = False
+    start, first, tokens, finished, text = time.perf_counter(), None, None, False, []
     with client.stream("POST", "/chat/completions", json=body) as response:
         response.raise_for_status()
         for line in response.iter_lines():
             if not line.startswith("data: {"):
                 continue
             chunk = json.loads(line[6:])
-            if chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
-                first = first or time.perf_counter()
-            if chunk["choices"] and chunk["choices"][0]["finish_reason"]:
-                finished = True
+            for choice in chunk.get("choices") or []:
+                if choice["delta"].get("content"):
+                    first = first or time.perf_counter()
+                    text.append(choice["delta"]["content"])
+                finished = finished or bool(choice.get("finish_reason"))
             if chunk.get("usage"):
                 tokens = chunk["usage"]["completion_tokens"]
     if not finished or tokens is None:
         raise RuntimeError("a stream ended without finish_reason or usage")
-    return tokens, first - start, time.perf_counter() - start
+    return tokens, (first or time.perf_counter()) - start, time.perf_counter() - start, "".join(text)
 
 
 def concurrent(client: httpx.Client, streams: int, max_tokens: int) -> tuple[int, float]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import gc
 import threading
 import time
 
@@ -121,15 +122,12 @@ TURNS = ["Tell me about the sea in two sentences.", "And what lives in it? Name 
 
 
 def test_each_turn_of_a_conversation_reads_only_its_new_message(models):
-    """The slot keeps the last turn's prompt and answer: the next turn reads what was added since, not it all."""
+    """The slot keeps the last turn's prompt: the next turn reads what was added since (the answer and the new
+    message; see jan_server.models.slots for why not the answer), not the whole conversation."""
     chat = runner(models, 2)
     record = converse(chat, TURNS, max_tokens=24, temperature=0)
-    (first_prompt, first_read, _), later = record[0], record[1:]
-    assert first_read == first_prompt
-    previous = first_prompt
-    for prompt, read, _ in later:
-        assert 0 < read <= prompt - previous  # the new message (and at most the last answer's end marker)
-        previous = prompt
+    for (previous, _, _), (prompt, read, _) in zip(record, record[1:]):
+        assert read == prompt - previous
     assert record[-1][0] > 2 * record[-1][1]
 
 
@@ -158,9 +156,12 @@ def test_n_choices_share_one_prefill_and_each_matches_its_solo_seed(models):
     for index, text in enumerate(texts):
         solo = alone.submit(alone.prepare(messages, {**parameters, "seed": 500 + index}))
         assert solo.result() == text, index
-    with pytest.raises(InvalidRequestError) as refused:
+    refused = None
+    try:  # not pytest.raises: its traceback would keep the runner alive past this test (see the load test)
         alone.submit_choices(alone.prepare(messages, parameters), 2)
-    assert (refused.value.status, refused.value.param) == (400, "n")
+    except InvalidRequestError as error:
+        refused = (error.status, error.param)
+    assert refused == (400, "n")
 
 
 def test_unknown_model_ids_leave_nothing_behind(models):
@@ -224,6 +225,7 @@ def test_stopping_a_model_cancels_its_running_and_waiting_jobs_at_once(models):
 def test_a_load_that_fails_after_the_context_exists_frees_it(tmp_path, monkeypatch):
     """A chat template that does not compile fails the start after the context was made: context, batch and
     model are freed, each once."""
+    gc.collect()  # a runner an earlier test left in a reference cycle closes its model again when collected
     freed = []
     for name in ("llama_free", "llama_batch_free"):
         real = getattr(llama_cpp, name)

@@ -13,6 +13,7 @@ import pytest
 
 from jan_server.models.registry import BUNDLED_MODEL_ID, bundled_weights
 from tests.live_server import LiveServer
+from tests.openai_reference import assert_valid
 from tests.test_app import assert_openai_error
 
 
@@ -108,6 +109,51 @@ def test_same_seed_same_text(client):
     assert client.chat.completions.create(**request, seed=1234).choices[0].message.content == first
 
 
+POEM = dict(model=MODEL, messages=[{"role": "user", "content": "Write a short poem about the sea."}], max_tokens=16, temperature=0.9)
+
+
+def test_n_choices_each_as_its_own_seed_alone(client, api):
+    """n=3 with seed 40: choice i is what seed 40 + i gives alone; usage counts the prompt once, every choice."""
+    response = api.post("/chat/completions", json={**POEM, "n": 3, "seed": 40})
+    assert_valid(response.json(), "CreateChatCompletionResponse")
+    completion = openai.types.chat.ChatCompletion.model_validate(response.json())
+    assert [choice.index for choice in completion.choices] == [0, 1, 2]
+    alone = [client.chat.completions.create(**POEM, seed=40 + index) for index in range(3)]
+    assert [choice.message.content for choice in completion.choices] == [one.choices[0].message.content for one in alone]
+    assert [choice.finish_reason for choice in completion.choices] == [one.choices[0].finish_reason for one in alone]
+    assert len({choice.message.content for choice in completion.choices}) > 1
+    usage = completion.usage
+    assert usage.prompt_tokens == alone[0].usage.prompt_tokens
+    assert usage.completion_tokens == sum(one.usage.completion_tokens for one in alone)
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+    again = client.chat.completions.create(**POEM, n=3, seed=40)
+    assert [choice.message.content for choice in again.choices] == [choice.message.content for choice in completion.choices]
+
+
+def test_streamed_n_choices_carry_their_index(client, api):
+    expected = client.chat.completions.create(**POEM, n=3, seed=41)
+    body = {**POEM, "n": 3, "seed": 41, "stream": True, "stream_options": {"include_usage": True}}
+    with api.stream("POST", "/chat/completions", json=body) as response:
+        events = response.read().decode().split("\n\n")
+    assert events[-2:] == ["data: [DONE]", ""]
+    payloads = [json.loads(event.removeprefix("data: ")) for event in events[:-2]]
+    for payload in payloads:
+        assert_valid(payload, "CreateChatCompletionStreamResponse")
+    *chunks, usage = [openai.types.chat.ChatCompletionChunk.model_validate(payload) for payload in payloads]
+    assert [chunk.choices[0].delta.role for chunk in chunks[:3]] == ["assistant"] * 3
+    texts, finishes = ["", "", ""], {}
+    for chunk in chunks:
+        (choice,) = chunk.choices
+        texts[choice.index] += choice.delta.content or ""
+        if choice.finish_reason:
+            assert choice.index not in finishes  # once per choice, and nothing after it
+            finishes[choice.index] = choice.finish_reason
+        assert choice.index not in finishes or choice.finish_reason
+    assert texts == [choice.message.content for choice in expected.choices]
+    assert finishes == {choice.index: choice.finish_reason for choice in expected.choices}
+    assert usage.choices == [] and usage.usage == expected.usage
+
+
 def test_json_object_parses(client):
     completion = client.chat.completions.create(
         model=MODEL, messages=[{"role": "user", "content": "Return JSON: the name of one fruit."}], max_tokens=120, temperature=0,
@@ -144,8 +190,9 @@ def test_request_errors(client, api):
     assert assert_openai_error(api.post("/chat/completions", json={"model": "../etc", "messages": HELLO}), 400)["param"] == "model"  # the one model-id rule
     with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(model=MODEL, messages=[])
-    with pytest.raises(openai.BadRequestError):
-        client.chat.completions.create(model=MODEL, messages=HELLO, n=2)
+    with pytest.raises(openai.BadRequestError) as too_many:
+        client.chat.completions.create(model=MODEL, messages=HELLO, n=9)  # the model runs 8 sequences at once
+    assert (too_many.value.param, too_many.value.code) == ("n", "invalid_value")
     for bad in ({"temperature": 3}, {"max_tokens": 0}, {"top_p": 1.5}, {"stop": ["a", "b", "c", "d", "e"]},
                 {"response_format": {"type": "xml"}}, {"messages": [{"role": "robot", "content": "hi"}]}):
         assert_openai_error(api.post("/chat/completions", json={"model": MODEL, "messages": HELLO, **bad}), 400)

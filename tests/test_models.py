@@ -100,6 +100,27 @@ def test_model_json_without_weights_is_not_downloaded(server, api):
     assert assert_openai_error(api.put("/models/later/start"), 409)["code"] == "model_not_downloaded"
 
 
+def test_the_list_shows_models_dropped_in_edited_and_removed_by_hand(server, api):
+    """GET /models re-reads the folder only when it changed; every change by hand still shows at once."""
+    def listed():
+        return {model["id"]: model for model in api.get("/models").json()["data"]}
+
+    assert "by-hand" not in listed()
+    folder = model_dir(server, "by-hand")
+    (folder / "dropped.Q8_0.gguf").write_bytes(b"GGUF")
+    model = listed()["by-hand"]
+    assert (model["state"], model["metadata"]["quantization"], model["name"]) == ("downloaded", "Q8_0", "by-hand")
+    (folder / "model.json").write_text(json.dumps({"name": "Dropped by hand"}))
+    assert listed()["by-hand"]["name"] == "Dropped by hand"
+    with open(folder / "model.json", "w") as manifest:  # edited in place: the same file, the same folder
+        manifest.write(json.dumps({"name": "Edited by hand, in place"}))
+    assert listed()["by-hand"]["name"] == "Edited by hand, in place"
+    for path in folder.iterdir():
+        path.unlink()
+    folder.rmdir()
+    assert "by-hand" not in listed()
+
+
 def test_delete_stops_a_running_model_and_removes_its_files(server, api):
     directory = model_dir(server, "smol-copy")
     (directory / "SmolLM2-135M-Instruct.Q4_1.gguf").symlink_to(bundled_weights())

@@ -184,42 +184,52 @@ def prompt_reads(backend, since=0):
 
 
 def test_a_next_turn_reads_only_what_the_slot_does_not_hold(make):
-    """The slot holds the prompt and the decoded answer tokens (all but the last sampled): a prompt that extends
-    them is seated there and reads only its new tokens."""
+    """The slot holds the prompt (not the answer: see jan_server.models.slots): a prompt that extends it is
+    seated there and reads only its new tokens."""
     scheduler, backend = make(2)
     turn = list(range(10, 20))
     assert outcome(scheduler.submit(job(prompt=turn))) == ("<1><2><3>", "length")
     outcome(scheduler.submit(job(prompt=(30, 31))))  # the other slot
     decoded = len(backend.rows)
-    follow_up = turn + [1, 2, 40, 41]
+    follow_up = turn + [1, 2, 3, 40, 41]
     assert outcome(scheduler.submit(job(prompt=follow_up))) == ("<1><2><3>", "length")
-    assert prompt_reads(backend, decoded) == [(0, 12, [40, 41])]
-    assert backend.cleared[-1] == (0, 12)
+    assert prompt_reads(backend, decoded) == [(0, 10, [1, 2, 3, 40, 41])]
+    assert backend.cleared[-1] == (0, 10)
     stats = scheduler.stats()
-    assert (stats["prompt_tokens_read"], stats["cached_prompt_tokens"]) == (10 + 2 + 2, 12)
+    assert (stats["prompt_tokens_read"], stats["cached_prompt_tokens"]) == (10 + 2 + 5, 10)
 
 
 def test_the_longest_shared_prefix_wins_else_the_least_recently_used_slot(make):
     scheduler, backend = make(3)
-    for prompt in ([10, 11, 12], [10, 20, 21], [30, 31]):  # slots 0, 1, 2
+    for prompt in ([10, 11, 12, 13], [10, 20, 21, 23], [30, 31]):  # slots 0, 1 (slot 0 would lose 3 of 4), 2
         outcome(scheduler.submit(job(prompt=prompt, max_tokens=1)))
     decoded = len(backend.rows)
-    outcome(scheduler.submit(job(prompt=[10, 20, 22], max_tokens=1)))  # shares 2 with slot 1, 1 with slot 0
-    assert prompt_reads(backend, decoded) == [(1, 2, [22])]
+    outcome(scheduler.submit(job(prompt=[10, 20, 21, 24, 25], max_tokens=1)))  # shares 3 with slot 1, 1 with slot 0
+    assert prompt_reads(backend, decoded) == [(1, 3, [24, 25])]
     decoded = len(backend.rows)
     outcome(scheduler.submit(job(prompt=[50, 51], max_tokens=1)))  # shares nothing: slot 0 was freed longest ago
     assert prompt_reads(backend, decoded) == [(0, 0, [50, 51])]
 
 
-def test_a_prompt_held_whole_without_its_logits_reads_its_last_token_again(make):
+def test_a_prompt_held_whole_without_its_logits_reads_its_last_tokens_again(make):
     scheduler, backend = make(1)
-    outcome(scheduler.submit(job(prompt=[10, 11, 12])))  # the slot holds 10 11 12 1 2
+    outcome(scheduler.submit(job(prompt=[10, 11, 12, 13])))
     decoded = len(backend.rows)
-    assert outcome(scheduler.submit(job(prompt=[10, 11, 12, 1]))) == ("<1><2><3>", "length")
-    assert backend.cleared[-1] == (0, 3)
+    assert outcome(scheduler.submit(job(prompt=[10, 11, 12]))) == ("<1><2><3>", "length")
+    assert backend.cleared[-1] == (0, 1)
     first = backend.rows[decoded]
-    assert first == [(0, 3, [1], True)]  # the last prompt token again, at its position, for its logits
+    assert first == [(0, 1, [11, 12], True)]  # the last two prompt tokens again (never one alone), for the logits
     assert backend.cached_samples == 0
+
+
+def test_no_prompt_chunk_is_a_lone_token(make):
+    scheduler, backend = make(2)
+    generating = scheduler.submit(job(prompt=(1, 2), max_tokens=ENDLESS))
+    first_delta(generating)
+    assert outcome(scheduler.submit(job(prompt=range(10, 18), max_tokens=1))) == ("<1>", "length")  # 8 = 7 + 1
+    generating.cancel()
+    generating.result()
+    assert [tokens for rows in backend.rows for seq_id, _, tokens, _ in rows if seq_id == 1] == [list(range(10, 16)), [16, 17]]
 
 
 def test_a_group_reads_its_prompt_once_and_copies_it_to_every_choice(make):

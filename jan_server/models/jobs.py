@@ -127,7 +127,8 @@ def choice_jobs(job: Job, n: int) -> list[Job]:
 
 def choices(jobs: list[Job]) -> Iterator[tuple[int, str]]:
     """The text deltas of a group's jobs (from `choice_jobs`) as (choice index, text), in the order they come,
-    until every job ended; each job's `finish_reason` is set as it ends. The first failure is raised."""
+    until every job ended; each job's `finish_reason` is set as it ends. The first failure is raised (and the
+    other choices are cancelled)."""
     if len(jobs) == 1:
         yield from ((0, text) for text in jobs[0])
         return
@@ -140,6 +141,8 @@ def choices(jobs: list[Job]) -> Iterator[tuple[int, str]]:
             jobs[index].finish_reason = value
             running -= 1
         else:
+            for job in jobs:
+                job.cancel()
             raise value
 
 

@@ -117,6 +117,7 @@ class Registry:
     def __init__(self, models_dir: Path, *, include_bundled: bool = True):
         self.models_dir = models_dir
         self.include_bundled = include_bundled
+        self._listed: tuple[tuple, list[ModelRecord]] | None = None  # (folder signature, its records)
 
     def directory(self, model_id: str) -> Path:
         return self.models_dir / validate_model_id(model_id)
@@ -136,18 +137,42 @@ class Registry:
         return record
 
     def list(self) -> list[ModelRecord]:
+        """Every model, re-read only when the folder's signature changed (see `_signature`)."""
+        signature = self._signature()
+        listed = self._listed
+        if listed is not None and listed[0] == signature:
+            return list(listed[1])
         records = []
-        if self.models_dir.is_dir():
-            for directory in sorted(self.models_dir.iterdir()):
-                if directory.is_dir() and _is_model_id(directory.name):
-                    record = self._load(directory)
-                    if record is not None:
-                        records.append(record)
+        for name, *_ in signature[1:]:
+            record = self._load(self.models_dir / name)
+            if record is not None:
+                records.append(record)
         if self.include_bundled and not any(r.id == BUNDLED_MODEL_ID for r in records):
             bundled = self._bundled()
             if bundled:
                 records.insert(0, bundled)
-        return records
+        self._listed = (signature, records)
+        return list(records)
+
+    def _signature(self) -> tuple:
+        """The modification times of the models folder, of each model folder in it and of its model.json: a model
+        added, removed or rewritten (by the server or by hand: a folder or GGUF dropped in, a manifest edited)
+        changes it. What changes without changing it (a download's growing file) is read per request anyway."""
+        try:
+            folder = os.stat(self.models_dir).st_mtime_ns
+            entries = sorted(os.scandir(self.models_dir), key=lambda entry: entry.name)
+        except OSError:
+            return (None,)
+        signature = [folder]
+        for entry in entries:
+            if entry.is_dir() and _is_model_id(entry.name):
+                try:
+                    stat = os.stat(os.path.join(entry.path, MANIFEST))
+                    manifest = (stat.st_mtime_ns, stat.st_ino, stat.st_size)  # the inode: save() replaces the file
+                except OSError:
+                    manifest = None
+                signature.append((entry.name, entry.stat().st_mtime_ns, manifest))
+        return tuple(signature)
 
     def save(self, model_id: str, manifest: dict) -> ModelRecord:
         """Create or replace `<id>/model.json` atomically (the weights may come later, e.g. from a download)."""

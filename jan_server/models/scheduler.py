@@ -4,10 +4,13 @@ The scheduler has `n_slots` slots (sequence ids of one backend context). Every s
 into free slots, plans one batch holding the next token of every generating sequence plus a chunk of any prompt
 still being read (as much as the room left in the batch allows), decodes it once, samples each sequence with its
 own sampler (own seed, penalties, grammar), hands the text to the job's event queue and retires finished or
-cancelled sequences, freeing their slots at once. A free slot keeps its cells (prompt and answer) and its prompt's
-last logits: a job is seated in the slot sharing the longest prefix with its prompt and reads only the rest (see
-jan_server.models.slots); a job with exactly the cached prompt samples its first token from the kept logits. If
-the whole prompt is cached but not those logits, its last token is read again for them.
+cancelled sequences, freeing their slots at once. A free slot keeps its prompt's cells and last logits: a job is
+seated in the slot sharing the longest prefix with its prompt and reads only the rest (see
+jan_server.models.slots, also for why the answer's cells are not kept); a job with exactly the cached prompt
+samples its first token from the kept logits. If the whole prompt is cached but not those logits, its last two
+tokens are read again for them. No prompt chunk is a lone token (unless the prompt is): llama.cpp computes the
+cells of a sequence's token decoded alone slightly differently from those of a chunk of 2 or more, which all
+agree, so a seed's text never depends on how its prompt was split.
 
 A group of jobs (the `n` choices of one request, `submit_group`) waits until it has a slot for each. The first
 job reads the prompt; the moment it is read, its cells are copied to the others' slots, and every job samples
@@ -19,7 +22,8 @@ every waiting and live job gets a 500 `scheduler_failed` and later submits are r
 waiting and live jobs with a 503 `model_stopping` and returns after at most the decode under way.
 
 The scheduler imports nothing of llama.cpp: it drives a `Backend` (jan_server.models.llama_backend implements it;
-the unit tests use a fake one).
+the unit tests use a fake one). The module is over 300 lines for the reason the Scheduler class gives; the slot
+choice, which needs none of its state, lives in jan_server.models.slots.
 """
 
 from __future__ import annotations
@@ -79,7 +83,7 @@ class Sequence:
         self.seq_id = seq_id
         self.sampler = sampler
         self.unread: list[int] = []  # prompt tokens not decoded yet
-        self.cached: list[int] = []  # the tokens whose cells the slot holds, from position 0
+        self.cached: list[int] = []  # the prompt tokens whose cells the slot holds, from position 0
         self.position = 0  # next cell position
         self.next_token: int | None = None  # sampled, to be decoded in the next step
         self.prompt_logits = None  # the logits after the whole prompt, kept with the slot as a prompt cache
@@ -242,7 +246,7 @@ class Scheduler:
             self._fork(sequence, lambda follower: self.backend.sample_cached(follower.sampler, cache.logits))
             self._take(sequence, self.backend.sample_cached(sequence.sampler, cache.logits))
             return
-        kept = min(shared, len(prompt) - 1)  # at least the last token is read: its logits give the first token
+        kept = max(0, min(shared, len(prompt) - 2))  # the last token's logits give the first token; no lone token
         self.backend.clear(sequence.seq_id, kept)
         sequence.cached, sequence.position, sequence.unread = prompt[:kept], kept, prompt[kept:]
         self.cached_prompt_tokens += kept
@@ -264,33 +268,32 @@ class Scheduler:
         for sequence in [s for s in self._live if s.job.cancelled.is_set()]:
             self._retire(sequence, None)
         rows: list[Row] = []
-        decoded: list[tuple[Sequence, list[int]]] = []  # each row's sequence and tokens
+        read: list[tuple[Sequence, list[int]]] = []  # the prompt chunks of the batch
         sampling: list[tuple[int, Sequence]] = []  # (row, sequence) of the rows whose logits are sampled
         count = 0
         for sequence in self._live:
             if sequence.next_token is not None:
                 sampling.append((len(rows), sequence))
-                tokens = [sequence.next_token]
-                rows.append((sequence.seq_id, sequence.position, tokens, True))
-                decoded.append((sequence, tokens))
+                rows.append((sequence.seq_id, sequence.position, [sequence.next_token], True))
                 sequence.position += 1
                 sequence.next_token = None
                 count += 1
-        read = 0
         for sequence in self._live:
             room = self.n_batch - count
             if room == 0:
                 break
             if not sequence.unread:
                 continue
-            chunk, sequence.unread = sequence.unread[:room], sequence.unread[room:]
+            size = room - 1 if len(sequence.unread) == room + 1 else room  # never leave a lone token
+            if size == 0:
+                continue
+            chunk, sequence.unread = sequence.unread[:size], sequence.unread[size:]
             if not sequence.unread:
                 sampling.append((len(rows), sequence))
             rows.append((sequence.seq_id, sequence.position, chunk, not sequence.unread))
-            decoded.append((sequence, chunk))
+            read.append((sequence, chunk))
             sequence.position += len(chunk)
             count += len(chunk)
-            read += len(chunk)
         if not rows:
             return
         try:
@@ -301,9 +304,9 @@ class Scheduler:
             for sequence in [s for s in self._live if s.seq_id in in_batch]:
                 self._fail(sequence, exc)
             return
-        self.prompt_tokens_read += read
-        for sequence, tokens in decoded:
-            sequence.cached += tokens
+        for sequence, chunk in read:
+            sequence.cached += chunk
+            self.prompt_tokens_read += len(chunk)
         if self._stopping:  # close() waits for this step: skip its sampling (a grammar's can take longer than the decode)
             return
         for row, sequence in sampling:

@@ -1,15 +1,21 @@
 """The free slots of a scheduler and what each still holds, so a new job is seated where most of its prompt is
 already decoded.
 
-A slot that served a job keeps its cells: the prompt's and those of the answer tokens that were decoded (every
-generated token but the last). The next turn of a conversation resends all of that as its prompt, so seating it
-in that slot leaves only the new message to read. A slot also keeps the logits after its last prompt's final
-token: a job with exactly that prompt (a retry, a regenerate) samples its first token from them, reading nothing.
+A slot that served a job keeps its prompt's cells. The next turn of a conversation resends that prompt, then the
+answer and the new message, so seating it in that slot leaves only those two to read. The answer's own cells
+are not reused, on purpose: llama.cpp computes the cells of a token decoded alone (as every generated token is)
+slightly differently from the same token read within a prompt (we measured logits up to 0.6 apart on SmolLM2),
+so reusing them would break the promise that a seed gives the same text with or without a cache. A slot also
+keeps the logits after its prompt's final token: a job with exactly that prompt (a retry, a regenerate) samples
+its first token from them, reading nothing.
 
 As in llama-server, a slot is chosen for its prefix only if that covers more than `SIMILARITY` of the prompt,
 else the least recently used one is; unlike it, a slot that would lose more than half of its last prompt is passed
 over for an empty one, so another client's conversation is not evicted for a shared system prompt (a regenerate
 or a next turn keeps all of its last prompt, and stays).
+
+A prompt that is all in a slot's cells without those logits (a shorter one) reads its last token again: that
+token's logits are the first token's distribution.
 """
 
 from __future__ import annotations
@@ -22,8 +28,8 @@ SIMILARITY = 0.1  # llama-server's default --slot-prompt-similarity
 
 @dataclass
 class SlotCache:
-    """What a free slot holds: `tokens` are those whose cells are in the slot, from position 0; `logits` (or None)
-    are the logits after `tokens[:logits_at]`."""
+    """What a free slot holds: `tokens` are those whose cells are in the slot, from position 0 (its last prompt, or
+    what of it was read); `logits` (or None) are the logits after `tokens[:logits_at]`."""
 
     tokens: list[int] = field(default_factory=list)
     logits: object = None

@@ -12,6 +12,7 @@ import uuid
 from typing import Iterator
 
 from jan_server.web import sse
+from jan_server.models import jobs as choices_of
 from jan_server.models.batching import Job
 from jan_server.errors import ApiError, InvalidRequestError
 
@@ -67,7 +68,8 @@ def completion_id() -> str:
     return f"chatcmpl-{uuid.uuid4().hex}"
 
 
-def completion(job: Job, text: str, model: str) -> dict:
+def completion(jobs: list[Job], texts: list[str], model: str) -> dict:
+    """The `chat.completion` of a request's choices (Runner.submit_choices); usage counts every choice."""
     return {
         "id": completion_id(),
         "object": "chat.completion",
@@ -75,36 +77,48 @@ def completion(job: Job, text: str, model: str) -> dict:
         "model": model,
         "choices": [
             {
-                "index": 0,
+                "index": index,
                 "message": {"role": "assistant", "content": text, "refusal": None},
                 "finish_reason": job.finish_reason,
                 "logprobs": None,
             }
+            for index, (job, text) in enumerate(zip(jobs, texts))
         ],
-        "usage": job.usage,
+        "usage": choices_of.usage(jobs),
     }
 
 
-def stream(job: Job, model: str, include_usage: bool = False) -> Iterator[bytes]:
-    """The SSE body: role, content deltas, finish_reason, optional usage, [DONE]; a late error as an `error` event."""
+def stream(jobs: list[Job], model: str, include_usage: bool = False) -> Iterator[bytes]:
+    """The SSE body: each choice's role, then content deltas (each chunk one choice's, with its `index`) and
+    finish_reason as they come, optional usage, [DONE]; a late error as an `error` event."""
     head = {"id": completion_id(), "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
     if include_usage:
         head["usage"] = None
 
-    def chunk(delta: dict, finish_reason: str | None = None) -> bytes:
-        return sse.event({**head, "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}]})
+    def chunk(index: int, delta: dict, finish_reason: str | None = None) -> bytes:
+        return sse.event({**head, "choices": [{"index": index, "delta": delta, "finish_reason": finish_reason, "logprobs": None}]})
 
-    yield chunk({"role": "assistant", "content": "", "refusal": None})
+    for index in range(len(jobs)):
+        yield chunk(index, {"role": "assistant", "content": "", "refusal": None})
+    finished = set()
     try:
-        for text in job:
-            yield chunk({"content": text})
+        for index, text in choices_of.choices(jobs):
+            yield from (chunk(done, {}, jobs[done].finish_reason) for done in _newly_finished(jobs, finished))
+            yield chunk(index, {"content": text})
     except ApiError as exc:
         yield sse.event(exc.to_dict(), "error")
         yield DONE
         return
-    if job.finish_reason is None:  # cancelled: the client is gone
+    if any(job.finish_reason is None for job in jobs):  # cancelled: the client is gone
         return
-    yield chunk({}, job.finish_reason)
+    yield from (chunk(done, {}, jobs[done].finish_reason) for done in _newly_finished(jobs, finished))
     if include_usage:
-        yield sse.event({**head, "choices": [], "usage": job.usage})
+        yield sse.event({**head, "choices": [], "usage": choices_of.usage(jobs)})
     yield DONE
+
+
+def _newly_finished(jobs: list[Job], finished: set[int]) -> list[int]:
+    """The indexes of choices that ended since the last call (each is added to `finished`)."""
+    done = [index for index, job in enumerate(jobs) if job.finish_reason is not None and index not in finished]
+    finished.update(done)
+    return done

