@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 
 import httpx
+import openai
 import pytest
 
 from tests import postgres
@@ -81,4 +82,11 @@ def server(database, live_servers) -> LiveServer:
 def api(server) -> httpx.Client:
     """An HTTP client whose relative URLs are under the server's /v1."""
     with httpx.Client(base_url=server.api_url, timeout=PATIENT) as client:
+        yield client
+
+
+@pytest.fixture()
+def openai_client(server) -> openai.OpenAI:
+    """The official `openai` package pointed at the server (no retries: a failure shows at once)."""
+    with openai.OpenAI(api_key="x", base_url=server.api_url, max_retries=0, timeout=PATIENT) as client:
         yield client

@@ -23,6 +23,12 @@ MAX_TOOLS = 2
 #: The most choices a generated chat request may ask for: the contract server's model runs the default 8
 #: sequences (n_parallel, which the schema cannot know; more is a 400 on `n`).
 MAX_CHOICES = 8
+#: A generated completion's or embedding's most prompts (or inputs), and tokens per token array.
+MAX_PROMPTS = 4
+MAX_PROMPT_TOKENS = 64
+#: The bundled model's vocabulary size and embedding dimension (the schema cannot know them).
+VOCABULARY = 49152
+DIMENSIONS = 576
 #: Nothing listens on the discard port: downloads there fail at once.
 CLOSED_PORT = "127.0.0.1:9"
 _MODELS_SPEC = yaml.safe_load((Path(__file__).parent.parent / "specs" / "models.yaml").read_text())
@@ -44,8 +50,13 @@ def bounded(case) -> None:
     body = case.body
     if not isinstance(body, dict):
         return
-    if case.operation.definition.raw.get("operationId") == "createChatCompletion":
+    operation = case.operation.definition.raw.get("operationId")
+    if operation == "createChatCompletion":
         bounded_chat(body)
+    elif operation == "createCompletion":
+        bounded_completion(body)
+    elif operation == "createEmbedding":
+        bounded_embedding(body)
     url = body.get("source_url")
     if isinstance(url, str) and len(url) <= 4096 and SOURCE_URL.search(url):
         body["source_url"] = urlunsplit(urlsplit(url)._replace(netloc=CLOSED_PORT))
@@ -111,3 +122,41 @@ def consistent_tools(body: dict) -> None:
     top = body.get("top_logprobs")
     if type(top) is int and 0 <= top <= 20 and body.get("logprobs") in (None, False):
         body["logprobs"] = True
+def bounded_completion(body: dict) -> None:
+    """A few tokens out of a few short prompts, in the model's vocabulary; no `suffix` (the bundled model has no
+    FIM tokens), `best_of` and `n` as the server takes them (a valid body may ask for what this model cannot do)."""
+    value = body.get("max_tokens")
+    if value is None or (type(value) is int and MAX_TOKENS < value <= 131072):
+        body["max_tokens"] = MAX_TOKENS
+    suffix = body.get("suffix")
+    if suffix is None or (isinstance(suffix, str) and len(suffix) <= 1_000_000):  # else a negative case: keep it
+        body.pop("suffix", None)
+    n = body.get("n")
+    if type(n) is int and 2 < n <= 128:
+        body["n"] = 2
+    if type(body.get("best_of")) is int and 0 <= body["best_of"] <= 20:
+        body["best_of"] = body.get("n") if type(body.get("n")) is int else 1
+    if "prompt" in body:
+        body["prompt"] = bounded_prompts(body["prompt"], max_items=32)
+
+
+def bounded_embedding(body: dict) -> None:
+    """A few short inputs in the model's vocabulary, and only its own `dimensions`."""
+    if type(body.get("dimensions")) is int and 1 <= body["dimensions"] <= 1048576:
+        body["dimensions"] = DIMENSIONS
+    if "input" in body:
+        body["input"] = bounded_prompts(body["input"], max_items=2048)
+
+
+def bounded_prompts(value, max_items: int):
+    """A prompt or input (a string, token ids, or a list of either, at most `max_items` of them) cut short, its
+    token ids kept in the vocabulary; a value outside the schema (a negative case) stays outside it."""
+    if isinstance(value, str) and len(value) <= 1_000_000:
+        return value[:MAX_CHARS] or value
+    if not isinstance(value, list) or not value or len(value) > 131072:
+        return value
+    if all(type(token) is int and 0 <= token < 2**31 for token in value):
+        return [token % VOCABULARY for token in value[:MAX_PROMPT_TOKENS]]
+    if len(value) <= max_items and all(isinstance(item, (str, list)) for item in value):
+        return [bounded_prompts(item, max_items) for item in value[:MAX_PROMPTS]]
+    return value

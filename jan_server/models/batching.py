@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 
 from jan_server.errors import ConflictError, InvalidRequestError
+from jan_server.models import raw_prompt
 from jan_server.models.jobs import Job, Sampling, choice_jobs
 from jan_server.models.prompt import PromptFormatter
 from jan_server.models.registry import ModelRecord
@@ -36,6 +37,7 @@ class Runner:
         n_batch = max(load_settings["n_batch"], self.n_slots)
         self._closing = threading.Lock()  # held while a request thread tokenizes: close() frees the vocabulary
         self._closed = False
+        self._embedder = None  # opened on the first embedding request (see embedder())
         self.backend = LlamaBackend(model, n_ctx=self.n_ctx, n_slots=self.n_slots, n_batch=n_batch, n_threads=load_settings["n_threads"])
         try:
             self.prompts = PromptFormatter(model, self.n_ctx)
@@ -49,6 +51,7 @@ class Runner:
 
     def prepare(self, messages: list[dict], parameters: dict, tools: list[dict] | None = None) -> Job:
         """Render the chat template (offering `tools`) and tokenize (in the caller's thread); refuse prompts that do not fit."""
+        self._refuse_embedding_only()
         prompt = self.prompts.format(messages, tools)
         sampling = Sampling.from_parameters({**self.record.parameters, **parameters})
         sampling.stop += prompt.stops
@@ -58,6 +61,49 @@ class Runner:
             tokens = self.prompts.tokenize(prompt)
         sampling.max_tokens = min(sampling.max_tokens, self.n_ctx - len(tokens))
         return Job(prompt_tokens=tokens, sampling=sampling)
+
+    # Prompts without a chat template (completions) and embeddings: jan_server.models.raw_prompt and .embedding.
+    def prepare_text(self, prompt: raw_prompt.Prompt, parameters: dict, suffix: str | None = None) -> Job:
+        """Tokenize a raw prompt (text or token ids; with `suffix`, fill-in-the-middle); refuse what does not fit."""
+        self._refuse_embedding_only()
+        sampling = Sampling.from_parameters({**self.record.parameters, **parameters})
+        with self._closing:
+            self._refuse_closed()
+            tokens = raw_prompt.tokens_of(self.model, prompt, param="prompt") or [raw_prompt.start_token(self.model)]
+            if suffix is not None:
+                tokens = raw_prompt.fill_in_the_middle(self.model, tokens, raw_prompt.tokens_of(self.model, suffix, param="suffix"))
+        raw_prompt.fits(tokens, self.n_ctx, param="prompt", room=1)
+        sampling.max_tokens = min(sampling.max_tokens, self.n_ctx - len(tokens))
+        return Job(prompt_tokens=tokens, sampling=sampling)
+
+    def detokenize(self, tokens: list[int]) -> str:
+        with self._closing:
+            self._refuse_closed()
+            return self.model.detokenize(tokens, special=True).decode("utf-8", errors="replace")
+
+    def embedder(self):
+        """The model's embedding context (jan_server.models.embedding.Embedder), opened on first use."""
+        from jan_server.models.embedding import Embedder
+
+        with self._closing:
+            self._refuse_closed()
+            if self._embedder is None:
+                try:
+                    self._embedder = Embedder(self.model, model_id=self.record.id, n_ctx=self.n_ctx, n_threads=self.load_settings["n_threads"])
+                except ValueError as exc:
+                    raise ConflictError(f"Could not open model '{self.record.id}' for embeddings: {exc}", code="model_load_failed") from None
+            return self._embedder
+
+    def _refuse_closed(self) -> None:
+        if self._closed:
+            raise ConflictError(f"Model '{self.record.id}' is stopping.", param="model", code="model_stopping")
+
+    def _refuse_embedding_only(self) -> None:
+        """A model whose settings say `embedding: true` embeds only: generating text on it is a 400."""
+        if self.record.settings.get("embedding"):
+            raise InvalidRequestError(
+                f"Model '{self.record.id}' is an embedding model: use it with /v1/embeddings.", param="model", code="model_not_supported"
+            )
 
     def submit(self, job: Job) -> Job:
         self.usage.watch(self.record.id, job)
@@ -81,4 +127,6 @@ class Runner:
                 return
             self._closed = True
         self.scheduler.close()  # the thread has ended: nothing uses the context any more
+        if self._embedder is not None:
+            self._embedder.close()  # waits for an embedding under way
         self.backend.close()
