@@ -157,11 +157,32 @@ def test_what_the_engine_cannot_do_is_a_400_naming_the_field(api, extra, param, 
 
 @pytest.mark.parametrize(
     ("extra", "param"),
-    [({"logprobs": 1}, "logprobs"), ({"logprobs": 0}, "logprobs"), ({"logit_bias": {"50": 5}}, "logit_bias"), ({"prompt": []}, "prompt"), ({"max_tokens": 0}, "max_tokens")],
+    [({"logprobs": 6}, "logprobs"), ({"logprobs": -1}, "logprobs"), ({"logit_bias": {"50": 5}}, "logit_bias"), ({"prompt": []}, "prompt"), ({"max_tokens": 0}, "max_tokens")],
 )
 def test_unsupported_or_malformed_fields_are_refused_by_the_spec(api, extra, param):
     error = assert_openai_error(api.post("/completions", json={"model": MODEL, "prompt": PROMPT, **extra}), 400)
     assert error["param"].startswith(param)
+
+
+def test_logprobs_score_every_generated_token_plain_and_streamed(openai_client, api, llama):
+    completion = openai_client.completions.create(model=MODEL, prompt=PROMPT, logprobs=3, **GREEDY)
+    assert_valid(completion.model_dump(mode="json", exclude_unset=True), "CreateCompletionResponse")
+    (choice,) = completion.choices
+    scored = choice.logprobs
+    assert "".join(scored.tokens) == choice.text and len(scored.tokens) == completion.usage.completion_tokens
+    assert scored.text_offset == [sum(map(len, scored.tokens[:i])) for i in range(len(scored.tokens))]
+    for token, logprob, top in zip(scored.tokens, scored.token_logprobs, scored.top_logprobs):
+        assert len(top) == 3 and logprob <= 0
+        assert max(top.values()) == pytest.approx(logprob) and top[token] == pytest.approx(logprob)  # greedy: the likeliest
+    streamed = [payload["choices"][0]["logprobs"] for payload in sse_payloads(api, {"model": MODEL, "prompt": PROMPT, "logprobs": 3, **GREEDY}) if payload["choices"]]
+    assert sum((block["tokens"] for block in streamed), []) == scored.tokens
+    assert sum((block["text_offset"] for block in streamed), []) == scored.text_offset
+    assert sum((block["token_logprobs"] for block in streamed), []) == pytest.approx(scored.token_logprobs, abs=1e-6)
+
+
+def test_logprobs_with_echo_is_a_400(api):
+    error = assert_openai_error(api.post("/completions", json={"model": MODEL, "prompt": PROMPT, "logprobs": 1, "echo": True, "max_tokens": 2}), 400)
+    assert (error["param"], error["code"]) == ("echo", "unsupported_parameter")
 
 
 def test_best_of_equal_to_n_and_labels_are_accepted(openai_client):

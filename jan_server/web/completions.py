@@ -19,6 +19,7 @@ from jan_server.errors import ApiError, InvalidRequestError
 from jan_server.models import jobs
 from jan_server.models import raw_prompt
 from jan_server.models.batching import Job, Runner
+from jan_server.models.jobs import TokenLogprob
 from jan_server.web import sse
 from jan_server.web.chat import DONE
 
@@ -37,6 +38,7 @@ def parameters_of(body: dict) -> dict:
     """The generation parameters given (the model's defaults fill the rest), `max_tokens` defaulting as on OpenAI."""
     given = {name: body.get(name) for name in ("temperature", "top_p", "presence_penalty", "frequency_penalty", "seed", "stop")}
     given["max_tokens"] = body.get("max_tokens") or DEFAULT_MAX_TOKENS
+    given["logprobs"] = body.get("logprobs")
     return {name: value for name, value in given.items() if value is not None}
 
 
@@ -56,6 +58,8 @@ def start(runner: Runner, body: dict, cancelled: threading.Event) -> Groups:
     """Tokenize every prompt, then submit each as a group of `n` choices; if one is refused (more than
     n_parallel: 400, a full queue: 429), the groups already submitted are cancelled."""
     n = choices_per_prompt(body)
+    if body.get("echo") and body.get("logprobs") is not None:
+        raise InvalidRequestError("logprobs with echo is not supported: the prompt's tokens are not scored.", param="echo", code="unsupported_parameter")
     prepared = [runner.prepare_text(prompt, parameters_of(body), suffix=body.get("suffix")) for prompt in prompts_of(body)]
     groups: Groups = []
     for job in prepared:
@@ -87,6 +91,20 @@ def usage(groups: Groups) -> dict:
     return {key: sum(count[key] for count in counts) for key in ("prompt_tokens", "completion_tokens", "total_tokens")}
 
 
+def logprobs_block(job: Job, entries: list[TokenLogprob], offset: int) -> dict | None:
+    """OpenAI's legacy logprobs of a choice's `entries`, whose text starts at `offset` in the choice's text."""
+    if job.sampling.logprobs is None:
+        return None
+    tokens = [entry.token.decode("utf-8", errors="replace") for entry in entries]
+    offsets = [offset + sum(map(len, tokens[:index])) for index in range(len(tokens))]
+    return {
+        "tokens": tokens,
+        "token_logprobs": [entry.logprob for entry in entries],
+        "top_logprobs": [{token.decode("utf-8", errors="replace"): logprob for token, logprob in entry.top} for entry in entries],
+        "text_offset": offsets,
+    }
+
+
 def completion_id() -> str:
     return f"cmpl-{uuid.uuid4().hex}"
 
@@ -105,7 +123,7 @@ def completion(groups: Groups, echoed: list[str], model: str) -> dict:
         "created": int(time.time()),
         "model": model,
         "choices": [
-            {"index": index, "text": text, "logprobs": None, "finish_reason": job.finish_reason}
+            {"index": index, "text": text, "logprobs": logprobs_block(job, job.logprobs, 0), "finish_reason": job.finish_reason}
             for index, (text, job) in enumerate(flat)
         ],
         "usage": usage(groups),
@@ -120,9 +138,14 @@ def stream(groups: Groups, echoed: list[str], model: str, include_usage: bool = 
     if include_usage:
         head["usage"] = None
     n = len(groups[0])
+    sent = {}  # choice index -> (logprobs entries sent, length of their tokens' text)
 
     def chunk(index: int, text: str, finish_reason: str | None = None) -> bytes:
-        return sse.event({**head, "choices": [{"index": index, "text": text, "logprobs": None, "finish_reason": finish_reason}]})
+        job = groups[index // n][index % n]
+        entries, offset = sent.get(index, (0, 0))
+        logprobs = logprobs_block(job, job.logprobs[entries:], offset)
+        sent[index] = (len(job.logprobs), offset + (sum(map(len, logprobs["tokens"])) if logprobs else 0))
+        return sse.event({**head, "choices": [{"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish_reason}]})
 
     for prompt, echo in enumerate(echoed):
         for j in range(n if echo else 0):
