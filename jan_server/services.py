@@ -1,4 +1,5 @@
-"""The domain objects one server holds, built from Settings: the store, and the model service with its registry and downloads."""
+"""The domain objects one server holds, built from Settings: the store, the model service with its registry and
+downloads, and the responses service on both."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from dataclasses import dataclass
 from jan_server.models.downloads import DownloadManager, resume_interrupted
 from jan_server.models.lifecycle import ModelManager
 from jan_server.models.registry import Registry
+from jan_server.responses.service import ResponseService
 from jan_server.settings import Settings
 from jan_server.storage.store import Store
 
@@ -18,6 +20,7 @@ class Services:
     registry: Registry
     models: ModelManager
     downloads: DownloadManager
+    responses: ResponseService
 
     @classmethod
     def open(cls, settings: Settings) -> "Services":
@@ -25,7 +28,10 @@ class Services:
         registry = Registry(settings.models_dir)
         downloads = DownloadManager()
         models = ModelManager(registry, n_threads=settings.n_threads, max_queued_requests=settings.max_queued_requests, downloads=downloads)
-        return cls(settings=settings, store=Store.open(settings.sqlalchemy_url), registry=registry, models=models, downloads=downloads)
+        store = Store.open(settings.sqlalchemy_url)
+        responses = ResponseService(store, models)
+        responses.fail_interrupted()  # before any request: a new background response is not one a stop left
+        return cls(settings=settings, store=store, registry=registry, models=models, downloads=downloads, responses=responses)
 
     def start(self) -> None:
         """Start background work (called once the server is up): resume the downloads a stop interrupted."""
@@ -34,4 +40,5 @@ class Services:
     def close(self) -> None:
         self.downloads.close()
         self.models.close()
+        self.responses.close()  # after the models: their close cancels the background jobs
         self.store.close()

@@ -6,14 +6,14 @@ The spec has already validated types and ranges; this module maps what is left.
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from typing import Iterator
 
 from jan_server.web import sse
 from jan_server.models.batching import Job
-from jan_server.errors import ApiError, InvalidRequestError
+from jan_server.models.grammar import grammar_of
+from jan_server.errors import ApiError
 
 DONE = b"data: [DONE]\n\n"
 
@@ -43,24 +43,6 @@ def parameters_of(body: dict) -> dict:
         "grammar": grammar_of(body.get("response_format")),
     }
     return {name: value for name, value in given.items() if value is not None}
-
-
-def grammar_of(response_format: dict | None) -> str | None:
-    """GBNF that constrains the output to JSON (any object, or the given JSON schema)."""
-    from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
-
-    kind = (response_format or {}).get("type", "text")
-    if kind == "text":
-        return None
-    schema = (response_format.get("json_schema") or {}).get("schema") if kind == "json_schema" else None
-    if schema is None:
-        return JSON_GBNF
-    try:
-        return json_schema_to_gbnf(json.dumps(schema))
-    except Exception as exc:  # the converter raises bare Exceptions and KeyErrors on schemas it cannot handle
-        raise InvalidRequestError(
-            f"Unsupported JSON schema: {exc}", param="response_format.json_schema.schema", code="invalid_json_schema"
-        ) from None
 
 
 def completion_id() -> str:
