@@ -19,7 +19,8 @@ STATUS = {"stop": "completed", "length": "incomplete", None: "cancelled"}
 
 
 def response_object(response_id: str, body: dict, job: Job, conversation_id: str | None) -> dict:
-    """A new response, in progress, echoing the request's settings as OpenAI's Response object does."""
+    """A new response, in progress, echoing the request's settings as OpenAI's Response object does (`usage`
+    comes once it ends: OpenAI's schema has no null for it)."""
     return {
         "id": response_id,
         "object": "response",
@@ -44,7 +45,6 @@ def response_object(response_id: str, body: dict, job: Job, conversation_id: str
         "tool_choice": body.get("tool_choice") or "auto",
         "tools": body.get("tools") or [],
         "truncation": body.get("truncation") or "disabled",
-        "usage": None,
         "metadata": body.get("metadata") or {},
     }
 
