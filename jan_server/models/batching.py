@@ -45,9 +45,9 @@ class Runner:
     def stats(self) -> dict:
         return {**self.load_settings, **self.scheduler.stats()}
 
-    def prepare(self, messages: list[dict], parameters: dict) -> Job:
-        """Render the chat template and tokenize (in the caller's thread); refuse prompts that do not fit."""
-        prompt = self.prompts.format(messages)
+    def prepare(self, messages: list[dict], parameters: dict, tools: list[dict] | None = None) -> Job:
+        """Render the chat template (offering `tools`) and tokenize (in the caller's thread); refuse prompts that do not fit."""
+        prompt = self.prompts.format(messages, tools)
         sampling = Sampling.from_parameters({**self.record.parameters, **parameters})
         sampling.stop += prompt.stops
         with self._closing:

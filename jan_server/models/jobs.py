@@ -6,7 +6,7 @@ from __future__ import annotations
 import queue
 import threading
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Callable, Iterator, NamedTuple
 
 from jan_server.errors import ServerError
 
@@ -29,6 +29,8 @@ class Sampling:
     seed: int | None
     stop: list[str]
     grammar: str | None
+    grammar_triggers: list[str] = field(default_factory=list)  # regexes: the grammar applies once one matches (lazy)
+    logprobs: int | None = None  # how many top alternatives to report per token; None: no logprobs at all
 
     @classmethod
     def from_parameters(cls, parameters: dict) -> "Sampling":
@@ -44,12 +46,23 @@ class Sampling:
             seed=parameters.get("seed"),
             stop=[stop] if isinstance(stop, str) else list(stop),
             grammar=parameters.get("grammar"),
+            grammar_triggers=list(parameters.get("grammar_triggers") or []),
+            logprobs=parameters.get("logprobs"),
         )
+
+
+class TokenLogprob(NamedTuple):
+    """A generated token's log-probability and the `top` most likely tokens at its place (bytes, logprob)."""
+
+    token: bytes
+    logprob: float
+    top: list[tuple[bytes, float]]
 
 
 @dataclass
 class Job:
-    """One generation: the scheduler puts ("delta", text), then ("done", finish_reason) or ("error", ApiError).
+    """One generation: the scheduler puts ("delta", text), then ("done", finish_reason) or ("error", ApiError);
+    with `sampling.logprobs`, a ("logprob", TokenLogprob) before each token's text (collected in `logprobs`).
 
     `cancelled` is anything with `is_set()` (the chat handler puts its disconnect flag there); `alive` tells whether
     the scheduler thread still runs (set by the scheduler on submit)."""
@@ -60,6 +73,7 @@ class Job:
     events: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
     completion_tokens: int = 0
     finish_reason: str | None = None
+    logprobs: list[TokenLogprob] = field(default_factory=list)
     alive: Callable[[], bool] = field(default=lambda: True, repr=False)
 
     @property
@@ -83,6 +97,8 @@ class Job:
                 raise ServerError("The model's scheduler stopped without finishing this generation.", code="scheduler_failed") from None
             if kind == "delta":
                 yield value
+            elif kind == "logprob":
+                self.logprobs.append(value)
             elif kind == "done":
                 self.finish_reason = value
                 return

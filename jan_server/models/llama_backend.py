@@ -18,7 +18,7 @@ import numpy as np
 from llama_cpp._internals import LlamaSampler, LlamaTokenDataArray
 from llama_cpp.llama_grammar import LlamaGrammar
 
-from jan_server.models.jobs import Sampling
+from jan_server.models.jobs import Sampling, TokenLogprob
 from jan_server.models.scheduler import Row
 
 PENALTY_LAST_N = 64  # llama_cpp.Llama's default window for presence/frequency penalties
@@ -74,8 +74,7 @@ class LlamaBackend:
         try:
             chain.add_penalties(self.n_vocab, PENALTY_LAST_N, 1.0, sampling.frequency_penalty, sampling.presence_penalty)
             if sampling.grammar:
-                grammar = LlamaGrammar.from_string(sampling.grammar, verbose=False)
-                sampler = llama_cpp.llama_sampler_init_grammar(self.vocab, grammar._grammar.encode(), grammar._root.encode())
+                sampler = self._grammar_sampler(sampling)
                 if not sampler:
                     raise ValueError("the grammar could not be parsed")
                 llama_cpp.llama_sampler_chain_add(chain.sampler, sampler)
@@ -91,6 +90,24 @@ class LlamaBackend:
             chain.close()
             raise
         return chain
+
+    def _grammar_sampler(self, sampling: Sampling):
+        """The grammar stage; with triggers, lazy: it constrains the text from a trigger's match on."""
+        grammar = LlamaGrammar.from_string(sampling.grammar, verbose=False)
+        text, root = grammar._grammar.encode(), grammar._root.encode()
+        if not sampling.grammar_triggers:
+            return llama_cpp.llama_sampler_init_grammar(self.vocab, text, root)
+        patterns = (ctypes.c_char_p * len(sampling.grammar_triggers))(*(p.encode() for p in sampling.grammar_triggers))
+        return llama_cpp.llama_sampler_init_grammar_lazy_patterns(self.vocab, text, root, patterns, len(patterns), None, 0)
+
+    def logprobs(self, logits, token: int, top: int) -> TokenLogprob:
+        """The token's log-softmax over `logits` (a row's, before any sampler touched them) and the `top` best."""
+        logits = np.asarray(logits, dtype=np.float64)
+        shifted = logits - logits.max()
+        logprobs = shifted - np.log(np.exp(shifted).sum())
+        best = np.argpartition(-logprobs, top)[:top] if top else []
+        best = sorted(best, key=lambda index: -logprobs[index])
+        return TokenLogprob(self.piece(token), float(logprobs[token]), [(self.piece(int(i)), float(logprobs[i])) for i in best])
 
     def free_sampler(self, sampler) -> None:
         sampler.close()

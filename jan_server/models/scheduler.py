@@ -26,7 +26,7 @@ import threading
 from typing import Protocol
 
 from jan_server.errors import ApiError, ConflictError, RateLimitError, ServerError, UnavailableError
-from jan_server.models.jobs import Job, Sampling
+from jan_server.models.jobs import Job, Sampling, TokenLogprob
 from jan_server.models.stops import StopMatcher
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,9 @@ class Backend(Protocol):
 
     def sample_cached(self, sampler: object, logits: object) -> int:
         """The same from logits copied earlier with `logits`."""
+
+    def logprobs(self, logits: object, token: int, top: int) -> TokenLogprob:
+        """The token's log-softmax over logits copied with `logits`, and the `top` most likely tokens'."""
 
     def piece(self, token: int) -> bytes: ...
 
@@ -208,7 +211,7 @@ class Scheduler:
             return
         self.backend.clear(sequence.seq_id, len(tokens))  # drop the last answer, keep the prompt
         sequence.unread, sequence.position, sequence.prompt_logits = [], len(tokens), logits
-        self._take(sequence, self.backend.sample_cached(sequence.sampler, logits))
+        self._take(sequence, self.backend.sample_cached(sequence.sampler, logits), logits)
 
     def _step(self) -> None:
         """One decode: every generating sequence's next token, then prompt chunks with what room is left."""
@@ -252,17 +255,21 @@ class Scheduler:
             try:
                 if sequence.prompt_logits is None:
                     sequence.prompt_logits = self.backend.logits(row)
-                self._take(sequence, self.backend.sample(sequence.sampler, row))
+                logits = self.backend.logits(row) if sequence.job.sampling.logprobs is not None else None
+                self._take(sequence, self.backend.sample(sequence.sampler, row), logits)
             except Exception as exc:
                 self._fail(sequence, exc)
 
-    def _take(self, sequence: Sequence, token: int) -> None:
-        """Deliver one sampled token's text, or finish the sequence (end of generation, stop string, length)."""
+    def _take(self, sequence: Sequence, token: int, logits: object = None) -> None:
+        """Deliver one sampled token's text (and its logprobs, when the job asks, from the `logits` it was sampled
+        from), or finish the sequence (end of generation, stop string, length)."""
         job = sequence.job
         if job.cancelled.is_set():
             return self._retire(sequence, None)
         if self.backend.is_eog(token):
             return self._retire(sequence, "stop")
+        if job.sampling.logprobs is not None:
+            job.events.put(("logprob", self.backend.logprobs(logits, token, job.sampling.logprobs)))
         job.completion_tokens += 1
         self.generated_tokens += 1
         text, stopped = sequence.stops.feed(sequence.decoder.decode(self.backend.piece(token)))

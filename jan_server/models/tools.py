@@ -1,0 +1,239 @@
+"""Tool (function) calling on local models, free of HTTP: what a request's tools mean for one generation
+(`plan`), the prompt that offers them (`prompt_messages`), the grammar that makes a call valid, and the parser
+that turns the model's output, whole or streamed, back into calls (`ToolCallParser`).
+
+Calls are written as Hermes/Qwen-style blocks, which models trained for tools emit themselves:
+
+    <tool_call>
+    {"name": "get_weather", "arguments": {"city": "Paris"}}
+    </tool_call>
+
+For `required` and a named function the grammar holds from the first token, so the reply is one call (named) or
+up to MAX_CALLS calls (`required`; one without `parallel_tool_calls`) whose arguments validate against the
+function's parameters. For `auto` the same grammar is lazy: the model writes text freely, and once it writes
+TRIGGER the grammar completes the call it started.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Iterator, NamedTuple
+
+from jan_server.errors import InvalidRequestError
+
+TRIGGER = "<tool_call>"
+END = "</tool_call>"
+#: Calls one reply may hold with `parallel_tool_calls`: the grammar must end somewhere, and a small model left
+#: unbounded may repeat its call until the token limit.
+MAX_CALLS = 4
+#: The lazy grammar's trigger: llama.cpp matches it against the whole output so far and applies the grammar from
+#: its first group on.
+TRIGGER_PATTERN = r"[\s\S]*?(" + re.escape(TRIGGER) + r")[\s\S]*"
+
+INSTRUCTIONS = (
+    "You may call one or more functions to assist with the user query. You are provided with function "
+    "signatures within <tools></tools> XML tags:\n<tools>\n{tools}\n</tools>\n\n"
+    "For each function call, return a json object with function name and arguments within "
+    "<tool_call></tool_call> XML tags:\n<tool_call>\n"
+    '{{"name": <function-name>, "arguments": <args-json-object>}}\n</tool_call>'
+)
+
+
+class ToolCall(NamedTuple):
+    id: str
+    name: str
+    arguments: str  # a JSON object, as written by the model
+
+
+@dataclass
+class ToolPlan:
+    """How one generation may call tools: `grammar` (GBNF) constrains the calls; when `lazy`, only from TRIGGER on."""
+
+    tools: list[dict]  # OpenAI tool objects, {"type": "function", "function": {...}}
+    grammar: str
+    lazy: bool
+
+    def parameters(self) -> dict:
+        """The generation parameters that apply it (Runner.prepare's `grammar`, `grammar_triggers`)."""
+        return {"grammar": self.grammar, "grammar_triggers": [TRIGGER_PATTERN] if self.lazy else []}
+
+
+def call_id() -> str:
+    return f"call_{uuid.uuid4().hex[:24]}"
+
+
+def plan(tools: list[dict] | None, tool_choice: str | dict | None = None, parallel_tool_calls: bool | None = True) -> ToolPlan | None:
+    """What `tools` + `tool_choice` ask of this generation; None when no tool may be called (no tools, `none`).
+
+    Raises InvalidRequestError (param `tool_choice`) for a named function that is not in `tools`, and (param
+    `tools`) for parameters the grammar cannot express."""
+    if not tools or tool_choice == "none":
+        return None
+    choice = tool_choice or "auto"
+    functions = [tool["function"] for tool in tools]
+    if isinstance(choice, dict):
+        name = choice["function"]["name"]
+        functions = [function for function in functions if function["name"] == name]
+        if not functions:
+            raise InvalidRequestError(f"Tool choice '{name}' is not one of the functions in `tools`.", param="tool_choice")
+    most = 1 if isinstance(choice, dict) or parallel_tool_calls is False else MAX_CALLS
+    return ToolPlan(tools=tools, grammar=call_grammar(functions, most), lazy=choice == "auto")
+
+
+def call_grammar(functions: list[dict], most: int = 1) -> str:
+    """GBNF for 1..`most` call blocks, each naming one of `functions` with arguments that match its parameters."""
+    from llama_cpp.llama_grammar import SchemaConverter
+
+    converter = SchemaConverter(prop_order={"name": 0, "arguments": 1}, allow_fetch=False, dotall=False, raw_pattern=False)
+    calls = []
+    try:
+        for function in functions:
+            # each schema's own `#/...` refs resolve against that schema, so resolve them before wrapping it
+            parameters = converter.resolve_refs(function.get("parameters") or {"type": "object"}, f"tool:{function['name']}")
+            calls.append({
+                "type": "object",
+                "properties": {"name": {"const": function["name"]}, "arguments": parameters},
+                "required": ["name", "arguments"],
+                "additionalProperties": False,
+            })
+        converter.visit(calls[0] if len(calls) == 1 else {"anyOf": calls}, "call")
+        rules = converter.format_grammar()
+    except Exception as exc:  # the converter raises bare Exceptions and KeyErrors on schemas it cannot handle
+        raise InvalidRequestError(f"Unsupported function parameters: {exc}", param="tools", code="invalid_function_parameters") from None
+    block = f'"{TRIGGER}\\n" space call space "\\n{END}"'
+    more = f' ("\\n" {block}){{0,{most - 1}}}' if most > 1 else ""
+    return f"{rules}\nroot ::= {block}{more}\n"
+
+
+def prompt_messages(messages: list[dict], tools: list[dict] | None) -> list[dict]:
+    """The chat for a template that knows nothing of tools: the tools described in the system message, earlier
+    calls written as call blocks, tool results as user turns in <tool_response> tags."""
+    out = []
+    for message in messages:
+        role, content = message["role"], message.get("content") or ""
+        if role == "assistant" and message.get("tool_calls"):
+            blocks = [block(call["function"]["name"], call["function"]["arguments"]) for call in message["tool_calls"]]
+            content = "\n".join(([content] if content else []) + blocks)
+        elif role == "tool":
+            role, content = "user", f"<tool_response>\n{content}\n</tool_response>"
+        out.append({"role": role, "content": content})
+    if tools:
+        listed = "\n".join(json.dumps(tool, ensure_ascii=False) for tool in tools)
+        instructions = INSTRUCTIONS.format(tools=listed)
+        if out and out[0]["role"] == "system":
+            out[0] = {"role": "system", "content": f"{out[0]['content']}\n\n{instructions}"}
+        else:
+            out.insert(0, {"role": "system", "content": instructions})
+    return out
+
+
+def block(name: str, arguments: str) -> str:
+    """One call as the model writes it."""
+    try:
+        arguments = json.dumps(json.loads(arguments), ensure_ascii=False)
+    except ValueError:
+        pass  # history is the client's: show it as it came
+    return f'{TRIGGER}\n{{"name": {json.dumps(name, ensure_ascii=False)}, "arguments": {arguments}}}\n{END}'
+
+
+_HEAD = re.compile(r'\s*\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"\s*,\s*"arguments"\s*:\s*')
+
+
+class ToolCallParser:
+    """Reads the model's output as it streams and tells text from calls.
+
+    `feed(text)` yields events: ("content", text) for text outside calls (none after the first call), ("call",
+    index, id, name) once a call's name is read, ("arguments", index, fragment) for the pieces of its arguments.
+    `close()` yields what was held back. `calls` holds the completed calls."""
+
+    def __init__(self):
+        self.calls: list[ToolCall] = []
+        self._buffer = ""
+        self._state = "text"  # text -> head -> arguments -> tail -> text ...
+        self._current: dict = {}
+        self._depth = 0
+        self._in_string = False
+        self._escaped = False
+
+    def feed(self, text: str) -> Iterator[tuple]:
+        self._buffer += text
+        while True:
+            step = getattr(self, f"_{self._state}")()
+            if step is None:
+                return
+            yield from step
+
+    def close(self) -> Iterator[tuple]:
+        rest, self._buffer = self._buffer, ""
+        if self._state == "text" and rest and not self.calls:
+            yield ("content", rest)
+
+    def _text(self):
+        start = self._buffer.find(TRIGGER)
+        if start < 0:
+            hold = next((size for size in range(min(len(TRIGGER) - 1, len(self._buffer)), 0, -1) if self._buffer.endswith(TRIGGER[:size])), 0)
+            cut = len(self._buffer) - hold
+            text, self._buffer = self._buffer[:cut], self._buffer[cut:]
+            return [("content", text)] if text and not self.calls else None
+        text, self._buffer, self._state = self._buffer[:start], self._buffer[start + len(TRIGGER):], "head"
+        return [("content", text)] if text and not self.calls else []
+
+    def _head(self):
+        match = _HEAD.match(self._buffer)
+        if not match:
+            return None
+        name = json.loads(f'"{match.group(1)}"')
+        self._current = {"id": call_id(), "name": name, "arguments": ""}
+        self._buffer, self._state = self._buffer[match.end():], "arguments"
+        self._depth, self._in_string, self._escaped = 0, False, False
+        return [("call", len(self.calls), self._current["id"], name)]
+
+    def _arguments(self):
+        if not self._current["arguments"]:
+            self._buffer = self._buffer.lstrip()  # the grammar allows a space before the object
+        if not self._buffer:
+            return None
+        end = None
+        for position, char in enumerate(self._buffer):
+            if self._in_string:
+                if self._escaped:
+                    self._escaped = False
+                elif char == "\\":
+                    self._escaped = True
+                elif char == '"':
+                    self._in_string = False
+            elif char == '"':
+                self._in_string = True
+            elif char in "{[":
+                self._depth += 1
+            elif char in "}]":
+                self._depth -= 1
+                if self._depth == 0:
+                    end = position + 1
+                    break
+        cut = len(self._buffer) if end is None else end
+        fragment, self._buffer = self._buffer[:cut], self._buffer[cut:]
+        self._current["arguments"] += fragment
+        if end is not None:
+            self._state = "tail"
+        return [("arguments", len(self.calls), fragment)]
+
+    def _tail(self):
+        end = self._buffer.find(END)
+        if end < 0:
+            return None
+        self.calls.append(ToolCall(**self._current))
+        self._buffer, self._state = self._buffer[end + len(END):], "text"
+        return []
+
+
+def parse(text: str) -> tuple[str | None, list[ToolCall]]:
+    """A whole output's completed calls, and its text: None beside calls, all of it (a cut-off call too) without."""
+    parser = ToolCallParser()
+    list(parser.feed(text))  # the events are for streams; `calls` is what is wanted here
+    if parser.calls:
+        return None, parser.calls
+    return (text if text.strip() else None), []
