@@ -20,6 +20,8 @@ YES_NO = {"type": "json_schema", "name": "answer", "schema": {
 #: A format the model cannot finish within a few tokens (at least 120 numbers).
 ENDLESS = {"type": "json_schema", "name": "numbers", "schema": {
     "type": "object", "properties": {"numbers": {"type": "array", "items": {"type": "integer"}, "minItems": 120}}, "required": ["numbers"]}}
+WEATHER = {"type": "function", "name": "get_weather", "description": "The current weather in a city.",
+           "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20}}, "required": ["city"]}}
 #: How long a background response may take to reach a state on a loaded 2-core machine; a limit for a hang only.
 SETTLE_S = 300
 
@@ -199,7 +201,8 @@ def test_truncation(client):
 
 
 @pytest.mark.parametrize("fields, param", [
-    ({"tools": [{"type": "function", "name": "f", "parameters": {}}]}, "tools"),
+    ({"tools": [WEATHER], "tool_choice": {"type": "function", "name": "get_time"}}, "tool_choice"),
+    ({"input": [{"type": "function_call_output", "call_id": "call_nowhere", "output": "18 C"}]}, "input"),
     ({"max_output_tokens": 0}, "max_output_tokens"),
     ({"input": []}, "input"),
 ])
@@ -222,3 +225,41 @@ def test_unknown_ids_are_404s(client):
     with pytest.raises(openai.NotFoundError) as missing:
         client.responses.cancel("resp_missing")
     assert missing.value.body["code"] == "response_not_found"
+
+
+def test_a_required_function_call_answered_with_its_output(client):
+    called = create(client, input="What is the weather in Paris?", tools=[WEATHER], tool_choice="required", max_output_tokens=64)
+    assert called.status == "completed"
+    calls = [item for item in called.output if item.type == "function_call"]
+    assert calls and all(call.name == "get_weather" and call.call_id.startswith("call_") for call in calls)
+    assert isinstance(json.loads(calls[0].arguments)["city"], str)
+    assert called.tools[0].name == "get_weather" and called.tool_choice == "required"
+    answered = create(client, previous_response_id=called.id, tools=[WEATHER], max_output_tokens=32, input=[
+        {"type": "function_call_output", "call_id": call.call_id, "output": json.dumps({"temperature_c": 18})} for call in calls])
+    assert answered.status in ("completed", "incomplete") and answered.usage.input_tokens > called.usage.input_tokens
+    listed = client.responses.input_items.with_raw_response.list(answered.id)
+    assert_valid("ResponseItemList", listed.http_response.json())
+    assert {item.call_id for item in listed.parse().data} == {call.call_id for call in calls}
+
+
+def test_a_streamed_function_call(server, client):
+    body = {"model": MODEL, "input": "What is the weather in Rome?", "tools": [WEATHER], "parallel_tool_calls": False,
+            "tool_choice": {"type": "function", "name": "get_weather"}, "max_output_tokens": 64, "stream": True}
+    events = []
+    with httpx.stream("POST", f"{server.api_url}/responses", json=body, timeout=PATIENT) as stream:
+        events = [json.loads(line[6:]) for line in stream.iter_lines() if line.startswith("data: ")]
+    for event in events:
+        assert_valid("ResponseStreamEvent", event)
+    kinds = [event["type"] for event in events]
+    deltas = kinds.count("response.function_call_arguments.delta")
+    assert deltas >= 1 and kinds == [
+        "response.created", "response.in_progress", "response.output_item.added",
+        *["response.function_call_arguments.delta"] * deltas,
+        "response.function_call_arguments.done", "response.output_item.done", "response.completed",
+    ]
+    arguments = "".join(event["delta"] for event in events if event["type"] == "response.function_call_arguments.delta")
+    call = events[-1]["response"]["output"][0]
+    assert call["type"] == "function_call" and call["arguments"] == arguments and json.loads(arguments)["city"]
+    with client.responses.stream(model=MODEL, input="What is the weather in Oslo?", tools=[WEATHER], tool_choice="required", max_output_tokens=64) as sdk_stream:
+        final = sdk_stream.get_final_response()
+    assert final.output[0].type == "function_call" and json.loads(final.output[0].arguments)["city"]

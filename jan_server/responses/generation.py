@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from jan_server.errors import ApiError
+from jan_server.models import tools
 from jan_server.models.jobs import Job
 from jan_server.responses import items
 from jan_server.storage.records import new_id
@@ -43,7 +44,7 @@ def response_object(response_id: str, body: dict, job: Job, conversation_id: str
         "top_p": job.sampling.top_p,
         "text": {"format": (body.get("text") or {}).get("format") or {"type": "text"}},
         "tool_choice": body.get("tool_choice") or "auto",
-        "tools": body.get("tools") or [],
+        "tools": [{"type": "function", "description": None, "parameters": None, "strict": None, **tool} for tool in body.get("tools") or []],
         "truncation": body.get("truncation") or "disabled",
         "metadata": body.get("metadata") or {},
     }
@@ -62,38 +63,84 @@ def usage_of(job: Job) -> dict:
 
 @dataclass
 class Generation:
-    """A response being generated. `texts()` yields its text as it comes; `finish()` or `fail()` gives the final
-    object and stores it (when `store`; a conversation gets the input and output appended either way)."""
+    """A response being generated. `outputs()` yields its output as it comes; `finish()` or `fail()` gives the
+    final object and stores it (when `store`; a conversation gets the input and output appended either way).
+
+    With a tool plan (jan_server.models.tools) the model's text is read as message text and function calls: the
+    message (if it has any text) comes first, then the calls, in order."""
 
     response: dict
     job: Job
     input_items: list[dict]
     store: Store
+    plan: tools.ToolPlan | None = None
     on_first_text: Callable[["Generation"], None] | None = None
     message_id: str = field(default_factory=lambda: new_id("msg_"))
-    text: str = ""
+    text: str = ""  # the message's text
+    raw: str = ""  # all the model wrote
+    calls: list[dict] = field(default_factory=list)  # the function_call items, as they stream
+
+    def __post_init__(self):
+        self._parser = tools.ToolCallParser() if self.plan is not None else None
 
     @property
     def id(self) -> str:
         return self.response["id"]
 
-    def texts(self) -> Iterator[str]:
-        """The text deltas; raises the job's ApiError if generation fails."""
+    def outputs(self) -> Iterator[tuple]:
+        """("text", delta) for the message's text, ("call", index) when function call `index` starts, ("arguments",
+        index, fragment) for its arguments; raises the job's ApiError if generation fails."""
         for delta in self.job:
-            if not self.text and self.on_first_text is not None:
+            if not self.raw and self.on_first_text is not None:
                 self.on_first_text(self)
-            self.text += delta
-            yield delta
+            self.raw += delta
+            if self._parser is None:
+                self.text += delta
+                yield ("text", delta)
+                continue
+            for event in self._parser.feed(delta):
+                yield from self._read(event)
+        if self._parser is not None:
+            for event in self._parser.close():
+                yield from self._read(event)
+
+    def _read(self, event: tuple) -> Iterator[tuple]:
+        if event[0] == "content":
+            self.text += event[1]
+            yield ("text", event[1])
+        elif event[0] == "call":
+            _, index, call_id, name = event
+            self.calls.append(items.function_call(call_id, name, "", status="in_progress"))
+            yield ("call", index)
+        else:
+            _, index, fragment = event
+            self.calls[index]["arguments"] += fragment
+            yield ("arguments", index, fragment)
+
+    @property
+    def has_message(self) -> bool:
+        """Whether the output has a message: text, or nothing else (text that is only blank beside calls is none)."""
+        return bool(self.text.strip()) or not self.calls
 
     def message(self, status: str) -> dict:
         """The output message as it stands."""
         return items.message("assistant", self.text, self.message_id, status)
 
+    def call(self, index: int) -> dict:
+        """Function call `index` as it stands: completed once the model closed it."""
+        completed = self._parser is not None and index < len(self._parser.calls)
+        return {**self.calls[index], "status": "completed" if completed else "in_progress"}
+
+    def output(self, status: str) -> list[dict]:
+        message = [self.message("completed" if status == "completed" else "incomplete")] if self.has_message else []
+        calls = [self.call(index) for index in range(len(self.calls))]
+        return message + [call if call["status"] == "completed" else {**call, "status": "incomplete"} for call in calls]
+
     def finish(self) -> dict:
         """The final object once the job ended (completed, incomplete at max_output_tokens, or cancelled)."""
         status = STATUS[self.job.finish_reason]
         now = int(time.time())
-        output = [self.message("completed" if status == "completed" else "incomplete")] if self.text or status != "cancelled" else []
+        output = self.output(status) if self.raw or status != "cancelled" else []
         self.response = {
             **self.response,
             "status": status,

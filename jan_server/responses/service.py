@@ -13,6 +13,7 @@ import threading
 from jan_server.errors import ApiError, InvalidRequestError, ServerError
 from jan_server.models.batching import Runner
 from jan_server.models.grammar import grammar_of
+from jan_server.models import tools
 from jan_server.models.jobs import Job
 from jan_server.models.lifecycle import ModelManager
 from jan_server.responses import items
@@ -43,25 +44,40 @@ def parameters_of(body: dict) -> dict:
     return {name: value for name, value in given.items() if value is not None}
 
 
+def tool_plan(body: dict) -> tuple[tools.ToolPlan | None, list[dict]]:
+    """The request's function tools in chat's shape, and what they ask of this generation (None: no calls)."""
+    functions = [
+        {"type": "function", "function": {key: tool[key] for key in ("name", "description", "parameters") if tool.get(key) is not None}}
+        for tool in body.get("tools") or []
+    ]
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict):
+        choice = {"type": "function", "function": {"name": choice["name"]}}
+    plan = tools.plan(functions, choice, body.get("parallel_tool_calls"))
+    if plan is not None and parameters_of(body).get("grammar"):
+        raise InvalidRequestError("A JSON text.format cannot be combined with tools the model may call.", param="text.format")
+    return plan, functions
+
+
 def conversation_id_of(body: dict) -> str | None:
     conversation = body.get("conversation")
     return conversation.get("id") if isinstance(conversation, dict) else conversation
 
 
-def prepare(runner: Runner, instructions: str | None, context: list[dict], parameters: dict, truncation: str) -> Job:
-    """The job for the context; with truncation `auto` the oldest items are dropped until the prompt fits,
-    with `disabled` a prompt that does not fit is a 400 `context_length_exceeded`."""
+def prepare(runner: Runner, instructions: str | None, context: list[dict], parameters: dict, truncation: str, functions: list[dict]) -> Job:
+    """The job for the context, offering `functions`; with truncation `auto` the oldest items are dropped until
+    the prompt fits, with `disabled` a prompt that does not fit is a 400 `context_length_exceeded`."""
     head = [{"role": "system", "content": instructions}] if instructions else []
     messages = items.chat_messages(context)
     for start in range(len(messages)):
         try:
-            return runner.prepare(head + messages[start:], parameters)
+            return runner.prepare(head + messages[start:], parameters, functions or None)
         except InvalidRequestError as exc:
             if exc.code != "context_length_exceeded":
                 raise
             if truncation != "auto" or start == len(messages) - 1:
                 raise InvalidRequestError(exc.message.replace("messages", "input"), param="input", code="context_length_exceeded") from None
-    return runner.prepare(head, parameters)  # no items at all: the instructions alone
+    return runner.prepare(head, parameters, functions or None)  # no items at all: the instructions alone
 
 
 class ResponseService:
@@ -85,11 +101,14 @@ class ResponseService:
         else:
             context = []
         new_items = items.input_items(body["input"])
+        items.check_call_outputs(context + new_items)
+        plan, functions = tool_plan(body)
+        parameters = {**parameters_of(body), **(plan.parameters() if plan else {})}
         runner = self.models.runner_for(body["model"])
-        job = prepare(runner, body.get("instructions"), context + new_items, parameters_of(body), body.get("truncation") or "disabled")
+        job = prepare(runner, body.get("instructions"), context + new_items, parameters, body.get("truncation") or "disabled", functions)
         if cancelled is not None:
             job.cancelled = cancelled
-        generation = Generation(response_object(new_id("resp_"), body, job, conversation_id), job, new_items, self.store)
+        generation = Generation(response_object(new_id("resp_"), body, job, conversation_id), job, new_items, self.store, plan)
         if body.get("background"):
             generation.save_state("queued")  # stored before the job is submitted: a cancel finds it
             generation.on_first_text = lambda started: started.save_state("in_progress")
@@ -99,7 +118,7 @@ class ResponseService:
     def run(self, generation: Generation) -> dict:
         """Generate to the end in this thread; the final object."""
         try:
-            for _ in generation.texts():
+            for _ in generation.outputs():
                 pass
         except ApiError as exc:
             generation.fail(exc)
