@@ -21,6 +21,9 @@ MAX_CHARS = 256
 #: Nothing listens on the discard port: downloads there fail at once.
 CLOSED_PORT = "127.0.0.1:9"
 _MODELS_SPEC = yaml.safe_load((Path(__file__).parent.parent / "specs" / "models.yaml").read_text())
+#: The model generated responses use, and the rule of a model id, read from the spec.
+BUNDLED_MODEL = "smollm2-135m-instruct"
+MODEL_ID = re.compile(_MODELS_SPEC["components"]["schemas"]["ModelId"]["pattern"])
 #: downloadModel's source_url rule, read from the spec.
 SOURCE_URL = re.compile(_MODELS_SPEC["components"]["schemas"]["DownloadModelRequest"]["properties"]["source_url"]["pattern"])
 
@@ -34,11 +37,33 @@ def bounded(case) -> None:
     body = case.body
     if not isinstance(body, dict):
         return
-    if case.operation.definition.raw.get("operationId") == "createChatCompletion":
+    operation_id = case.operation.definition.raw.get("operationId")
+    if operation_id == "createChatCompletion":
         bounded_chat(body)
+    elif operation_id == "createResponse":
+        bounded_response(body)
     url = body.get("source_url")
     if isinstance(url, str) and len(url) <= 4096 and SOURCE_URL.search(url):
         body["source_url"] = urlunsplit(urlsplit(url)._replace(netloc=CLOSED_PORT))
+
+
+def bounded_response(body: dict) -> None:
+    """A few tokens out, a short input, and the bundled model (any other well-formed id is only a 404), so that
+    generated requests reach the responses they create."""
+    value = body.get("max_output_tokens")
+    if value is None or (type(value) is int and MAX_TOKENS < value <= 131072):
+        body["max_output_tokens"] = MAX_TOKENS
+    if isinstance(body.get("model"), str) and len(body["model"]) <= 128 and MODEL_ID.fullmatch(body["model"]):
+        body["model"] = BUNDLED_MODEL
+    for key in ("input", "instructions"):
+        if isinstance(body.get(key), str) and len(body[key]) <= 1_000_000:
+            body[key] = body[key][:MAX_CHARS]
+    if isinstance(body.get("input"), list) and len(body["input"]) <= 1024:
+        del body["input"][MAX_MESSAGES:]
+        for item in body["input"]:
+            content = item.get("content") if isinstance(item, dict) else None
+            if isinstance(content, str) and len(content) <= 1_000_000:
+                item["content"] = content[:MAX_CHARS]
 
 
 def bounded_chat(body: dict) -> None:
