@@ -8,7 +8,7 @@ import pytest
 
 from tests.live_server import PATIENT, LiveServer
 from tests.openai_reference import assert_valid
-from tests.test_responses import ENDLESS, MODEL, create, wait_for
+from tests.test_responses import ENDLESS, create, wait_for
 
 
 @pytest.fixture()

@@ -10,7 +10,7 @@ from sqlalchemy import Connection, bindparam, delete, insert, select, update
 from jan_server.errors import NotFoundError
 from jan_server.storage import db, records
 from jan_server.storage.paging import Page, fetch
-from jan_server.storage.queries import Queries, require
+from jan_server.storage.queries import Queries, require, require_child
 from jan_server.storage.tables import conversation_items, conversations
 
 ITEM_IN_CONVERSATION = select(conversation_items).where(
@@ -93,8 +93,5 @@ class Conversations(Queries):
 
 
 def _item(connection: Connection, conversation_id: str, item_id: str):
-    row = connection.execute(ITEM_IN_CONVERSATION, {"id": item_id, "conversation_id": conversation_id}).mappings().first()
-    if row is None:
-        require(connection, conversations, conversation_id, "conversation")
-        raise NotFoundError("item", item_id)
-    return row
+    params = {"id": item_id, "conversation_id": conversation_id}
+    return require_child(connection, ITEM_IN_CONVERSATION, params, conversations, conversation_id, "conversation", "item")
