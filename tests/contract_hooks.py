@@ -42,6 +42,7 @@ def bounded(case) -> None:
         bounded_chat(body)
     elif operation_id == "createResponse":
         bounded_response(body)
+        plain_in_flows(case, body)
     url = body.get("source_url")
     if isinstance(url, str) and len(url) <= 4096 and SOURCE_URL.search(url):
         body["source_url"] = urlunsplit(urlsplit(url)._replace(netloc=CLOSED_PORT))
@@ -64,6 +65,22 @@ def bounded_response(body: dict) -> None:
             content = item.get("content") if isinstance(item, dict) else None
             if isinstance(content, str) and len(content) <= 1_000_000:
                 item["content"] = content[:MAX_CHARS]
+
+
+def plain_in_flows(case, body: dict) -> None:
+    """In the stateful phase, a schema-valid createResponse without the options whose cross-field rules make most
+    generated values a 400 (function tools, function call items, JSON formats) and not streamed, so that its flows
+    reach the operations on the response it creates. Positive cases only: what is dropped is optional (a string
+    stands in for an input left without messages), so they stay valid."""
+    meta = getattr(case, "meta", None)
+    if meta is None or meta.generation.mode.is_negative or meta.phase.name != "stateful":
+        return
+    for key in ("tools", "tool_choice", "text", "stream"):
+        body.pop(key, None)
+    if body.get("store") is False and not body.get("background"):
+        body.pop("store")
+    if isinstance(body.get("input"), list):
+        body["input"] = [item for item in body["input"] if isinstance(item, dict) and item.get("type", "message") == "message"] or "Hello"
 
 
 def bounded_chat(body: dict) -> None:

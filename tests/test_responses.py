@@ -260,6 +260,7 @@ def test_a_streamed_function_call(server, client):
     arguments = "".join(event["delta"] for event in events if event["type"] == "response.function_call_arguments.delta")
     call = events[-1]["response"]["output"][0]
     assert call["type"] == "function_call" and call["arguments"] == arguments and json.loads(arguments)["city"]
-    with client.responses.stream(model=MODEL, input="What is the weather in Oslo?", tools=[WEATHER], tool_choice="required", max_output_tokens=64) as sdk_stream:
+    with client.responses.stream(model=MODEL, input="What is the weather in Oslo?", tools=[WEATHER], tool_choice="required",
+                                 parallel_tool_calls=False, max_output_tokens=128) as sdk_stream:  # one call: it completes
         final = sdk_stream.get_final_response()
     assert final.output[0].type == "function_call" and json.loads(final.output[0].arguments)["city"]
