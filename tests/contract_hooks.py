@@ -43,6 +43,8 @@ def bounded(case) -> None:
     elif operation_id == "createResponse":
         bounded_response(body)
         plain_in_flows(case, body)
+    elif operation_id in ("createConversation", "createConversationItems") and isinstance(body.get("items"), list):
+        clipped_items(body["items"])
     url = body.get("source_url")
     if isinstance(url, str) and len(url) <= 4096 and SOURCE_URL.search(url):
         body["source_url"] = urlunsplit(urlsplit(url)._replace(netloc=CLOSED_PORT))
@@ -61,10 +63,24 @@ def bounded_response(body: dict) -> None:
             body[key] = body[key][:MAX_CHARS]
     if isinstance(body.get("input"), list) and len(body["input"]) <= 1024:
         del body["input"][MAX_MESSAGES:]
-        for item in body["input"]:
-            content = item.get("content") if isinstance(item, dict) else None
-            if isinstance(content, str) and len(content) <= 1_000_000:
-                item["content"] = content[:MAX_CHARS]
+        clipped_items(body["input"])
+
+
+def clipped_items(items: list) -> None:
+    """Each text of the items (a message's content or parts, a call's arguments or output) cut to MAX_CHARS, where it
+    is within its 1,000,000-character limit: a text beyond it (a negative case) stays, alone in a body small enough
+    to get its 400 rather than the server's 413 for a body over 8 MiB."""
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        for key in ("content", "output", "arguments"):
+            value = item.get(key)
+            if isinstance(value, str) and len(value) <= 1_000_000:
+                item[key] = value[:MAX_CHARS]
+            elif isinstance(value, list):
+                for part in value:
+                    if isinstance(part, dict) and isinstance(part.get("text"), str) and len(part["text"]) <= 1_000_000:
+                        part["text"] = part["text"][:MAX_CHARS]
 
 
 def plain_in_flows(case, body: dict) -> None:
