@@ -67,20 +67,30 @@ def bounded_response(body: dict) -> None:
 
 
 def clipped_items(items: list) -> None:
-    """Each text of the items (a message's content or parts, a call's arguments or output) cut to MAX_CHARS, where it
-    is within its 1,000,000-character limit: a text beyond it (a negative case) stays, alone in a body small enough
-    to get its 400 rather than the server's 413 for a body over 8 MiB."""
+    """Each text of the items (a message's content or parts, a call's arguments or output) cut to MAX_CHARS where it
+    is within its 1,000,000-character limit. Of the texts beyond it (a negative case), the first stays, cut to one
+    character too many, and the others are cut short: the body stays invalid, and small enough to get its 400
+    rather than the server's 413 for a body over 8 MiB."""
+    kept = False
+
+    def clip(text: str) -> str:
+        nonlocal kept
+        if len(text) <= 1_000_000 or kept:
+            return text[:MAX_CHARS]
+        kept = True
+        return text[:1_000_001]
+
     for item in items:
         if not isinstance(item, dict):
             continue
         for key in ("content", "output", "arguments"):
             value = item.get(key)
-            if isinstance(value, str) and len(value) <= 1_000_000:
-                item[key] = value[:MAX_CHARS]
+            if isinstance(value, str):
+                item[key] = clip(value)
             elif isinstance(value, list):
                 for part in value:
-                    if isinstance(part, dict) and isinstance(part.get("text"), str) and len(part["text"]) <= 1_000_000:
-                        part["text"] = part["text"][:MAX_CHARS]
+                    if isinstance(part, dict) and isinstance(part.get("text"), str):
+                        part["text"] = clip(part["text"])
 
 
 def plain_in_flows(case, body: dict) -> None:
