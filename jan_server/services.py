@@ -1,4 +1,5 @@
-"""The domain objects one server holds, built from Settings: the store, and the model service with its registry and downloads."""
+"""The domain objects one server holds, built from Settings: the store, the model service with its registry and
+downloads, and the responses service on both."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from jan_server.models.lifecycle import ModelManager
 from jan_server.models.registry import Registry
 from jan_server.models.remote import Upstreams
 from jan_server.models.residency import Residency
+from jan_server.responses.service import ResponseService
 from jan_server.settings import Settings
 from jan_server.storage.store import Store
 
@@ -20,6 +22,7 @@ class Services:
     registry: Registry
     models: ModelManager
     downloads: DownloadManager
+    responses: ResponseService
 
     @classmethod
     def open(cls, settings: Settings) -> "Services":
@@ -31,7 +34,10 @@ class Services:
             loaded=Residency(settings.max_loaded_models, settings.idle_timeout),
             upstreams=Upstreams(settings.remote_connect_timeout, settings.remote_read_timeout),
         )
-        return cls(settings=settings, store=Store.open(settings.sqlalchemy_url), registry=registry, models=models, downloads=downloads)
+        store = Store.open(settings.sqlalchemy_url)
+        responses = ResponseService(store, models)
+        responses.fail_interrupted()  # before any request: a new background response is not one a stop left
+        return cls(settings=settings, store=store, registry=registry, models=models, downloads=downloads, responses=responses)
 
     def start(self) -> None:
         """Start background work (called once the server is up): resume the downloads a stop interrupted."""
@@ -40,4 +46,5 @@ class Services:
     def close(self) -> None:
         self.downloads.close()
         self.models.close()
+        self.responses.close()  # after the models: their close cancels the background jobs
         self.store.close()

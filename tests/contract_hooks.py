@@ -32,6 +32,9 @@ DIMENSIONS = 576
 #: Nothing listens on the discard port: downloads there fail at once.
 CLOSED_PORT = "127.0.0.1:9"
 _MODELS_SPEC = yaml.safe_load((Path(__file__).parent.parent / "specs" / "models.yaml").read_text())
+#: The model generated responses use, and the rule of a model id, read from the spec.
+BUNDLED_MODEL = "smollm2-135m-instruct"
+MODEL_ID = re.compile(_MODELS_SPEC["components"]["schemas"]["ModelId"]["pattern"])
 #: downloadModel's source_url rule, read from the spec.
 SOURCE_URL = re.compile(_MODELS_SPEC["components"]["schemas"]["DownloadModelRequest"]["properties"]["source_url"]["pattern"])
 #: Where remote models point: the server under test itself (tests/test_contract.py says where it is), so that
@@ -57,6 +60,11 @@ def bounded(case) -> None:
         bounded_completion(body)
     elif operation == "createEmbedding":
         bounded_embedding(body)
+    elif operation == "createResponse":
+        bounded_response(body)
+        plain_in_flows(case, body)
+    elif operation in ("createConversation", "createConversationItems") and isinstance(body.get("items"), list):
+        clipped_items(body["items"])
     url = body.get("source_url")
     if isinstance(url, str) and len(url) <= 4096 and SOURCE_URL.search(url):
         body["source_url"] = urlunsplit(urlsplit(url)._replace(netloc=CLOSED_PORT))
@@ -64,6 +72,65 @@ def bounded(case) -> None:
     base_url = settings.get("base_url") if isinstance(settings, dict) else None
     if isinstance(base_url, str) and len(base_url) <= 2048 and BASE_URL.search(base_url):
         settings["base_url"] = UPSTREAM
+
+
+def bounded_response(body: dict) -> None:
+    """A few tokens out, a short input, and the bundled model (any other well-formed id is only a 404), so that
+    generated requests reach the responses they create."""
+    value = body.get("max_output_tokens")
+    if value is None or (type(value) is int and MAX_TOKENS < value <= 131072):
+        body["max_output_tokens"] = MAX_TOKENS
+    if isinstance(body.get("model"), str) and len(body["model"]) <= 128 and MODEL_ID.fullmatch(body["model"]):
+        body["model"] = BUNDLED_MODEL
+    for key in ("input", "instructions"):
+        if isinstance(body.get(key), str) and len(body[key]) <= 1_000_000:
+            body[key] = body[key][:MAX_CHARS]
+    if isinstance(body.get("input"), list) and len(body["input"]) <= 1024:
+        del body["input"][MAX_MESSAGES:]
+        clipped_items(body["input"])
+
+
+def clipped_items(items: list) -> None:
+    """Each text of the items (a message's content or parts, a call's arguments or output) cut to MAX_CHARS where it
+    is within its 1,000,000-character limit. Of the texts beyond it (a negative case), the first stays, cut to one
+    character too many, and the others are cut short: the body stays invalid, and small enough to get its 400
+    rather than the server's 413 for a body over 8 MiB."""
+    kept = False
+
+    def clip(text: str) -> str:
+        nonlocal kept
+        if len(text) <= 1_000_000 or kept:
+            return text[:MAX_CHARS]
+        kept = True
+        return text[:1_000_001]
+
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        for key in ("content", "output", "arguments"):
+            value = item.get(key)
+            if isinstance(value, str):
+                item[key] = clip(value)
+            elif isinstance(value, list):
+                for part in value:
+                    if isinstance(part, dict) and isinstance(part.get("text"), str):
+                        part["text"] = clip(part["text"])
+
+
+def plain_in_flows(case, body: dict) -> None:
+    """In the stateful phase, a schema-valid createResponse without the options whose cross-field rules make most
+    generated values a 400 (function tools, function call items, JSON formats) and not streamed, so that its flows
+    reach the operations on the response it creates. Positive cases only: what is dropped is optional (a string
+    stands in for an input left without messages), so they stay valid."""
+    meta = getattr(case, "meta", None)
+    if meta is None or meta.generation.mode.is_negative or meta.phase.name != "stateful":
+        return
+    for key in ("tools", "tool_choice", "text", "stream"):
+        body.pop(key, None)
+    if body.get("store") is False and not body.get("background"):
+        body.pop("store")
+    if isinstance(body.get("input"), list):
+        body["input"] = [item for item in body["input"] if isinstance(item, dict) and item.get("type", "message") == "message"] or "Hello"
 
 
 def bounded_chat(body: dict) -> None:

@@ -11,7 +11,7 @@ import llama_cpp
 import pytest
 from llama_cpp._internals import LlamaModel, LlamaSampler
 
-from jan_server.web.chat import grammar_of
+from jan_server.models.grammar import grammar_of
 from jan_server.models.lifecycle import ModelManager
 from jan_server.errors import ApiError, InvalidRequestError, NotFoundError, ServerError, UnavailableError
 from jan_server.models import jobs

@@ -12,7 +12,7 @@ import pytest
 
 from jan_server.models.registry import BUNDLED_MODEL_ID, bundled_weights
 from tests.live_server import PATIENT
-from tests.openai_schemas import validate
+from tests.openai_reference import assert_valid
 from tests.test_app import assert_openai_error
 
 MODEL = BUNDLED_MODEL_ID
@@ -53,7 +53,7 @@ def test_named_tool_call(client, api):
     body = {"model": MODEL, "messages": ASK, "tools": TOOLS, "tool_choice": NAMED, "max_tokens": 80, "temperature": 0}
     raw = api.post("/chat/completions", json=body)
     assert raw.status_code == 200, raw.text
-    validate(raw.json(), "CreateChatCompletionResponse")
+    assert_valid(raw.json(), "CreateChatCompletionResponse")
     choice = client.chat.completions.create(**body).choices[0]
     assert choice.finish_reason == "tool_calls" and choice.message.content is None
     [call] = choice.message.tool_calls  # a named choice is exactly one call
@@ -89,7 +89,7 @@ def test_streamed_tool_call_assembled_by_the_sdk(client, api, tool_choice):
 
     chunks = sse_payloads(api, request)
     for chunk in chunks:
-        validate(chunk, "CreateChatCompletionStreamResponse")
+        assert_valid(chunk, "CreateChatCompletionStreamResponse")
     pieces = [chunk["choices"][0]["delta"]["tool_calls"][0] for chunk in chunks if chunk["choices"][0]["delta"].get("tool_calls")]
     first, *fragments = pieces
     assert first["index"] == 0 and first["id"].startswith("call_") and first["type"] == "function"
@@ -149,7 +149,7 @@ def test_logprobs_match_llama_cpp(client, api):
     body = {"model": MODEL, "messages": messages, "max_tokens": 6, "temperature": 0, "logprobs": True, "top_logprobs": 5}
     raw = api.post("/chat/completions", json=body)
     assert raw.status_code == 200, raw.text
-    validate(raw.json(), "CreateChatCompletionResponse")
+    assert_valid(raw.json(), "CreateChatCompletionResponse")
     ours = raw.json()["choices"][0]["logprobs"]["content"]
     assert "".join(entry["token"] for entry in ours) == raw.json()["choices"][0]["message"]["content"]
 
@@ -175,7 +175,7 @@ def test_streamed_logprobs_are_the_plain_ones(api):
     plain = api.post("/chat/completions", json=body).json()["choices"][0]["logprobs"]["content"]
     chunks = sse_payloads(api, body)
     for chunk in chunks:
-        validate(chunk, "CreateChatCompletionStreamResponse")
+        assert_valid(chunk, "CreateChatCompletionStreamResponse")
     streamed = [entry for chunk in chunks for entry in chunk["choices"][0]["logprobs"]["content"]]
     assert [entry["token"] for entry in streamed] == [entry["token"] for entry in plain]
     assert [entry["logprob"] for entry in streamed] == pytest.approx([entry["logprob"] for entry in plain], abs=1e-6)

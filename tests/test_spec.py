@@ -52,6 +52,20 @@ ADDED_OPERATIONS = [
     ("createCompletion", "post", "/completions"),
     ("createEmbedding", "post", "/embeddings"),
     ("getMetrics", "get", "/metrics"),
+    # OpenAI's Responses and Conversations APIs (issue 13)
+    ("createResponse", "post", "/responses"),
+    ("getResponse", "get", "/responses/{response_id}"),
+    ("deleteResponse", "delete", "/responses/{response_id}"),
+    ("cancelResponse", "post", "/responses/{response_id}/cancel"),
+    ("listInputItems", "get", "/responses/{response_id}/input_items"),
+    ("createConversation", "post", "/conversations"),
+    ("getConversation", "get", "/conversations/{conversation_id}"),
+    ("updateConversation", "post", "/conversations/{conversation_id}"),
+    ("deleteConversation", "delete", "/conversations/{conversation_id}"),
+    ("createConversationItems", "post", "/conversations/{conversation_id}/items"),
+    ("listConversationItems", "get", "/conversations/{conversation_id}/items"),
+    ("getConversationItem", "get", "/conversations/{conversation_id}/items/{item_id}"),
+    ("deleteConversationItem", "delete", "/conversations/{conversation_id}/items/{item_id}"),
 ]
 
 # The order in which the examples run: creates come before the operations that need their generated ids.
@@ -62,13 +76,18 @@ EXAMPLE_ORDER = [
     "listAssistants", "getAssistant", "modifyAssistant",
     "createMessage", "listMessages", "retrieveMessage", "listMessageFiles", "retrieveMessageFile",
     "modifyMessage", "deleteMessage", "deleteThread", "deleteAssistant",
-    "createCompletion", "createEmbedding", "getMetrics",
+    "createCompletion", "createEmbedding",
+    "createResponse", "getResponse", "cancelResponse", "listInputItems",
+    "createConversation", "createConversationItems", "listConversationItems", "getConversationItem",
+    "getConversation", "updateConversation", "deleteConversationItem", "deleteConversation", "deleteResponse",
+    "getMetrics",
 ]
 # Not run here: downloadModel's example fetches from the internet, and deleteModel's deletes that download.
 NOT_RUN = {"downloadModel", "deleteModel"}
 
 # Which create operation's result supplies each generated-id path parameter.
-ID_SOURCES = {"createThread": "thread_id", "createAssistant": "assistant_id", "createMessage": "message_id"}
+ID_SOURCES = {"createThread": "thread_id", "createAssistant": "assistant_id", "createMessage": "message_id",
+              "createResponse": "response_id", "createConversation": "conversation_id", "createConversationItems": "item_id"}
 ID_ALIASES = {"assistants_id": "assistant_id"}
 
 
@@ -177,6 +196,8 @@ def assert_conforms(operation: dict, response: httpx.Response) -> None:
     if content_type == "application/json":
         errors = list(OAS30Validator(declared["content"][content_type]["schema"]).iter_errors(response.json()))
         assert not errors, f"{operation['operationId']} {response.status_code}: {errors[0].message}"
+    elif content_type == "text/event-stream" and '"type":"response.' in response.text:  # typed events end with the final response
+        assert response.text.rstrip().splitlines()[-1].startswith('data: {"type":"response.completed"')
     elif content_type == "text/event-stream":
         assert response.text.rstrip().endswith("data: [DONE]")
     else:
@@ -202,11 +223,13 @@ def test_documented_examples_work(served, api):
             assert 200 <= response.status_code < 300, f"{op_id} with {body}: {response.status_code} {response.text}"
             assert_conforms(operation, response)
             if op_id in ID_SOURCES and ID_SOURCES[op_id] not in ids:
-                ids[ID_SOURCES[op_id]] = response.json()["id"]
+                made = response.json()
+                ids[ID_SOURCES[op_id]] = made["id"] if "id" in made else made["data"][0]["id"]  # a list of items
 
 
 UNKNOWN_IDS = {"thread_id": "thread_missing", "assistant_id": "asst_missing", "assistants_id": "asst_missing",
-               "message_id": "msg_missing", "file_id": "file-missing", "model_id": "no-such-model"}
+               "message_id": "msg_missing", "file_id": "file-missing", "model_id": "no-such-model",
+               "response_id": "resp_missing", "conversation_id": "conv_missing", "item_id": "msg_missing"}
 
 
 def test_unknown_ids_get_the_declared_404(served, api):

@@ -43,9 +43,9 @@ def test_open_migrates_to_head_in_wal_mode(tmp_path):
     Store.open(f"sqlite:///{path}").close()  # a second open finds nothing to do
     with sqlite3.connect(path) as connection:
         assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [("0001",)]
+        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [("0002",)]
         tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert {"threads", "messages", "assistants", "thread_assistants"} <= tables
+    assert {"threads", "messages", "assistants", "thread_assistants", "responses", "response_items", "conversations", "conversation_items"} <= tables
 
 
 def test_open_migrates_any_database_to_head(database_url):

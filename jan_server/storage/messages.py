@@ -9,7 +9,7 @@ from sqlalchemy import Connection, bindparam, delete, insert, select, update
 from jan_server.errors import NotFoundError
 from jan_server.storage import db, records
 from jan_server.storage.paging import Page, fetch, fetch_first
-from jan_server.storage.queries import Queries, by_id, require
+from jan_server.storage.queries import Queries, by_id, require, require_child
 from jan_server.storage.tables import messages, threads
 
 # Hot reads are built once and run with bound values.
@@ -35,11 +35,7 @@ def message_row(thread_id: str, message: Mapping) -> dict:
 
 def message_in_thread(connection: Connection, thread_id: str, message_id: str):
     """The message's row; NotFoundError names the thread if that is what is missing."""
-    row = connection.execute(MESSAGE_IN_THREAD, {"id": message_id, "thread_id": thread_id}).mappings().first()
-    if row is None:
-        require(connection, threads, thread_id, "thread")
-        raise NotFoundError("message", message_id)
-    return row
+    return require_child(connection, MESSAGE_IN_THREAD, {"id": message_id, "thread_id": thread_id}, threads, thread_id, "thread", "message")
 
 
 class Messages(Queries):

@@ -27,6 +27,16 @@ def require(connection: Connection, table: Table, object_id: str, kind: str):
     return row
 
 
+def require_child(connection: Connection, statement: Select, params: dict, parent: Table, parent_id: str, parent_kind: str, kind: str):
+    """The row `statement` finds (an object in its parent, such as a message in a thread), or NotFoundError: for
+    the parent if that is what is missing, else for a `kind` with `params["id"]`."""
+    row = connection.execute(statement, params).mappings().first()
+    if row is None:
+        require(connection, parent, parent_id, parent_kind)
+        raise NotFoundError(kind, params["id"])
+    return row
+
+
 class Queries:
     """The base of one resource's queries. Each public method of a subclass is one transaction; unknown ids
     raise NotFoundError, rule violations InvalidRequestError."""

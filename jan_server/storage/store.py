@@ -1,4 +1,5 @@
-"""The store: one database, and the queries of each resource on it (threads, messages, assistants)."""
+"""The store: one database, and the queries of each resource on it (threads, messages, assistants, responses,
+conversations)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from sqlalchemy import Engine
 
 from jan_server.storage import db
 from jan_server.storage.assistants import Assistants
+from jan_server.storage.conversations import Conversations
 from jan_server.storage.messages import Messages
+from jan_server.storage.responses import Responses
 from jan_server.storage.threads import Threads
 
 
@@ -19,6 +22,8 @@ class Store:
         self.threads = Threads(engine, write_lock)
         self.messages = Messages(engine, write_lock)
         self.assistants = Assistants(engine, write_lock)
+        self.responses = Responses(engine, write_lock)
+        self.conversations = Conversations(engine, write_lock)
 
     @classmethod
     def open(cls, url: str) -> "Store":

@@ -5,7 +5,7 @@ Every table has an integer `seq`: many rows share a `created_at` second, and lis
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, Column, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, Column, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text, UniqueConstraint
 
 metadata = MetaData()
 
@@ -66,4 +66,49 @@ thread_assistants = Table(
     Column("created_at", Integer, nullable=False),
     Column("overrides", JSON, nullable=False),
     UniqueConstraint("thread_id", "assistant_id", name="uq_thread_assistants_pair"),
+)
+
+# Responses and conversations (migrations/versions/0002_responses.py). A response keeps its whole API object in
+# `object`; `status`, `background` and `previous_response_id` are columns too, for the queries that need them.
+responses = Table(
+    "responses",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("created_at", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("background", Boolean, nullable=False),
+    Column("previous_response_id", String(64)),  # no foreign key: deleting a response leaves its successors
+    Column("object", JSON, nullable=False),
+)
+
+response_items = Table(
+    "response_items",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("response_id", String(64), ForeignKey("responses.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", Integer, nullable=False),
+    Column("item", JSON, nullable=False),
+    Index("ix_response_items_order", "response_id", "created_at", "seq"),
+)
+
+conversations = Table(
+    "conversations",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("created_at", Integer, nullable=False),
+    Column("metadata", JSON, nullable=False),
+)
+
+conversation_items = Table(
+    "conversation_items",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("conversation_id", String(64), ForeignKey("conversations.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", Integer, nullable=False),
+    Column("item", JSON, nullable=False),
+    Index("ix_conversation_items_order", "conversation_id", "created_at", "seq"),
 )

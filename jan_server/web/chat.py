@@ -7,7 +7,6 @@ checks what spans fields and maps the rest.
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from typing import Iterator, NamedTuple
@@ -16,6 +15,7 @@ from jan_server.web import sse
 from jan_server.models import jobs as choices_of
 from jan_server.models import tools
 from jan_server.models.batching import Job
+from jan_server.models.grammar import grammar_of
 from jan_server.models.jobs import TokenLogprob
 from jan_server.errors import ApiError, InvalidRequestError
 
@@ -80,24 +80,6 @@ def logprobs_of(body: dict) -> int | None:
             raise InvalidRequestError("`top_logprobs` needs `logprobs: true`.", param="top_logprobs")
         return None
     return body.get("top_logprobs") or 0
-
-
-def grammar_of(response_format: dict | None) -> str | None:
-    """GBNF that constrains the output to JSON (any object, or the given JSON schema)."""
-    from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
-
-    kind = (response_format or {}).get("type", "text")
-    if kind == "text":
-        return None
-    schema = (response_format.get("json_schema") or {}).get("schema") if kind == "json_schema" else None
-    if schema is None:
-        return JSON_GBNF
-    try:
-        return json_schema_to_gbnf(json.dumps(schema))
-    except Exception as exc:  # the converter raises bare Exceptions and KeyErrors on schemas it cannot handle
-        raise InvalidRequestError(
-            f"Unsupported JSON schema: {exc}", param="response_format.json_schema.schema", code="invalid_json_schema"
-        ) from None
 
 
 def completion_id() -> str:

@@ -1,0 +1,170 @@
+"""One response: its Response object as it goes from created to its final state, the job that generates its
+text, and how it is stored once done (see jan_server.responses.service for how it starts)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from jan_server.errors import ApiError
+from jan_server.models import tools
+from jan_server.models.jobs import Job
+from jan_server.responses import items
+from jan_server.storage.records import new_id
+from jan_server.storage.store import Store
+
+#: The final status of a response by the job's finish_reason; None: cancelled (by its client or a cancel call).
+STATUS = {"stop": "completed", "length": "incomplete", None: "cancelled"}
+
+
+def response_object(response_id: str, body: dict, job: Job, conversation_id: str | None) -> dict:
+    """A new response, in progress, echoing the request's settings as OpenAI's Response object does (`usage`
+    comes once it ends: OpenAI's schema has no null for it)."""
+    return {
+        "id": response_id,
+        "object": "response",
+        "created_at": int(time.time()),
+        "status": "in_progress",
+        "completed_at": None,
+        "error": None,
+        "incomplete_details": None,
+        "instructions": body.get("instructions"),
+        "max_output_tokens": body.get("max_output_tokens"),
+        "model": body["model"],
+        "output": [],
+        "parallel_tool_calls": body.get("parallel_tool_calls") is not False,
+        "previous_response_id": body.get("previous_response_id"),
+        "conversation": {"id": conversation_id} if conversation_id else None,
+        "reasoning": None,
+        "store": body.get("store") is not False,
+        "background": bool(body.get("background")),
+        "temperature": job.sampling.temperature,
+        "top_p": job.sampling.top_p,
+        "text": {"format": (body.get("text") or {}).get("format") or {"type": "text"}},
+        "tool_choice": body.get("tool_choice") or "auto",
+        "tools": [{"type": "function", "description": None, "parameters": None, "strict": None, **tool} for tool in body.get("tools") or []],
+        "truncation": body.get("truncation") or "disabled",
+        "metadata": body.get("metadata") or {},
+    }
+
+
+def usage_of(job: Job) -> dict:
+    usage = job.usage
+    return {
+        "input_tokens": usage["prompt_tokens"],
+        "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+        "output_tokens": usage["completion_tokens"],
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": usage["total_tokens"],
+    }
+
+
+@dataclass
+class Generation:
+    """A response being generated. `outputs()` yields its output as it comes; `finish()` or `fail()` gives the
+    final object and stores it (when `store`; a conversation gets the input and output appended either way).
+
+    With a tool plan (jan_server.models.tools) the model's text is read as message text and function calls: the
+    message (if it has any text) comes first, then the calls, in order."""
+
+    response: dict
+    job: Job
+    input_items: list[dict]
+    store: Store
+    plan: tools.ToolPlan | None = None
+    on_first_text: Callable[["Generation"], None] | None = None
+    message_id: str = field(default_factory=lambda: new_id("msg_"))
+    text: str = ""  # the message's text
+    raw: str = ""  # all the model wrote
+    calls: list[dict] = field(default_factory=list)  # the function_call items, as they stream
+
+    def __post_init__(self):
+        self._parser = tools.ToolCallParser() if self.plan is not None else None
+
+    @property
+    def id(self) -> str:
+        return self.response["id"]
+
+    def outputs(self) -> Iterator[tuple]:
+        """("text", delta) for the message's text, ("call", index) when function call `index` starts, ("arguments",
+        index, fragment) for its arguments; raises the job's ApiError if generation fails."""
+        for delta in self.job:
+            if not self.raw and self.on_first_text is not None:
+                self.on_first_text(self)
+            self.raw += delta
+            if self._parser is None:
+                self.text += delta
+                yield ("text", delta)
+                continue
+            for event in self._parser.feed(delta):
+                yield from self._read(event)
+        if self._parser is not None:
+            for event in self._parser.close():
+                yield from self._read(event)
+
+    def _read(self, event: tuple) -> Iterator[tuple]:
+        if event[0] == "content":
+            self.text += event[1]
+            yield ("text", event[1])
+        elif event[0] == "call":
+            _, index, call_id, name = event
+            self.calls.append(items.function_call(call_id, name, "", status="in_progress"))
+            yield ("call", index)
+        else:
+            _, index, fragment = event
+            self.calls[index]["arguments"] += fragment
+            yield ("arguments", index, fragment)
+
+    @property
+    def has_message(self) -> bool:
+        """Whether the output has a message: text, or nothing else (text that is only blank beside calls is none)."""
+        return bool(self.text.strip()) or not self.calls
+
+    def message(self, status: str) -> dict:
+        """The output message as it stands."""
+        return items.message("assistant", self.text, self.message_id, status)
+
+    def call(self, index: int) -> dict:
+        """Function call `index` as it stands: completed once the model closed it."""
+        completed = self._parser is not None and index < len(self._parser.calls)
+        return {**self.calls[index], "status": "completed" if completed else "in_progress"}
+
+    def output(self, status: str) -> list[dict]:
+        message = [self.message("completed" if status == "completed" else "incomplete")] if self.has_message else []
+        calls = [self.call(index) for index in range(len(self.calls))]
+        return message + [call if call["status"] == "completed" else {**call, "status": "incomplete"} for call in calls]
+
+    def finish(self) -> dict:
+        """The final object once the job ended (completed, incomplete at max_output_tokens, or cancelled)."""
+        status = STATUS[self.job.finish_reason]
+        now = int(time.time())
+        output = self.output(status) if self.raw or status != "cancelled" else []
+        self.response = {
+            **self.response,
+            "status": status,
+            "completed_at": now if status == "completed" else None,
+            "incomplete_details": {"reason": "max_output_tokens"} if status == "incomplete" else None,
+            "output": output,
+            "usage": usage_of(self.job),
+        }
+        self._save(appended=self.input_items + output if status != "cancelled" else [])
+        return self.response
+
+    def fail(self, error: ApiError) -> dict:
+        self.response = {**self.response, "status": "failed", "error": {"code": "server_error", "message": error.message}, "usage": usage_of(self.job)}
+        self._save(appended=[])
+        return self.response
+
+    def save_state(self, status: str) -> None:
+        """Store the response as it stands with `status` (a background response: queued, then in progress)."""
+        self.response = {**self.response, "status": status}
+        self._save(appended=[])
+
+    def _save(self, appended: list[dict]) -> None:
+        conversation = self.response["conversation"]
+        if self.response["store"]:
+            self.store.responses.save(self.response, self.input_items, appended)
+        elif conversation and appended:
+            self.store.conversations.add_items(conversation["id"], appended)

@@ -1,0 +1,84 @@
+"""Items as the Responses and Conversations APIs store them, from what clients send, and the chat messages a
+context of items gives the model.
+
+A client's message may be a bare string or an "easy" message ({role, content}) whose content is a string or
+parts; stored, every message is a full item with an id, a status and typed parts: `input_text` for user,
+system and developer messages, `output_text` for the assistant's. Function calls and their outputs are stored
+as OpenAI's `function_call` / `function_call_output` items; in the chat they become an assistant message's
+`tool_calls` and `tool` messages (jan_server.models.tools writes them into the prompt).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from jan_server.errors import InvalidRequestError
+from jan_server.storage.records import new_id
+
+
+def output_text(text: str) -> dict:
+    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+
+
+def message(role: str, text: str, item_id: str | None = None, status: str = "completed") -> dict:
+    part = output_text(text) if role == "assistant" else {"type": "input_text", "text": text}
+    return {"id": item_id or new_id("msg_"), "type": "message", "role": role, "status": status, "content": [part]}
+
+
+def function_call(call_id: str, name: str, arguments: str, item_id: str | None = None, status: str = "completed") -> dict:
+    return {"id": item_id or new_id("fc_"), "type": "function_call", "call_id": call_id, "name": name, "arguments": arguments, "status": status}
+
+
+def function_call_output(call_id: str, output: str) -> dict:
+    return {"id": new_id("fco_"), "type": "function_call_output", "call_id": call_id, "output": output, "status": "completed"}
+
+
+def input_items(given: str | Iterable[Mapping]) -> list[dict]:
+    """The stored items for a request's `input` (or a conversation's `items`), each with a new id."""
+    if isinstance(given, str):
+        return [message("user", given)]
+    return [_stored(item) for item in given]
+
+
+def _stored(item: Mapping) -> dict:
+    kind = item.get("type", "message")
+    if kind == "function_call":
+        return function_call(item["call_id"], item["name"], item["arguments"])
+    if kind == "function_call_output":
+        return function_call_output(item["call_id"], text_of(item["output"]))
+    return message(item["role"], text_of(item["content"]))
+
+
+def text_of(content: str | Iterable[Mapping]) -> str:
+    """A message's text: the string, or its text parts joined in order."""
+    if isinstance(content, str):
+        return content
+    return "".join(part.get("text") or "" for part in content)
+
+
+def check_call_outputs(items: Iterable[Mapping]) -> None:
+    """Every function_call_output answers a function_call earlier in the context (400 otherwise)."""
+    calls = set()
+    for item in items:
+        if item["type"] == "function_call":
+            calls.add(item["call_id"])
+        elif item["type"] == "function_call_output" and item["call_id"] not in calls:
+            raise InvalidRequestError(f"No function_call found for the function_call_output with call_id '{item['call_id']}'.", param="input", code="call_not_found")
+
+
+def chat_messages(items: Iterable[Mapping]) -> list[dict]:
+    """The chat template's messages for a context of stored items (`developer` is the template's `system`);
+    consecutive function calls make one assistant message with several `tool_calls`."""
+    messages: list[dict] = []
+    for item in items:
+        if item["type"] == "function_call":
+            call = {"id": item["call_id"], "type": "function", "function": {"name": item["name"], "arguments": item["arguments"]}}
+            if messages and messages[-1].get("tool_calls"):
+                messages[-1]["tool_calls"].append(call)
+            else:
+                messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+        elif item["type"] == "function_call_output":
+            messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": item["output"]})
+        else:
+            messages.append({"role": "system" if item["role"] == "developer" else item["role"], "content": text_of(item["content"])})
+    return messages

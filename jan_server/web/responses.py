@@ -1,0 +1,83 @@
+"""The Responses API's stream: a generation (jan_server.responses.generation) as OpenAI's typed Server-Sent
+Events, each with its `sequence_number`: response.created, response.in_progress, then per output item
+response.output_item.added, its content (a message: response.content_part.added, response.output_text.delta...,
+response.output_text.done, response.content_part.done; a function call: response.function_call_arguments.delta...,
+response.function_call_arguments.done) and response.output_item.done, then response.completed (or
+response.incomplete at max_output_tokens, or response.failed with the error). A client that leaves stops the
+generation, which is stored as cancelled."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Iterator
+
+from jan_server.errors import ApiError
+from jan_server.responses.generation import Generation
+from jan_server.responses.items import output_text
+from jan_server.web import sse
+
+#: The closing event of a response by its final status.
+FINAL_EVENT = {"completed": "response.completed", "incomplete": "response.incomplete", "failed": "response.failed"}
+MESSAGE = "message"  # in `opened`, beside the indexes of function calls
+
+
+def stream(generation: Generation) -> Iterator[bytes]:
+    numbers = itertools.count()
+
+    def event(kind: str, **fields) -> bytes:
+        return sse.event({"type": kind, "sequence_number": next(numbers), **fields}, kind)
+
+    def added(entry) -> Iterator[bytes]:
+        opened.append(entry)
+        at = len(opened) - 1
+        if entry == MESSAGE:
+            yield event("response.output_item.added", output_index=at, item={**generation.message("in_progress"), "content": []})
+            yield event("response.content_part.added", item_id=generation.message_id, output_index=at, content_index=0, part=output_text(""))
+        else:
+            yield event("response.output_item.added", output_index=at, item=generation.call(entry))
+
+    def done(at: int, item: dict) -> Iterator[bytes]:
+        if item["type"] == "message":
+            where = {"item_id": item["id"], "output_index": at, "content_index": 0}
+            yield event("response.output_text.done", **where, text=item["content"][0]["text"], logprobs=[])
+            yield event("response.content_part.done", **where, part=item["content"][0])
+        else:
+            yield event("response.function_call_arguments.done", item_id=item["id"], name=item["name"], output_index=at, arguments=item["arguments"])
+        yield event("response.output_item.done", output_index=at, item=item)
+
+    opened: list = []  # the output items streamed so far: MESSAGE first if there is one, then call indexes
+    yield event("response.created", response=generation.response)
+    yield event("response.in_progress", response=generation.response)
+    try:
+        for kind, *args in generation.outputs():
+            if kind == "text":
+                if MESSAGE not in opened:
+                    if not generation.text.strip():
+                        continue  # blank text before a call is no message; sent with the next text otherwise
+                    yield from added(MESSAGE)
+                    args = [generation.text]
+                yield event("response.output_text.delta", item_id=generation.message_id, output_index=0, content_index=0, delta=args[0], logprobs=[])
+            elif kind == "call":
+                if opened:  # the item before is complete: text only comes before the calls, one call after another
+                    before = opened[-1]
+                    yield from done(len(opened) - 1, generation.message("completed") if before == MESSAGE else generation.call(before))
+                yield from added(args[0])
+            else:
+                index, fragment = args
+                yield event("response.function_call_arguments.delta", item_id=generation.calls[index]["id"], output_index=opened.index(index), delta=fragment)
+    except ApiError as exc:
+        yield event(FINAL_EVENT["failed"], response=generation.fail(exc))
+        return
+    except GeneratorExit:  # the client left: stop generating and store what there is
+        generation.job.cancel()
+        generation.finish()
+        raise
+    response = generation.finish()
+    if response["status"] == "cancelled":
+        return
+    output = response["output"]
+    if not opened and output:  # an empty message: nothing streamed for it yet
+        yield from added(MESSAGE)
+    if opened:
+        yield from done(len(opened) - 1, output[len(opened) - 1])
+    yield event(FINAL_EVENT[response["status"]], response=response)
