@@ -144,6 +144,21 @@ def test_a_stream_is_relayed_event_by_event(front):
     assert chunks[-1].usage.completion_tokens <= 12
 
 
+def test_completions_and_embeddings_are_forwarded_too(front, upstream):
+    remote_client = client(front)
+    upstream_client = openai.OpenAI(base_url=upstream.api_url, api_key=UPSTREAM_KEY, timeout=600, max_retries=0)
+    asked = {"prompt": "The capital of France is", "max_tokens": 6, "temperature": 0}
+    completion = remote_client.completions.create(model="up", **asked)
+    assert completion.object == "text_completion"
+    assert completion.choices[0].text == upstream_client.completions.create(model=BUNDLED_MODEL_ID, **asked).choices[0].text
+    streamed = list(remote_client.completions.create(model="up", stream=True, **asked))
+    assert "".join(chunk.choices[0].text for chunk in streamed if chunk.choices) == completion.choices[0].text
+    vectors = remote_client.embeddings.create(model="up", input=["A cat.", "A cat."])
+    assert len(vectors.data) == 2 and vectors.data[0].embedding == pytest.approx(vectors.data[1].embedding, abs=1e-6)
+    with pytest.raises(openai.NotFoundError):  # the upstream's 404 for a model it does not have, as it is
+        remote_client.embeddings.create(model="absent", input="A cat.")
+
+
 def test_the_clients_disconnect_closes_the_upstream_request(front, upstream):
     before = upstream_model(upstream)["metadata"].get("cancelled_requests", 0)
     with httpx.Client(timeout=PATIENT) as http:
