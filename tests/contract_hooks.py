@@ -203,6 +203,8 @@ def bounded_completion(body: dict) -> None:
         body["n"] = 2
     if type(body.get("best_of")) is int and 0 <= body["best_of"] <= 20:
         body["best_of"] = body.get("n") if type(body.get("n")) is int else 1
+    if body.get("echo") is True and type(body.get("logprobs")) is int and 0 <= body["logprobs"] <= 5:
+        del body["logprobs"]  # together a 400 (the prompt is not scored), which the schema cannot say
     if "prompt" in body:
         body["prompt"] = bounded_prompts(body["prompt"], max_items=32)
 

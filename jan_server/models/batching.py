@@ -106,10 +106,7 @@ class Runner:
             )
 
     def submit(self, job: Job) -> Job:
-        self.usage.watch(self.record.id, job)
-        self.scheduler.submit(job)
-        self.usage.accepted(self.record.id, job)
-        return job
+        return self.submit_choices(job, 1)[0]
 
     def submit_choices(self, job: Job, n: int) -> list[Job]:
         """Submit `n` choices of a prepared job, decoded as parallel sequences that share one prefill (choice i
@@ -118,7 +115,12 @@ class Runner:
             raise InvalidRequestError(
                 f"n={n} is more than model '{self.record.id}' runs at once (n_parallel={self.n_slots}).", param="n", code="invalid_value"
             )
-        return self.scheduler.submit_group(choice_jobs(job, n))
+        choices = choice_jobs(job, n)
+        for choice in choices:
+            self.usage.watch(self.record.id, choice)
+        self.scheduler.submit_group(choices)
+        self.usage.accepted(self.record.id, job)  # the prompt is read once for every choice
+        return choices
 
     def close(self) -> None:
         """Refuse new jobs, cancel the running and waiting ones, stop the scheduler, free the context and model."""
