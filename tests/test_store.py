@@ -55,8 +55,8 @@ def test_open_migrates_any_database_to_head(database_url):
     engine = create_engine(database_url)
     try:
         with engine.connect() as connection:
-            assert connection.execute(text("SELECT version_num FROM alembic_version")).all() == [("0001",)]
-        assert {"threads", "messages", "assistants", "thread_assistants"} <= set(inspect(engine).get_table_names())
+            assert connection.execute(text("SELECT version_num FROM alembic_version")).all() == [("0002",)]
+        assert {"threads", "messages", "assistants", "thread_assistants", "responses", "conversations"} <= set(inspect(engine).get_table_names())
     finally:
         engine.dispose()
 
