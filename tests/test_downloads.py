@@ -559,8 +559,10 @@ def test_cli_pull_failure_exits_non_zero_with_the_reason(tmp_path, upstream):
 
 def test_cli_pull_interrupted_resumes_by_id(tmp_path, upstream, smollm2):
     url, route = serve_model(upstream, smollm2, "/cli/interrupted.gguf", rate=8 * MiB)
+    # SIGINT as a terminal gives it: a shell running the suite in the background makes its children ignore it.
     process = subprocess.Popen([sys.executable, "-m", "jan_server", "--data-dir", str(tmp_path), "pull", url, "--id", "later"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     partial = partial_path(tmp_path / "models" / "later" / "interrupted.gguf")
     wait_for(lambda: partial.exists() and partial.stat().st_size > MiB)
     process.send_signal(signal.SIGINT)
