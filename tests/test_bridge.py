@@ -91,6 +91,34 @@ def test_quick_requests_use_their_own_threads_when_not_inline():
     assert headers[b"x-thread"].decode().startswith("WSGI-quick")
 
 
+def test_a_stream_arrives_whole_in_order_and_at_most_a_queue_ahead_of_a_slow_client():
+    sent: list[dict] = []
+    ahead = []
+
+    def stream_app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/event-stream")])
+        for n in range(300):
+            ahead.append(n - sum(1 for message in sent if message.get("body")))
+            yield b"%d," % n
+
+    async def slow_send(message):
+        await asyncio.sleep(0.0005)
+        sent.append(message)
+
+    bridge = SplitWSGIBridge(stream_app, on_chat, workers=2, inline=True, quick_workers=1)
+    scope = {"type": "http", "http_version": "1.1", "method": "POST", "scheme": "http", "path": "/v1/x", "query_string": b"",
+             "root_path": "", "headers": [], "server": ("127.0.0.1", 1337),
+             "extensions": {"connexion_routing": {"api_base_path": "/v1", "operation_id": CHAT}}}
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    asyncio.run(bridge(scope, receive, slow_send))
+    assert response(sent)[2] == b"".join(b"%d," % n for n in range(300))
+    assert sent[-1] == {"type": "http.response.body", "body": b""}
+    assert max(ahead) <= bridge.send_queue_size + 1  # the status line and headers count as one piece
+
+
 def test_a_client_gone_before_its_body_runs_nothing():
     ran = []
 

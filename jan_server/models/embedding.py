@@ -4,7 +4,8 @@ The context shares the model's weights with the chat context (jan_server.models.
 lazily and closes it before the model). It pools as the GGUF says (`<arch>.pooling_type`: mean, CLS or last
 token), mean where the GGUF names none (a chat model). Many inputs are read in one decode, one sequence each
 (up to MAX_SEQUENCES sequences and `n_ctx` tokens per decode, more decodes for more), then the cells are
-cleared. Vectors are L2-normalised. One request embeds at a time (the context has one batch).
+cleared. Identical inputs are read once, so they get the very same vector (read in different places of one batch
+they could differ in the last bit). Vectors are L2-normalised. One request embeds at a time (the context has one batch).
 """
 
 from __future__ import annotations
@@ -66,15 +67,17 @@ class Embedder:
             if self.ctx is None:
                 raise ConflictError(f"Model '{self.model_id}' is stopping.", param="model", code="model_stopping")
             prompts = [self._tokens(prompt) for prompt in inputs]
+            distinct = list(dict.fromkeys(map(tuple, prompts)))  # identical inputs read once: the very same vector
             vectors: list[np.ndarray] = []
             group: list[list[int]] = []
-            for tokens in prompts:
+            for tokens in map(list, distinct):
                 if group and (len(group) == MAX_SEQUENCES or sum(map(len, group)) + len(tokens) > self.n_ctx):
                     vectors += self._decode(group)
                     group = []
                 group.append(tokens)
             vectors += self._decode(group)
-        return vectors, sum(map(len, prompts))
+        of = dict(zip(distinct, vectors))
+        return [of[tuple(tokens)] for tokens in prompts], sum(map(len, prompts))
 
     def close(self) -> None:
         """Free the batch and context (after any embedding under way); the model is the Runner's to free."""
