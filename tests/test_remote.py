@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import shutil
 import threading
 import time
 
@@ -15,6 +16,7 @@ import pytest
 
 from jan_server.models.registry import BUNDLED_MODEL_ID
 from tests.live_server import PATIENT, LiveServer, free_port
+from tests.test_app import assert_openai_error
 
 UPSTREAM_KEY = "upstream-secret"
 #: A prompt and grammar that keep the bundled model generating until max_tokens: a JSON string that must be longer
@@ -117,6 +119,16 @@ def test_a_remote_model_is_added_listed_and_deleted_without_its_key(front, upstr
         assert download.status_code == 409 and download.json()["error"]["code"] == "model_exists"
         assert api.delete("/models/gone-soon").json() == {"id": "gone-soon", "object": "model", "deleted": True}
         assert api.get("/models/gone-soon").status_code == 404
+
+
+def test_a_remote_model_whose_folder_is_removed_by_hand_is_gone(front, upstream):
+    with httpx.Client(base_url=front.api_url, timeout=PATIENT) as api:
+        assert api.post("/models", json=remote("by-hand", upstream.api_url)).status_code == 200
+        chat = {"model": "by-hand", "messages": [{"role": "user", "content": "Hi."}], "max_tokens": 2}
+        assert api.post("/chat/completions", json=chat).status_code == 200
+        shutil.rmtree(front.data_dir / "models" / "by-hand")
+        error = assert_openai_error(api.post("/chat/completions", json=chat), 404)
+        assert error["param"] == "model"
 
 
 def test_chat_is_forwarded_with_the_key_from_the_environment(front, upstream):

@@ -146,13 +146,16 @@ class ModelManager:
         if self.loaded.get(model_id) is not None:
             return None
         upstream = self.upstreams.cached(model_id)
-        if upstream is not None:
+        if upstream is not None and self.registry.directory(model_id).is_dir():  # not removed by hand since
             return upstream
         try:
             record = self.registry.find(model_id)
         except InvalidRequestError:
             return None
-        return self.upstreams.get(record) if record is not None and record.remote else None
+        if record is None or not record.remote:
+            self.upstreams.forget(model_id)
+            return None
+        return self.upstreams.get(record)
 
     @contextmanager
     def serving(self, model_id: str) -> Iterator[Runner]:
