@@ -7,8 +7,7 @@ own sampler (own seed, penalties, grammar), hands the text to the job's event qu
 cancelled sequences, freeing their slots at once. A free slot keeps its prompt's cells and last logits: a job is
 seated in the slot sharing the longest prefix with its prompt and reads only the rest (see
 jan_server.models.slots, also for why the answer's cells are not kept); a job with exactly the cached prompt
-samples its first token from the kept logits. Another slot holding more of the prompt, free or busy, has its
-cells copied into the chosen one first. If the whole prompt is cached but not those logits, its last two
+samples its first token from the kept logits. If the whole prompt is cached but not those logits, its last two
 tokens are read again for them. No prompt chunk is a lone token (unless the prompt is): llama.cpp computes the
 cells of a sequence's token decoded alone slightly differently from those of a chunk of 2 or more, which all
 agree, so a seed's text never depends on how its prompt was split.
@@ -37,7 +36,7 @@ from typing import Protocol
 
 from jan_server.errors import ApiError, ConflictError, RateLimitError, ServerError, UnavailableError
 from jan_server.models.jobs import Job, Sampling, TokenLogprob
-from jan_server.models.slots import COPY_GAIN, FreeSlots, SlotCache, common_prefix
+from jan_server.models.slots import FreeSlots, SlotCache
 from jan_server.models.stops import StopMatcher
 
 log = logging.getLogger(__name__)
@@ -233,22 +232,12 @@ class Scheduler:
             return
         seq_id, cache, shared = self._free.take(live[0].prompt_tokens)
         leader = Sequence(live[0], seq_id, samplers[0])
-        source, held = self._holding(live[0].prompt_tokens)
         leader.followers = [Sequence(job, self._free.take_any()[0], sampler) for job, sampler in zip(live[1:], samplers[1:])]
         self._live += [leader, *leader.followers]
         try:
-            if held >= shared + COPY_GAIN:
-                self.backend.copy(source, seq_id)
-                cache, shared = SlotCache(), held
             self._seat(leader, cache, shared)
         except Exception as exc:
             self._fail(leader, exc)
-
-    def _holding(self, prompt: list[int]) -> tuple[int | None, int]:
-        """The slot, free or busy, whose cells hold the longest start of `prompt` (a busy one: of its prompt read so
-        far), and how many tokens."""
-        busy = ((sequence.seq_id, common_prefix(sequence.cached, prompt)) for sequence in self._live)
-        return max([self._free.holding(prompt), *busy], key=lambda share: share[1])
 
     def _seat(self, sequence: Sequence, cache: SlotCache, shared: int) -> None:
         """Keep the slot's cells of the prompt's first `shared` tokens and read the rest; if the slot has this very
