@@ -146,7 +146,7 @@ class ModelManager:
         if self.loaded.get(model_id) is not None:
             return None
         upstream = self.upstreams.cached(model_id)
-        if upstream is not None and self.registry.directory(model_id).is_dir():  # not removed by hand since
+        if upstream is not None and self.registry.directory(model_id).is_dir():  # its folder may be removed by hand
             return upstream
         try:
             record = self.registry.find(model_id)

@@ -44,11 +44,11 @@ class SplitWSGIBridge(WSGIMiddleware):
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await super().__call__(scope, receive, send)
-        if self.on_worker(scope):
-            return await HandOffResponder(self.app, self.executor, self.send_queue_size)(scope, receive, send)
-        if self.inline:
+        on_worker = self.on_worker(scope)
+        if self.inline and not on_worker:
             return await run_inline(self.app, scope, receive, send)
-        return await HandOffResponder(self.app, self.quick_executor, self.send_queue_size)(scope, receive, send)
+        executor = self.executor if on_worker else self.quick_executor
+        return await HandOffResponder(self.app, executor, self.send_queue_size)(scope, receive, send)
 
 
 class HandOffResponder(WSGIResponder):
