@@ -107,7 +107,8 @@ def test_one_loaded_model_at_most_the_idle_one_makes_room_and_a_busy_one_is_a_50
         assert chat(api, COPY).status_code == 200
         assert states(api) == {BUNDLED_MODEL_ID: "downloaded", COPY: "running"}  # the idle one was stopped
         with api.stream("POST", "/chat/completions", json={"model": COPY, "stream": True, **ENDLESS}) as generating:
-            next(generating.iter_lines())
+            lines = generating.iter_lines()  # held: a dropped iterator closes the connection, and the job ends
+            next(lines)
             busy = chat(api, BUNDLED_MODEL_ID)
             assert busy.status_code == 503 and busy.headers["Retry-After"] == "1", busy.text
             assert busy.json()["error"]["code"] == "models_busy"
