@@ -8,6 +8,7 @@ import pytest
 
 from jan_server.errors import InvalidRequestError
 from jan_server.models import tools
+from jan_server.models.grammar import LAX_CHAR, STRICT_CHAR, grammar_of
 from jan_server.models.prompt import PromptFormatter, takes_tools
 
 WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {
@@ -117,3 +118,10 @@ def test_a_template_without_tools_gets_the_generic_prompt():
     formatter = PromptFormatter(TemplateModel("{% for m in messages %}{{ m.role }}: {{ m.content }}; {% endfor %}"), n_ctx=512)
     prompt = formatter.format([{"role": "user", "content": "Weather?"}], [WEATHER])
     assert prompt.text.startswith("system: ") and "<tools>" in prompt.text and prompt.text.endswith("user: Weather?; ")
+
+
+def test_json_strings_of_a_schema_grammar_hold_no_raw_control_characters():
+    """llama-cpp-python's converter allows them (a raw newline in a string made Responses' JSON unparseable)."""
+    person = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}
+    for grammar in (grammar_of({"type": "json_schema", "json_schema": {"schema": person}}), tools.plan([WEATHER], "required").grammar):
+        assert STRICT_CHAR in grammar and LAX_CHAR not in grammar

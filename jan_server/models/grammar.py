@@ -21,6 +21,17 @@ def grammar_of(response_format: dict | None, schema_param: str = "response_forma
     if schema is None:
         return JSON_GBNF
     try:
-        return json_schema_to_gbnf(json.dumps(schema))
+        return strict_strings(json_schema_to_gbnf(json.dumps(schema)))
     except Exception as exc:  # the converter raises bare Exceptions and KeyErrors on schemas it cannot handle
         raise InvalidRequestError(f"Unsupported JSON schema: {exc}", param=schema_param, code="invalid_json_schema") from None
+
+
+#: llama-cpp-python's schema converter lets a JSON string hold raw control characters (its `char` rule is
+#: `[^"\\]`; llama.cpp's own converter and JSON_GBNF exclude them), which JSON parsers refuse.
+LAX_CHAR = 'char ::= [^"\\\\] |'
+STRICT_CHAR = 'char ::= [^"\\\\\\x7F\\x00-\\x1F] |'
+
+
+def strict_strings(gbnf: str) -> str:
+    """The converter's grammar with JSON strings that cannot hold raw control characters."""
+    return gbnf.replace(LAX_CHAR, STRICT_CHAR)

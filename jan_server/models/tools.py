@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Iterator, NamedTuple
 
 from jan_server.errors import InvalidRequestError
+from jan_server.models.grammar import strict_strings
 
 TRIGGER = "<tool_call>"
 END = "</tool_call>"
@@ -100,7 +101,7 @@ def call_grammar(functions: list[dict], most: int = 1) -> str:
                 "additionalProperties": False,
             })
         converter.visit(calls[0] if len(calls) == 1 else {"anyOf": calls}, "call")
-        rules = converter.format_grammar()
+        rules = strict_strings(converter.format_grammar())
     except Exception as exc:  # the converter raises bare Exceptions and KeyErrors on schemas it cannot handle
         raise InvalidRequestError(f"Unsupported function parameters: {exc}", param="tools", code="invalid_function_parameters") from None
     block = f'"{TRIGGER}\\n" space call space "\\n{END}"'

@@ -13,12 +13,18 @@ requests the hand-offs cost more than the work. This bridge sends each request o
   behind the other threads (docs/BENCHMARKS.md). With another database, which may sit across a network,
   `inline` is off and these requests run on a pool of `quick_workers` threads, so a slow query cannot
   stall the loop.
+
+On either pool a response is handed to the loop by HandOffResponder, which does not make the thread wait for
+the loop at each piece.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import contextvars
 import io
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
@@ -36,11 +42,52 @@ class SplitWSGIBridge(WSGIMiddleware):
         self.quick_executor = None if inline else ThreadPoolExecutor(thread_name_prefix="WSGI-quick", max_workers=quick_workers)
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or self.on_worker(scope):
+        if scope["type"] != "http":
             return await super().__call__(scope, receive, send)
-        if self.inline:
+        on_worker = self.on_worker(scope)
+        if self.inline and not on_worker:
             return await run_inline(self.app, scope, receive, send)
-        return await WSGIResponder(self.app, self.quick_executor, self.send_queue_size)(scope, receive, send)
+        executor = self.executor if on_worker else self.quick_executor
+        return await HandOffResponder(self.app, executor, self.send_queue_size)(scope, receive, send)
+
+
+class HandOffResponder(WSGIResponder):
+    """a2wsgi's responder, except that the WSGI thread does not wait for the event loop to take each piece of the
+    response (the status and headers, then each chunk): it leaves the piece and goes on, at most `send_queue_size`
+    pieces ahead of the loop. a2wsgi's thread waits for the loop to queue every piece, and then for the GIL
+    while the loop sends it: about a millisecond per piece here, before a stream's first token and between its
+    tokens. The loop is woken once for all the pieces left since it last took them."""
+
+    def __init__(self, app, executor: ThreadPoolExecutor, send_queue_size: int):
+        super().__init__(app, executor, send_queue_size)
+        self.send_queue = asyncio.Queue()  # `room` bounds it
+        self.room = threading.BoundedSemaphore(send_queue_size)
+        self.left: collections.deque = collections.deque()
+        self.lock = threading.Lock()
+        self.woken = False
+
+    def send(self, message) -> None:
+        self.room.acquire()
+        self.left.append(message)
+        with self.lock:
+            if self.woken:
+                return
+            self.woken = True
+        self.loop.call_soon_threadsafe(self.take)
+
+    def take(self) -> None:
+        with self.lock:
+            self.woken = False
+        while self.left:
+            self.send_queue.put_nowait(self.left.popleft())
+
+    async def sender(self, send) -> None:
+        while True:
+            message = await self.send_queue.get()
+            if message is None:  # put by WSGIResponder.__call__ when the app is done, not through send()
+                break
+            self.room.release()
+            await send(message)
 
 
 async def run_inline(app, scope, receive, send) -> None:
