@@ -105,14 +105,16 @@ def test_a_repeated_prompt_gives_the_same_text_from_the_prompt_cache(models):
 
 
 def converse(runner, turns, **parameters):
-    """Run a conversation turn by turn: each turn's (prompt tokens, prompt tokens the scheduler read, answer)."""
+    """Run a conversation turn by turn: each turn's (prompt tokens, prompt tokens the scheduler read, answer, tokens
+    of the new message: the prompt's after the last answer)."""
     messages, record = [], []
     for content in turns:
         messages.append({"role": "user", "content": content})
         before = runner.stats()["prompt_tokens_read"]
         job = runner.submit(runner.prepare(messages, parameters))
         answer = job.result()
-        record.append((len(job.prompt_tokens), runner.stats()["prompt_tokens_read"] - before, answer))
+        new = len(job.prompt_tokens) - len(runner.prepare(messages[:-1] + [{"role": "user", "content": ""}], parameters).prompt_tokens)
+        record.append((len(job.prompt_tokens), runner.stats()["prompt_tokens_read"] - before, answer, new))
         messages.append({"role": "assistant", "content": answer})
     return record
 
@@ -122,25 +124,43 @@ TURNS = ["Tell me about the sea in two sentences.", "And what lives in it? Name 
 
 
 def test_each_turn_of_a_conversation_reads_only_its_new_message(models):
-    """The slot keeps the last turn's prompt: the next turn reads what was added since (the answer and the new
-    message; see jan_server.models.slots for why not the answer), not the whole conversation."""
+    """The slot keeps the last turn's prompt and answer: the next turn reads the new message; a seeded one reads
+    the answer again too (see jan_server.models.slots), not the whole conversation."""
     chat = runner(models, 2)
     record = converse(chat, TURNS, max_tokens=24, temperature=0)
-    for (previous, _, _), (prompt, read, _) in zip(record, record[1:]):
+    for (previous, _, _, _), (prompt, read, _, new) in zip(record, record[1:]):
+        assert new < read <= new + 16 < prompt - previous  # the template's tokens around it, a token of the answer
+    seeded = converse(chat, TURNS, max_tokens=24, temperature=0.8, seed=99)
+    for (previous, _, _, _), (prompt, read, _, _) in zip(seeded, seeded[1:]):
         assert read == prompt - previous
-    assert record[-1][0] > 2 * record[-1][1]
+    assert record[-1][0] > 4 * record[-1][1] and seeded[-1][0] > 2 * seeded[-1][1]
+
+
+def conversation(turns, record) -> list[dict]:
+    """The messages of a conversation `converse` ran, its last answer left out."""
+    messages = []
+    for content, (_, _, answer, _) in zip(turns, record):
+        messages += [{"role": "user", "content": content}, {"role": "assistant", "content": answer}]
+    return messages[:-1]
 
 
 def test_seeded_text_is_the_same_with_and_without_the_cached_prefix(models):
+    """Whether the prefix came from a seeded conversation's cells or from an unseeded one's (whose answer cells a
+    seeded job must not reuse), a seed gives the text of a cold read."""
+    seeded = {"max_tokens": 24, "temperature": 0.8, "seed": 99}
     chat = runner(models, 2)
-    cached = converse(chat, TURNS, max_tokens=24, temperature=0.8, seed=99)
-    messages = []
-    for content, (_, _, answer) in zip(TURNS, cached):
-        messages += [{"role": "user", "content": content}, {"role": "assistant", "content": answer}]
-    fresh = runner(models, 1)  # a new context: nothing cached
-    job = fresh.submit(fresh.prepare(messages[:-1], {"max_tokens": 24, "temperature": 0.8, "seed": 99}))
-    assert job.result() == cached[-1][2]
-    assert fresh.stats()["cached_prompt_tokens"] == 0
+    cached = converse(chat, TURNS, **seeded)
+    greedy = conversation(TURNS, converse(chat, TURNS, max_tokens=24, temperature=0))
+    before = chat.stats()
+    after_greedy = chat.submit(chat.prepare(greedy, seeded))
+    text_after_greedy = after_greedy.result()
+    held, read = (chat.stats()[key] - before[key] for key in ("cached_prompt_tokens", "prompt_tokens_read"))
+    assert held + read == len(after_greedy.prompt_tokens) and held < len(after_greedy.prompt_tokens) - 24  # not its answer
+    for messages, text in ((conversation(TURNS, cached), cached[-1][2]), (greedy, text_after_greedy)):
+        models.stop(BUNDLED_MODEL_ID)
+        fresh = runner(models, 1)  # a new context: nothing cached
+        assert fresh.submit(fresh.prepare(messages, seeded)).result() == text
+        assert fresh.stats()["cached_prompt_tokens"] == 0
 
 
 def test_n_choices_share_one_prefill_and_each_matches_its_solo_seed(models):

@@ -184,19 +184,26 @@ def prompt_reads(backend, since=0):
 
 
 def test_a_next_turn_reads_only_what_the_slot_does_not_hold(make):
-    """The slot holds the prompt (not the answer: see jan_server.models.slots): a prompt that extends it is
-    seated there and reads only its new tokens."""
+    """The slot holds the prompt and the answer's decoded tokens: a prompt that extends them is seated there and
+    reads only its new tokens. A seeded one reuses only the cells read as a prompt (see jan_server.models.slots)."""
     scheduler, backend = make(2)
     turn = list(range(10, 20))
-    assert outcome(scheduler.submit(job(prompt=turn))) == ("<1><2><3>", "length")
+    assert outcome(scheduler.submit(job(prompt=turn))) == ("<1><2><3>", "length")  # <1> and <2> decoded, <3> not
     outcome(scheduler.submit(job(prompt=(30, 31))))  # the other slot
     decoded = len(backend.rows)
     follow_up = turn + [1, 2, 3, 40, 41]
     assert outcome(scheduler.submit(job(prompt=follow_up))) == ("<1><2><3>", "length")
-    assert prompt_reads(backend, decoded) == [(0, 10, [1, 2, 3, 40, 41])]
-    assert backend.cleared[-1] == (0, 10)
+    assert prompt_reads(backend, decoded) == [(0, 12, [3, 40, 41])]
+    assert backend.cleared[-1] == (0, 12)
     stats = scheduler.stats()
-    assert (stats["prompt_tokens_read"], stats["cached_prompt_tokens"]) == (10 + 2 + 5, 10)
+    assert (stats["prompt_tokens_read"], stats["cached_prompt_tokens"]) == (10 + 2 + 3, 12)
+    decoded = len(backend.rows)
+    seeded = follow_up + [1, 2, 50, 51]
+    assert outcome(scheduler.submit(job(prompt=seeded, seed=5))) == ("<1><2><3>", "length")
+    assert prompt_reads(backend, decoded) == [(0, 10, [1, 2, 3, 40, 41, 1, 2]), (0, 17, [50, 51])]  # the answers again
+    decoded = len(backend.rows)
+    assert outcome(scheduler.submit(job(prompt=seeded + [1, 2, 60, 61], seed=5))) == ("<1><2><3>", "length")
+    assert prompt_reads(backend, decoded)[0][:2] == (0, len(seeded))  # all read as a prompt last time: kept
 
 
 def test_the_longest_shared_prefix_wins_else_the_least_recently_used_slot(make):

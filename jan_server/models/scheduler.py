@@ -4,10 +4,10 @@ The scheduler has `n_slots` slots (sequence ids of one backend context). Every s
 into free slots, plans one batch holding the next token of every generating sequence plus a chunk of any prompt
 still being read (as much as the room left in the batch allows), decodes it once, samples each sequence with its
 own sampler (own seed, penalties, grammar), hands the text to the job's event queue and retires finished or
-cancelled sequences, freeing their slots at once. A free slot keeps its prompt's cells and last logits: a job is
-seated in the slot sharing the longest prefix with its prompt and reads only the rest (see
-jan_server.models.slots, also for why the answer's cells are not kept); a job with exactly the cached prompt
-samples its first token from the kept logits. If the whole prompt is cached but not those logits, its last two
+cancelled sequences, freeing their slots at once. A free slot keeps its cells and its prompt's last logits: a job
+is seated in the slot sharing the longest prefix with its prompt and reads only the rest (see
+jan_server.models.slots, also for why a seeded job reuses only the cells read as a prompt); a job with exactly
+the cached prompt samples its first token from the kept logits. If the whole prompt is cached but not those logits, its last two
 tokens are read again for them. No prompt chunk is a lone token (unless the prompt is): llama.cpp computes the
 cells of a sequence's token decoded alone slightly differently from those of a chunk of 2 or more, which all
 agree, so a seed's text never depends on how its prompt was split.
@@ -86,7 +86,8 @@ class Sequence:
         self.seq_id = seq_id
         self.sampler = sampler
         self.unread: list[int] = []  # prompt tokens not decoded yet
-        self.cached: list[int] = []  # the prompt tokens whose cells the slot holds, from position 0
+        self.cached: list[int] = []  # the tokens whose cells the slot holds, from position 0: prompt, then answer
+        self.exact = 0  # how many of the cells, from position 0, are (or will be, once read) as a cold read's
         self.position = 0  # next cell position
         self.next_token: int | None = None  # sampled, to be decoded in the next step
         self.prompt_logits = None  # the logits after the whole prompt, kept with the slot as a prompt cache
@@ -230,7 +231,7 @@ class Scheduler:
             for job in live:
                 job.events.put(("error", ServerError(f"Generation failed: {exc}", code="generation_failed")))
             return
-        seq_id, cache, shared = self._free.take(live[0].prompt_tokens)
+        seq_id, cache, shared = self._free.take(live[0].prompt_tokens, exact=live[0].sampling.seed is not None)
         leader = Sequence(live[0], seq_id, samplers[0])
         leader.followers = [Sequence(job, self._free.take_any()[0], sampler) for job, sampler in zip(live[1:], samplers[1:])]
         self._live += [leader, *leader.followers]
@@ -246,6 +247,7 @@ class Scheduler:
         if shared == len(prompt) == cache.logits_at and cache.logits is not None:
             self.backend.clear(sequence.seq_id, shared)  # drop the last answer, keep the prompt
             sequence.cached, sequence.position, sequence.prompt_logits = list(prompt), shared, cache.logits
+            sequence.exact = min(shared, cache.exact)
             self.cached_prompt_tokens += shared
             self._fork(sequence, lambda follower: self.backend.sample_cached(follower.sampler, cache.logits))
             self._take(sequence, self.backend.sample_cached(sequence.sampler, cache.logits), cache.logits)
@@ -253,6 +255,7 @@ class Scheduler:
         kept = max(0, min(shared, len(prompt) - 2))  # the last token's logits give the first token; no lone token
         self.backend.clear(sequence.seq_id, kept)
         sequence.cached, sequence.position, sequence.unread = prompt[:kept], kept, prompt[kept:]
+        sequence.exact = len(prompt) if kept <= cache.exact else cache.exact  # read after an inexact cell: inexact
         self.cached_prompt_tokens += kept
 
     def _fork(self, leader: Sequence, sample) -> None:
@@ -263,6 +266,7 @@ class Scheduler:
             try:
                 self.backend.copy(leader.seq_id, follower.seq_id)
                 follower.cached, follower.position, follower.prompt_logits = list(leader.cached), leader.position, leader.prompt_logits
+                follower.exact = leader.exact
                 self._take(follower, sample(follower), leader.prompt_logits)
             except Exception as exc:
                 self._fail(follower, exc)
@@ -282,6 +286,7 @@ class Scheduler:
                 sequence.position += 1
                 sequence.next_token = None
                 count += 1
+        generating = count  # the first rows: one generated token each
         for sequence in self._live:
             room = self.n_batch - count
             if room == 0:
@@ -308,6 +313,8 @@ class Scheduler:
             for sequence in [s for s in self._live if s.seq_id in in_batch]:
                 self._fail(sequence, exc)
             return
+        for row, sequence in sampling[:generating]:  # the answer's cells are kept too
+            sequence.cached += rows[row][2]
         for sequence, chunk in read:
             sequence.cached += chunk
             self.prompt_tokens_read += len(chunk)
@@ -379,7 +386,7 @@ class Scheduler:
         (once, whatever fails)."""
         if sequence in self._live:
             self._live.remove(sequence)
-            kept = SlotCache(sequence.cached, sequence.prompt_logits, len(sequence.job.prompt_tokens)) if cache else SlotCache()
+            kept = SlotCache(sequence.cached, sequence.prompt_logits, len(sequence.job.prompt_tokens), sequence.exact) if cache else SlotCache()
             self._free.put(sequence.seq_id, kept)
         sampler, sequence.sampler = sequence.sampler, None
         if sampler is not None:

@@ -1,13 +1,16 @@
 """The free slots of a scheduler and what each still holds, so a new job is seated where most of its prompt is
 already decoded.
 
-A slot that served a job keeps its prompt's cells. The next turn of a conversation resends that prompt, then the
-answer and the new message, so seating it in that slot leaves only those two to read. The answer's own cells
-are not reused, on purpose: llama.cpp computes the cells of a token decoded alone (as every generated token is)
-slightly differently from the same token read within a prompt (we measured logits up to 0.6 apart on SmolLM2),
-so reusing them would break the promise that a seed gives the same text with or without a cache. A slot also
-keeps the logits after its prompt's final token: a job with exactly that prompt (a retry, a regenerate) samples
-its first token from them, reading nothing.
+A slot that served a job keeps its cells: its prompt's, and its answer's. The next turn of a conversation resends
+that prompt, then the answer and the new message, so seating it in that slot leaves only the new message to read.
+A job that gives a `seed` reuses only the cells that were read as a prompt, though: llama.cpp computes the cells of
+a token decoded alone (as every generated token is) slightly differently from the same token read within a prompt
+(we measured logits up to 0.6 apart on SmolLM2), and a seed promises the same text with or without a cache. So a
+slot counts how many of its leading cells are `exact` (read as prompt chunks of two tokens or more, which all
+agree, after nothing but exact cells); a seeded job takes only those, and reads the answer again. A job without a
+seed takes every cell that matches, as llama-server does: its text may differ from a cold read's where two tokens
+are nearly tied. A slot also keeps the logits after its prompt's final token: a job with exactly that prompt (a
+retry, a regenerate) samples its first token from them, reading nothing.
 
 As in llama-server, a slot is chosen for its prefix only if that covers more than `SIMILARITY` of the prompt,
 else the least recently used one is; unlike it, a slot that would lose more than half of its last prompt is passed
@@ -29,11 +32,18 @@ SIMILARITY = 0.1  # llama-server's default --slot-prompt-similarity
 @dataclass
 class SlotCache:
     """What a free slot holds: `tokens` are those whose cells are in the slot, from position 0 (its last prompt, or
-    what of it was read); `logits` (or None) are the logits after `tokens[:logits_at]`."""
+    what of it was read, then the answer's decoded tokens), the first `exact` of them read as a prompt; `logits`
+    (or None) are the logits after `tokens[:logits_at]`."""
 
     tokens: list[int] = field(default_factory=list)
     logits: object = None
     logits_at: int = 0
+    exact: int = 0
+
+    def share(self, prompt: list[int], exact: bool) -> int:
+        """How many leading tokens of `prompt` the cells hold (with `exact`, of the cells read as a prompt)."""
+        shared = common_prefix(self.tokens, prompt)
+        return min(shared, self.exact) if exact else shared
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:
@@ -59,10 +69,10 @@ class FreeSlots:
     def __len__(self) -> int:
         return len(self._slots)
 
-    def take(self, prompt: list[int]) -> tuple[int, SlotCache, int]:
+    def take(self, prompt: list[int], exact: bool) -> tuple[int, SlotCache, int]:
         """The slot for `prompt` (see the module's docstring): its id, cache and how many leading tokens of the
-        prompt its cells hold."""
-        shares = {seq_id: common_prefix(cache.tokens, prompt) for seq_id, cache in self._slots.items()}
+        prompt its cells hold (with `exact`, its cells read as a prompt: for a seeded job)."""
+        shares = {seq_id: cache.share(prompt, exact) for seq_id, cache in self._slots.items()}
         best = max(shares, key=shares.get)  # the first of equals: the least recently freed
         if shares[best] <= SIMILARITY * len(prompt):
             best = next(iter(self._slots))
