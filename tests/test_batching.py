@@ -78,6 +78,27 @@ def test_seeded_sampling_does_not_depend_on_the_batch(models):
     assert crowd[1][0] == alone
 
 
+def test_a_seeded_prompt_read_beside_a_generating_sequence_gives_its_text_alone(models):
+    """A prompt is read in slot 1 while slot 0 generates: llama.cpp would split their shared batch so that the
+    prompt chunk's first token gets a ubatch alone (see jan_server.models.llama_backend), changing the seed's
+    text. Each prompt follows another in slot 1, so its chunk starts past the chat template's shared start."""
+    seeded = {"max_tokens": 32, "temperature": 0.8, "seed": 4321}
+    prompts = ["Describe a cat in one sentence.", "Write a short poem about the sea.", "Name a river and a mountain."]
+    solo = []
+    for prompt in prompts:
+        models.stop(BUNDLED_MODEL_ID)
+        solo.append(ask(runner(models, 1), prompt, **seeded)[0])  # a cold read
+    models.stop(BUNDLED_MODEL_ID)
+    pair = runner(models, 2)
+    endless = pair.submit(pair.prepare([{"role": "user", "content": "List numbers."}], {"max_tokens": 1000, "grammar": grammar_of(ENDLESS)}))
+    deltas = iter(endless)
+    next(deltas)  # generating in slot 0
+    beside = [ask(pair, prompt, **seeded)[0] for prompt in ["Hello there.", *prompts]][1:]  # each in slot 1
+    endless.cancel()
+    "".join(deltas)
+    assert beside == solo
+
+
 def test_cancelled_sequence_frees_its_slot_at_once(models):
     single = runner(models, 1)
     endless = single.submit(single.prepare([{"role": "user", "content": "List numbers."}], {"max_tokens": 400, "grammar": grammar_of(ENDLESS)}))

@@ -3,6 +3,13 @@
 The context has `n_seq_max` = the model's `n_parallel` slots of `ctx_len` cells each (not unified, so a sequence
 never crowds out another), and the attention settings llama_cpp.Llama uses, so the logits are the ones a
 single-sequence `Llama` would give. Samplers are built as `Llama` builds them, each sequence its own chain.
+
+A non-unified cache makes llama.cpp split a batch of several sequences into ubatches holding equally many
+tokens of each sequence, with consecutive sequence ids (`split_equal`): a prompt chunk decoded beside generating
+sequences would give its first token a ubatch of its own sequence's alone, and a token decoded alone gets
+slightly different cells (jan_server.models.slots), so a seed's text would depend on the batch. `decode`
+therefore runs one llama_decode per row length, rows in sequence-id order: the generated tokens (one each) last,
+in as few ubatches as their ids allow, and before them the prompt chunks of each length, whole.
 The backend owns the model: `close()`, or a failure while setting up, frees batch, context and model.
 Only the scheduler thread calls it, except `close()`, which runs after that thread ended. Importing this module
 loads llama_cpp, so `jan_server.models.batching` imports it only when a model starts.
@@ -51,7 +58,8 @@ class LlamaBackend:
         except BaseException:
             self.close()
             raise
-        self._ends: list[int] = []  # the batch index of each row's last token in the last decode
+        self._ends: list[int] = []  # the batch index of each row's last token in its llama_decode
+        self._saved: dict[int, np.ndarray] = {}  # the kept logits of rows not in the last llama_decode
         self._pieces: dict[int, bytes] = {}
 
     def close(self) -> None:
@@ -120,7 +128,22 @@ class LlamaBackend:
         llama_cpp.llama_memory_seq_cp(self.memory, source, target, -1, -1)
 
     def decode(self, rows: list[Row]) -> None:
-        batch, count, ends = self.batch, 0, []
+        """Decode the rows, one llama_decode per row length (see the module's docstring)."""
+        lengths: dict[int, list[int]] = {}
+        for index, (sequence, _, tokens, _) in sorted(enumerate(rows), key=lambda item: item[1][0]):
+            lengths.setdefault(len(tokens), []).append(index)
+        self._ends, self._saved = [0] * len(rows), {}
+        for n, length in enumerate(sorted(lengths, reverse=True)):
+            group = lengths[length]
+            self._decode([rows[index] for index in group])
+            last = n == len(lengths) - 1
+            for position, index in enumerate(group):
+                self._ends[index] = (position + 1) * length - 1
+                if rows[index][3] and not last:  # the next llama_decode overwrites the context's logits
+                    self._saved[index] = self._row_logits(self._ends[index])
+
+    def _decode(self, rows: list[Row]) -> None:
+        batch, count = self.batch, 0
         token, pos, n_seq_id, seq_id, logits = batch.token, batch.pos, batch.n_seq_id, batch.seq_id, batch.logits
         for sequence, position, tokens, wants_logits in rows:
             for token_id in tokens:
@@ -129,17 +152,22 @@ class LlamaBackend:
                 position += 1
                 count += 1
             logits[count - 1] = wants_logits
-            ends.append(count - 1)
         batch.n_tokens = count
-        self._ends = ends
         status = llama_cpp.llama_decode(self.ctx, batch)
         if status != 0:
             raise RuntimeError(f"llama_decode returned {status}")
 
+    def _row_logits(self, end: int) -> np.ndarray:
+        return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self.ctx, end), shape=(self.n_vocab,)).copy()
+
     def logits(self, row: int):
-        return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self.ctx, self._ends[row]), shape=(self.n_vocab,)).copy()
+        saved = self._saved.get(row)
+        return saved.copy() if saved is not None else self._row_logits(self._ends[row])
 
     def sample(self, sampler, row: int) -> int:
+        saved = self._saved.get(row)
+        if saved is not None:
+            return self.sample_cached(sampler, saved)
         return llama_cpp.llama_sampler_sample(sampler.sampler, self.ctx, self._ends[row])
 
     def sample_cached(self, sampler, logits) -> int:
