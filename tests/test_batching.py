@@ -184,6 +184,25 @@ def test_seeded_text_is_the_same_with_and_without_the_cached_prefix(models):
         assert fresh.stats()["cached_prompt_tokens"] == 0
 
 
+def test_seeded_text_is_the_same_when_the_prefix_is_copied_from_a_busy_slot(models):
+    chat = runner(models, 2)
+    system = {"role": "system", "content": "You are a ship's cook on a long voyage across a cold northern sea. "
+              "Answer every question briefly, in the voice of a cheerful old sailor who misses the harbour."}
+    endless = {"max_tokens": 400, "grammar": grammar_of(ENDLESS)}
+    busy = chat.submit(chat.prepare([system, {"role": "user", "content": "Tell me about the sea."}], endless))
+    next(iter(busy))  # generating in one slot, its prompt read
+    before = chat.stats()["cached_prompt_tokens"]
+    parameters = {"max_tokens": 24, "temperature": 0.8, "seed": 7}
+    messages = [system, {"role": "user", "content": "What is for dinner?"}]
+    copied = chat.submit(chat.prepare(messages, parameters))
+    text = copied.result()
+    busy.cancel()
+    busy.result()
+    assert chat.stats()["cached_prompt_tokens"] - before > 30  # the system prompt came from the busy slot
+    fresh = runner(models, 1)
+    assert fresh.submit(fresh.prepare(messages, parameters)).result() == text
+
+
 def test_n_choices_share_one_prefill_and_each_matches_its_solo_seed(models):
     group = runner(models, 3)
     messages = [{"role": "user", "content": "Write a line about autumn."}]

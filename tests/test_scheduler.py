@@ -15,6 +15,7 @@ from jan_server.errors import ApiError, ConflictError, RateLimitError, ServerErr
 from jan_server.models import jobs
 from jan_server.models.jobs import Job, Sampling
 from jan_server.models.scheduler import Scheduler
+from jan_server.models.slots import COPY_GAIN
 
 WAIT = 30  # seconds: the most any wait below may take on a loaded machine; they normally take milliseconds
 ENDLESS = 10**9  # max_tokens of a job that runs until it is cancelled
@@ -216,6 +217,47 @@ def test_the_longest_shared_prefix_wins_else_the_least_recently_used_slot(make):
     decoded = len(backend.rows)
     outcome(scheduler.submit(job(prompt=[50, 51], max_tokens=1)))  # shares nothing: slot 0 was freed longest ago
     assert prompt_reads(backend, decoded) == [(0, 0, [50, 51])]
+
+
+def test_a_prompt_a_busy_slot_holds_is_copied_from_it_not_read(make):
+    scheduler, backend = make(2)
+    shared = list(range(100, 100 + COPY_GAIN + 4))
+    generating = scheduler.submit(job(prompt=shared, max_tokens=ENDLESS))
+    first_delta(generating)
+    decoded = len(backend.rows)
+    assert outcome(scheduler.submit(job(prompt=shared + [40, 41, 42]))) == ("<1><2><3>", "length")
+    generating.cancel()
+    generating.result()
+    assert backend.copied == [(0, 1)]
+    assert (1, len(shared)) in backend.cleared  # the busy slot's answer is not kept
+    assert [read for read in prompt_reads(backend, decoded) if read[0] == 1] == [(1, len(shared), [40, 41, 42])]
+    assert scheduler.stats()["cached_prompt_tokens"] == len(shared)
+
+
+def test_a_free_slot_passed_over_still_serves_its_prefix_by_a_copy(make):
+    """A prompt sharing less than half of slot 0's last prompt goes to the empty slot (slot 0's conversation
+    stays), which gets slot 0's cells of the shared part copied."""
+    scheduler, backend = make(2)
+    conversation = list(range(100, 100 + 3 * COPY_GAIN))
+    outcome(scheduler.submit(job(prompt=conversation, max_tokens=1)))
+    decoded = len(backend.rows)
+    outcome(scheduler.submit(job(prompt=conversation[:COPY_GAIN] + [40, 41], max_tokens=1)))
+    assert backend.copied == [(0, 1)]
+    assert prompt_reads(backend, decoded) == [(1, COPY_GAIN, [40, 41])]
+    outcome(scheduler.submit(job(prompt=conversation, max_tokens=1)))
+    assert backend.cached_samples == 1  # slot 0 still holds its prompt and logits
+
+
+def test_a_prefix_shorter_than_the_copy_gain_is_read(make):
+    scheduler, backend = make(2)
+    prefix = list(range(100, 100 + COPY_GAIN - 1))
+    generating = scheduler.submit(job(prompt=prefix, max_tokens=ENDLESS))
+    first_delta(generating)
+    outcome(scheduler.submit(job(prompt=prefix + [40, 41])))
+    generating.cancel()
+    generating.result()
+    assert backend.copied == []
+
 
 
 def test_a_prompt_held_whole_without_its_logits_reads_its_last_tokens_again(make):

@@ -7,7 +7,8 @@ own sampler (own seed, penalties, grammar), hands the text to the job's event qu
 cancelled sequences, freeing their slots at once. A free slot keeps its cells and its prompt's last logits: a job
 is seated in the slot sharing the longest prefix with its prompt and reads only the rest (see
 jan_server.models.slots, also for why a seeded job reuses only the cells read as a prompt); a job with exactly
-the cached prompt samples its first token from the kept logits. If the whole prompt is cached but not those logits, its last two
+the cached prompt samples its first token from the kept logits. Another slot holding more of the prompt, free or
+busy, has its cells copied into the chosen one first. If the whole prompt is cached but not those logits, its last two
 tokens are read again for them. No prompt chunk is a lone token (unless the prompt is): llama.cpp computes the
 cells of a sequence's token decoded alone slightly differently from those of a chunk of 2 or more, which all
 agree, so a seed's text never depends on how its prompt was split.
@@ -36,7 +37,7 @@ from typing import Protocol
 
 from jan_server.errors import ApiError, ConflictError, RateLimitError, ServerError, UnavailableError
 from jan_server.models.jobs import Job, Sampling, TokenLogprob
-from jan_server.models.slots import FreeSlots, SlotCache
+from jan_server.models.slots import COPY_GAIN, FreeSlots, SlotCache
 from jan_server.models.stops import StopMatcher
 
 log = logging.getLogger(__name__)
@@ -231,14 +232,25 @@ class Scheduler:
             for job in live:
                 job.events.put(("error", ServerError(f"Generation failed: {exc}", code="generation_failed")))
             return
-        seq_id, cache, shared = self._free.take(live[0].prompt_tokens, exact=live[0].sampling.seed is not None)
+        prompt, exact = live[0].prompt_tokens, live[0].sampling.seed is not None
+        seq_id, cache, shared = self._free.take(prompt, exact)
         leader = Sequence(live[0], seq_id, samplers[0])
+        source, held, source_exact = self._holding(prompt, exact)
         leader.followers = [Sequence(job, self._free.take_any()[0], sampler) for job, sampler in zip(live[1:], samplers[1:])]
         self._live += [leader, *leader.followers]
         try:
+            if held >= shared + COPY_GAIN:
+                self.backend.copy(source, seq_id)
+                cache, shared = SlotCache(exact=source_exact), held
             self._seat(leader, cache, shared)
         except Exception as exc:
             self._fail(leader, exc)
+
+    def _holding(self, prompt: list[int], exact: bool) -> tuple[int | None, int, int]:
+        """The slot, free or busy, whose cells hold the longest start of `prompt` (with `exact`, of its exact cells),
+        how many tokens, and its count of exact cells."""
+        busy = ((sequence.seq_id, SlotCache(sequence.cached, exact=sequence.exact).share(prompt, exact), sequence.exact) for sequence in self._live)
+        return max([self._free.holding(prompt, exact), *busy], key=lambda share: share[1])
 
     def _seat(self, sequence: Sequence, cache: SlotCache, shared: int) -> None:
         """Keep the slot's cells of the prompt's first `shared` tokens and read the rest; if the slot has this very
