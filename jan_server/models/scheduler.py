@@ -334,10 +334,12 @@ class Scheduler:
             return
         for row, sequence in sampling:
             try:
+                logits = None
                 if sequence.prompt_logits is None:
-                    sequence.prompt_logits = self.backend.logits(row)
+                    sequence.prompt_logits = logits = self.backend.logits(row)
                     self._fork(sequence, lambda follower: self.backend.sample(follower.sampler, row))
-                logits = self.backend.logits(row) if sequence.job.sampling.logprobs is not None else None
+                elif sequence.job.sampling.logprobs is not None:
+                    logits = self.backend.logits(row)
                 self._take(sequence, self.backend.sample(sequence.sampler, row), logits)
             except Exception as exc:
                 self._fail(sequence, exc)
