@@ -10,6 +10,7 @@ sequences would give its first token a ubatch of its own sequence's alone, and a
 slightly different cells (jan_server.models.slots), so a seed's text would depend on the batch. `decode`
 therefore runs one llama_decode per row length, rows in sequence-id order: the generated tokens (one each) last,
 in as few ubatches as their ids allow, and before them the prompt chunks of each length, whole.
+
 The backend owns the model: `close()`, or a failure while setting up, frees batch, context and model.
 Only the scheduler thread calls it, except `close()`, which runs after that thread ended. Importing this module
 loads llama_cpp, so `jan_server.models.batching` imports it only when a model starts.
@@ -130,7 +131,7 @@ class LlamaBackend:
     def decode(self, rows: list[Row]) -> None:
         """Decode the rows, one llama_decode per row length (see the module's docstring)."""
         lengths: dict[int, list[int]] = {}
-        for index, (sequence, _, tokens, _) in sorted(enumerate(rows), key=lambda item: item[1][0]):
+        for index, (_, _, tokens, _) in sorted(enumerate(rows), key=lambda item: item[1][0]):
             lengths.setdefault(len(tokens), []).append(index)
         self._ends, self._saved = [0] * len(rows), {}
         for n, length in enumerate(sorted(lengths, reverse=True)):
