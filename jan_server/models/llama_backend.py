@@ -162,8 +162,8 @@ class LlamaBackend:
         return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self.ctx, end), shape=(self.n_vocab,)).copy()
 
     def logits(self, row: int):
-        saved = self._saved.get(row)
-        return saved.copy() if saved is not None else self._row_logits(self._ends[row])
+        saved = self._saved.get(row)  # already a copy, of this decode's alone, that nothing writes to
+        return saved if saved is not None else self._row_logits(self._ends[row])
 
     def sample(self, sampler, row: int) -> int:
         saved = self._saved.get(row)
