@@ -26,12 +26,12 @@ def models(tmp_path_factory):
     manager.close()
 
 
-def runner(models, n_parallel):
-    """The bundled model with n_parallel slots (restarted if it runs with another count)."""
+def runner(models, n_parallel, flash_attn=True):
+    """The bundled model with n_parallel slots (restarted if it runs with other settings)."""
     running = models.running(BUNDLED_MODEL_ID)
-    if running is not None and running.n_slots != n_parallel:
+    if running is not None and (running.n_slots, running.backend.flash_attn) != (n_parallel, flash_attn):
         models.stop(BUNDLED_MODEL_ID)
-    models.start(BUNDLED_MODEL_ID, {"n_parallel": n_parallel, "ctx_len": 512})
+    models.start(BUNDLED_MODEL_ID, {"n_parallel": n_parallel, "ctx_len": 512, "flash_attn": flash_attn})
     return models.running(BUNDLED_MODEL_ID)
 
 
@@ -99,6 +99,35 @@ def test_a_seeded_prompt_read_beside_a_generating_sequence_gives_its_text_alone(
     assert beside == solo
 
 
+def test_a_seeded_chat_generating_beside_another_gives_its_text_alone(models, tmp_path):
+    """With flash attention and two threads, llama.cpp splits a lone sequence's token across the threads once the
+    sequence holds over 256 cells, and computes it another way beside other sequences' tokens (see
+    jan_server.models.llama_backend): a seeded sequence's tokens are decoded on their own, so its text stays."""
+    models.stop(BUNDLED_MODEL_ID)  # this test's model takes both threads
+    manager = ModelManager(Registry(tmp_path), n_threads=2, max_queued_requests=8)
+    try:
+        manager.start(BUNDLED_MODEL_ID, {"n_parallel": 2, "ctx_len": 1024})
+        chat = manager.running(BUNDLED_MODEL_ID)
+        assert chat.backend.flash_attn and chat.load_settings["n_threads"] == 2
+        story = " ".join(f"On day {day} the keeper climbed the tower, trimmed the wick and watched the grey sea." for day in range(1, 21))
+        seeded = {"max_tokens": 64, "temperature": 0.8, "seed": 11}
+        texts = []
+        for prompt in ("Go on with the story.", "Tell the story again, shorter."):
+            messages = [{"role": "user", "content": f"{story}\n\n{prompt}"}]
+            alone = chat.submit(chat.prepare(messages, seeded))
+            texts.append(alone.result())
+            assert len(alone.prompt_tokens) > 300
+            endless = chat.submit(chat.prepare([{"role": "user", "content": "List numbers."}], {"max_tokens": 1000, "grammar": grammar_of(ENDLESS)}))
+            deltas = iter(endless)
+            next(deltas)  # generating in the other slot
+            beside = chat.submit(chat.prepare(messages, seeded)).result()
+            endless.cancel()
+            "".join(deltas)
+            assert beside == texts[-1]
+    finally:
+        manager.close()
+
+
 def test_cancelled_sequence_frees_its_slot_at_once(models):
     single = runner(models, 1)
     endless = single.submit(single.prepare([{"role": "user", "content": "List numbers."}], {"max_tokens": 400, "grammar": grammar_of(ENDLESS)}))
@@ -144,16 +173,19 @@ TURNS = ["Tell me about the sea in two sentences.", "And what lives in it? Name 
          "Which of them is the largest, and how large does it grow?", "Thank you. Now say something about rivers."]
 
 
-def test_each_turn_of_a_conversation_reads_only_its_new_message(models):
+@pytest.mark.parametrize("flash_attn", [True, False])
+def test_each_turn_of_a_conversation_reads_only_its_new_message(models, flash_attn):
     """The slot keeps the last turn's prompt and answer: the next turn reads the new message; a seeded one reads
-    the answer again too (see jan_server.models.slots), not the whole conversation."""
-    chat = runner(models, 2)
+    the answer again too (see jan_server.models.slots), and at least a chunk of `min_chunk`, not the whole
+    conversation."""
+    chat = runner(models, 2, flash_attn)
     record = converse(chat, TURNS, max_tokens=24, temperature=0)
     for (previous, _, _, _), (prompt, read, _, new) in zip(record, record[1:]):
         assert new < read <= new + 16 < prompt - previous  # the template's tokens around it, a token of the answer
     seeded = converse(chat, TURNS, max_tokens=24, temperature=0.8, seed=99)
+    floor = chat.backend.min_chunk  # with flash attention 64: a shorter prompt's cells are not a cold read's
     for (previous, _, _, _), (prompt, read, _, _) in zip(seeded, seeded[1:]):
-        assert read == prompt - previous
+        assert read == (prompt if previous < floor else max(prompt - previous, floor))
     assert record[-1][0] > 4 * record[-1][1] and seeded[-1][0] > 2 * seeded[-1][1]
 
 
@@ -165,11 +197,12 @@ def conversation(turns, record) -> list[dict]:
     return messages[:-1]
 
 
-def test_seeded_text_is_the_same_with_and_without_the_cached_prefix(models):
+@pytest.mark.parametrize("flash_attn", [True, False])
+def test_seeded_text_is_the_same_with_and_without_the_cached_prefix(models, flash_attn):
     """Whether the prefix came from a seeded conversation's cells or from an unseeded one's (whose answer cells a
     seeded job must not reuse), a seed gives the text of a cold read."""
     seeded = {"max_tokens": 24, "temperature": 0.8, "seed": 99}
-    chat = runner(models, 2)
+    chat = runner(models, 2, flash_attn)
     cached = converse(chat, TURNS, **seeded)
     greedy = conversation(TURNS, converse(chat, TURNS, max_tokens=24, temperature=0))
     before = chat.stats()
@@ -179,7 +212,7 @@ def test_seeded_text_is_the_same_with_and_without_the_cached_prefix(models):
     assert held + read == len(after_greedy.prompt_tokens) and held < len(after_greedy.prompt_tokens) - 24  # not its answer
     for messages, text in ((conversation(TURNS, cached), cached[-1][2]), (greedy, text_after_greedy)):
         models.stop(BUNDLED_MODEL_ID)
-        fresh = runner(models, 1)  # a new context: nothing cached
+        fresh = runner(models, 1, flash_attn)  # a new context: nothing cached
         assert fresh.submit(fresh.prepare(messages, seeded)).result() == text
         assert fresh.stats()["cached_prompt_tokens"] == 0
 
@@ -187,7 +220,10 @@ def test_seeded_text_is_the_same_with_and_without_the_cached_prefix(models):
 def test_seeded_text_is_the_same_when_the_prefix_is_copied_from_a_busy_slot(models):
     chat = runner(models, 2)
     system = {"role": "system", "content": "You are a ship's cook on a long voyage across a cold northern sea. "
-              "Answer every question briefly, in the voice of a cheerful old sailor who misses the harbour."}
+              "Answer every question briefly, in the voice of a cheerful old sailor who misses the harbour. "
+              "You know every dish that can be made from salted fish, hard biscuits, dried peas and onions, "
+              "and you never tell the same story twice. The crew trusts you more than the captain, and every "
+              "evening they gather in the galley to hear about storms, whales, far ports and the cook's old ship."}
     endless = {"max_tokens": 400, "grammar": grammar_of(ENDLESS)}
     busy = chat.submit(chat.prepare([system, {"role": "user", "content": "Tell me about the sea."}], endless))
     next(iter(busy))  # generating in one slot, its prompt read

@@ -156,7 +156,7 @@ def test_streamed_n_choices_carry_their_index(client, api):
 
 def test_json_object_parses(client):
     completion = client.chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": "Return JSON: the name of one fruit."}], max_tokens=120, temperature=0,
+        model=MODEL, messages=[{"role": "user", "content": "Return a JSON object naming one fruit."}], max_tokens=120, temperature=0,
         response_format={"type": "json_object"},
     )
     assert completion.choices[0].finish_reason == "stop"

@@ -155,7 +155,7 @@ def test_logprobs_match_llama_cpp(client, api):
 
     # SmolLM2's chat template (ChatML), written out by hand
     prompt = "<|im_start|>system\nYou are terse.<|im_end|>\n<|im_start|>user\nName a colour.<|im_end|>\n<|im_start|>assistant\n"
-    llama = llama_cpp.Llama(str(bundled_weights()), n_ctx=512, n_threads=1, logits_all=True, verbose=False)
+    llama = llama_cpp.Llama(str(bundled_weights()), n_ctx=512, n_threads=1, logits_all=True, flash_attn=True, verbose=False)
     try:
         tokens = llama.tokenize(prompt.encode(), add_bos=False, special=True)
         theirs = llama.create_completion(tokens, max_tokens=6, temperature=0, repeat_penalty=1.0, logprobs=5)["choices"][0]["logprobs"]

@@ -20,10 +20,11 @@ GREEDY = {"max_tokens": 12, "temperature": 0}
 
 @pytest.fixture(scope="module")
 def llama():
-    """The same GGUF in llama-cpp-python itself, for its own greedy completions and its tokenizer."""
+    """The same GGUF in llama-cpp-python itself (with flash attention, as the server runs it), for its own greedy
+    completions and its tokenizer."""
     import llama_cpp
 
-    model = llama_cpp.Llama(str(bundled_weights()), n_ctx=512, n_threads=1, verbose=False)
+    model = llama_cpp.Llama(str(bundled_weights()), n_ctx=512, n_threads=1, flash_attn=True, verbose=False)
     yield model
     model.close()
 

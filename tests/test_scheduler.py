@@ -50,6 +50,7 @@ class FakeBackend:
         self.cached_samples = 0
         self.fail_next_clear = False
         self.crash = False
+        self.min_chunk = 2
 
     def make_sampler(self, sampling):
         if sampling.grammar == "fail-sampler":
@@ -69,7 +70,7 @@ class FakeBackend:
     def copy(self, source, target):
         self.copied.append((source, target))
 
-    def decode(self, rows):
+    def decode(self, rows, exact):
         if self.crash:
             raise Crash()
         if self.delay:
@@ -279,6 +280,40 @@ def test_no_prompt_chunk_is_a_lone_token(make):
     generating.cancel()
     generating.result()
     assert [tokens for rows in backend.rows for seq_id, _, tokens, _ in rows if seq_id == 1] == [list(range(10, 16)), [16, 17]]
+
+
+def test_no_prompt_chunk_is_shorter_than_the_backends_min_chunk(make):
+    """With flash attention a chunk under 64 tokens has other cells than a longer one: with min_chunk 3, a prompt
+    of 9 is read as 6 + 3 beside a generating token (8 - 1 = 7 of room, but 7 + 2 would leave 2), and a seeded job held whole
+    reads its last 3 again, its cells kept exact; a prompt of 2 reads whole, and its cells are not exact."""
+    scheduler, backend = make(2)
+    backend.min_chunk = 3
+    generating = scheduler.submit(job(prompt=(1, 2), max_tokens=ENDLESS))
+    first_delta(generating)
+    assert outcome(scheduler.submit(job(prompt=range(10, 19), max_tokens=1, seed=5))) == ("<1>", "length")
+    generating.cancel()
+    generating.result()
+    assert [tokens for rows in backend.rows for seq_id, _, tokens, _ in rows if seq_id == 1] == [list(range(10, 16)), [16, 17, 18]]
+    decoded = len(backend.rows)
+    outcome(scheduler.submit(job(prompt=range(10, 18), max_tokens=1, seed=5)))  # held whole, without its logits
+    assert backend.rows[decoded] == [(1, 5, [15, 16, 17], True)]
+    assert scheduler._free._slots[1].exact == 8
+    outcome(scheduler.submit(job(prompt=(1, 2), max_tokens=1)))
+    assert scheduler._free._slots[0].exact == 0
+
+
+def test_the_seeded_sequences_are_named_to_the_backend(make):
+    """A seeded sequence's text must not depend on the rest of the batch (see LlamaBackend.decode)."""
+    scheduler, backend = make(2)
+    backend.exact = []
+    decode = backend.decode
+    backend.decode = lambda rows, exact: (backend.exact.append(set(exact)), decode(rows, exact))
+    generating = scheduler.submit(job(prompt=(1, 2), max_tokens=ENDLESS))
+    first_delta(generating)
+    outcome(scheduler.submit(job(prompt=(3, 4), max_tokens=2, seed=1)))
+    generating.cancel()
+    generating.result()
+    assert set() in backend.exact and {1} in backend.exact and all(exact <= {1} for exact in backend.exact)
 
 
 def test_a_group_reads_its_prompt_once_and_copies_it_to_every_choice(make):

@@ -34,14 +34,14 @@ class Runner:
         self.usage = usage or Usage()
         self.n_ctx = load_settings["ctx_len"]
         self.n_slots = load_settings["n_parallel"]
-        n_batch = max(load_settings["n_batch"], self.n_slots)
         self._closing = threading.Lock()  # held while a request thread tokenizes: close() frees the vocabulary
         self._closed = False
         self._embedder = None  # opened on the first embedding request (see embedder())
-        self.backend = LlamaBackend(model, n_ctx=self.n_ctx, n_slots=self.n_slots, n_batch=n_batch, n_threads=load_settings["n_threads"])
+        self.backend = LlamaBackend(model, n_ctx=self.n_ctx, n_slots=self.n_slots, n_batch=load_settings["n_batch"], n_threads=load_settings["n_threads"],
+                                    flash_attn=load_settings["flash_attn"])
         try:
             self.prompts = PromptFormatter(model, self.n_ctx)
-            self.scheduler = Scheduler(self.backend, model_id=record.id, n_slots=self.n_slots, n_batch=n_batch, max_queued=max_queued)
+            self.scheduler = Scheduler(self.backend, model_id=record.id, n_slots=self.n_slots, n_batch=self.backend.n_batch, max_queued=max_queued)
         except BaseException:
             self.backend.close()
             raise

@@ -9,9 +9,11 @@ is seated in the slot sharing the longest prefix with its prompt and reads only 
 jan_server.models.slots, also for why a seeded job reuses only the cells read as a prompt); a job with exactly
 the cached prompt samples its first token from the kept logits. Another slot holding more of the prompt, free or
 busy, has its cells copied into the chosen one first. If the whole prompt is cached but not those logits, its last two
-tokens are read again for them. No prompt chunk is a lone token (unless the prompt is): llama.cpp computes the
-cells of a sequence's token decoded alone slightly differently from those of a chunk of 2 or more, which all
-agree, so a seed's text never depends on how its prompt was split.
+tokens are read again for them. No prompt chunk is shorter than the backend's `min_chunk` (unless the rest of the
+prompt is): llama.cpp computes the cells of a lone token (with flash attention, of a chunk under 64 tokens)
+differently from those of longer chunks, which all agree, so a seed's text never depends on how its prompt was
+split. A seeded job also keeps the last `min_chunk` tokens of its prompt to read, and a slot's cells read in a
+shorter chunk are not counted exact.
 
 A group of jobs (the `n` choices of one request, `submit_group`) waits until it has a slot for each. The first
 job reads the prompt; the moment it is read, its cells are copied to the others' slots, and every job samples
@@ -59,8 +61,12 @@ class Backend(Protocol):
     def copy(self, source: int, target: int) -> None:
         """Make the target sequence's cells a copy of all the source's (before the next decode runs)."""
 
-    def decode(self, rows: list[Row]) -> None:
-        """Decode one batch, the rows' tokens in order."""
+    #: The fewest tokens of a prompt chunk whose cells are the same however the prompt is split.
+    min_chunk: int
+
+    def decode(self, rows: list[Row], exact: set[int]) -> None:
+        """Decode one batch, the rows' tokens in order; the results of the sequences in `exact` must not depend
+        on the other rows."""
 
     def logits(self, row: int) -> object:
         """A copy of the logits kept for a row of the last decode."""
@@ -239,7 +245,7 @@ class Scheduler:
         leader.followers = [Sequence(job, self._free.take_any()[0], sampler) for job, sampler in zip(live[1:], samplers[1:])]
         self._live += [leader, *leader.followers]
         try:
-            if held >= shared + COPY_GAIN:
+            if self._keepable(live[0], held) >= self._keepable(live[0], shared) + COPY_GAIN:
                 self.backend.copy(source, seq_id)
                 cache, shared = SlotCache(exact=source_exact), held
             self._seat(leader, cache, shared)
@@ -264,11 +270,16 @@ class Scheduler:
             self._fork(sequence, lambda follower: self.backend.sample_cached(follower.sampler, cache.logits))
             self._take(sequence, self.backend.sample_cached(sequence.sampler, cache.logits), cache.logits)
             return
-        kept = max(0, min(shared, len(prompt) - 2))  # the last token's logits give the first token; no lone token
+        kept = self._keepable(sequence.job, shared)
         self.backend.clear(sequence.seq_id, kept)
         sequence.cached, sequence.position, sequence.unread = prompt[:kept], kept, prompt[kept:]
         sequence.exact = len(prompt) if kept <= cache.exact else cache.exact  # read after an inexact cell: inexact
         self.cached_prompt_tokens += kept
+
+    def _keepable(self, job: Job, shared: int) -> int:
+        """How many of `shared` cached prompt tokens a job keeps: all but a last chunk to read, whose last token's
+        logits give the first token (for a seeded job, a chunk whose cells are a cold read's)."""
+        return max(0, min(shared, len(job.prompt_tokens) - (self.backend.min_chunk if job.sampling.seed is not None else 2)))
 
     def _fork(self, leader: Sequence, sample) -> None:
         """The prompt of a group's first job is read: copy its cells to the other jobs' slots; each samples its
@@ -305,9 +316,13 @@ class Scheduler:
                 break
             if not sequence.unread:
                 continue
-            size = room - 1 if len(sequence.unread) == room + 1 else room  # never leave a lone token
-            if size == 0:
-                continue
+            size = min(room, len(sequence.unread))
+            if size < len(sequence.unread):  # never leave a chunk shorter than min_chunk
+                size = min(size, len(sequence.unread) - self.backend.min_chunk)
+                if size < self.backend.min_chunk:
+                    continue
+            elif size < self.backend.min_chunk:  # the prompt's rest is short: its cells are not a cold read's
+                sequence.exact = min(sequence.exact, sequence.position)
             chunk, sequence.unread = sequence.unread[:size], sequence.unread[size:]
             if not sequence.unread:
                 sampling.append((len(rows), sequence))
@@ -318,7 +333,7 @@ class Scheduler:
         if not rows:
             return
         try:
-            self.backend.decode(rows)
+            self.backend.decode(rows, {s.seq_id for s in self._live if s.job.sampling.seed is not None})
         except Exception as exc:  # the cells of every sequence in the batch are in doubt
             log.exception("decode failed on model %s", self.model_id)
             in_batch = {row[0] for row in rows}
