@@ -220,6 +220,21 @@ def test_the_longest_shared_prefix_wins_else_the_least_recently_used_slot(make):
     assert prompt_reads(backend, decoded) == [(0, 0, [50, 51])]
 
 
+def test_a_slot_without_a_prefix_is_taken_next_to_a_busy_one(make):
+    """llama.cpp decodes each run of consecutive sequence ids in a pass of its own: a job with nothing cached
+    takes the least recently used slot next to a generating one (2, beside 3), not the least recently used (0)."""
+    scheduler, backend = make(4)
+    for prompt in ([10, 11], [20, 21], [30, 31]):  # slots 0, 1, 2: the least recently used is now 3, then 0
+        outcome(scheduler.submit(job(prompt=prompt, max_tokens=1)))
+    generating = scheduler.submit(job(prompt=(40, 41), max_tokens=ENDLESS))
+    first_delta(generating)
+    decoded = len(backend.rows)
+    outcome(scheduler.submit(job(prompt=[50, 51], max_tokens=1)))
+    generating.cancel()
+    generating.result()
+    assert [seq_id for seq_id, _, tokens in prompt_reads(backend, decoded) if len(tokens) > 1] == [2]
+
+
 def test_a_prompt_a_busy_slot_holds_is_copied_from_it_not_read(make):
     scheduler, backend = make(2)
     shared = list(range(100, 100 + COPY_GAIN + 4))

@@ -239,10 +239,14 @@ class Scheduler:
                 job.events.put(("error", ServerError(f"Generation failed: {exc}", code="generation_failed")))
             return
         prompt, exact = live[0].prompt_tokens, live[0].sampling.seed is not None
-        seq_id, cache, shared = self._free.take(prompt, exact)
+        busy = {sequence.seq_id for sequence in self._live}
+        seq_id, cache, shared = self._free.take(prompt, exact, busy)
         leader = Sequence(live[0], seq_id, samplers[0])
         source, held, source_exact = self._holding(prompt, exact)
-        leader.followers = [Sequence(job, self._free.take_any()[0], sampler) for job, sampler in zip(live[1:], samplers[1:])]
+        busy.add(seq_id)
+        for job, sampler in zip(live[1:], samplers[1:]):
+            leader.followers.append(Sequence(job, self._free.take_any(busy)[0], sampler))
+            busy.add(leader.followers[-1].seq_id)
         self._live += [leader, *leader.followers]
         try:
             if self._keepable(live[0], held) >= self._keepable(live[0], shared) + COPY_GAIN:

@@ -13,7 +13,7 @@ are nearly tied. A slot also keeps the logits after its prompt's final token: a 
 retry, a regenerate) samples its first token from them, reading nothing.
 
 As in llama-server, a slot is chosen for its prefix only if that covers more than `SIMILARITY` of the prompt,
-else the least recently used one is; unlike it, a slot that would lose more than half of its last prompt is passed
+else the least recently used one is (of those next to a busy slot, if any: see `FreeSlots._beside`); unlike it, a slot that would lose more than half of its last prompt is passed
 over for an empty one, so another client's conversation is not evicted for a shared system prompt (a regenerate
 or a next turn keeps all of its last prompt, and stays).
 
@@ -77,13 +77,14 @@ class FreeSlots:
     def __len__(self) -> int:
         return len(self._slots)
 
-    def take(self, prompt: list[int], exact: bool) -> tuple[int, SlotCache, int]:
+    def take(self, prompt: list[int], exact: bool, busy: set[int]) -> tuple[int, SlotCache, int]:
         """The slot for `prompt` (see the module's docstring): its id, cache and how many leading tokens of the
-        prompt its cells hold (with `exact`, its cells read as a prompt: for a seeded job)."""
+        prompt its cells hold (with `exact`, its cells read as a prompt: for a seeded job). `busy`: the slots
+        generating or reading now."""
         shares = {seq_id: cache.share(prompt, exact) for seq_id, cache in self._slots.items()}
         best = max(shares, key=shares.get)  # the first of equals: the least recently freed
         if shares[best] <= SIMILARITY * len(prompt):
-            best = next(iter(self._slots))
+            best = self._beside(busy)
         elif shares[best] < self._slots[best].logits_at / 2:
             best = next((seq_id for seq_id, cache in self._slots.items() if not cache.tokens), best)
         return best, self._slots.pop(best), shares[best]
@@ -94,9 +95,16 @@ class FreeSlots:
         shares = ((seq_id, cache.share(prompt, exact), cache.exact) for seq_id, cache in self._slots.items())
         return max(shares, key=lambda share: share[1], default=(None, 0, 0))
 
-    def take_any(self) -> tuple[int, SlotCache]:
-        """The least recently freed slot."""
-        return self._slots.popitem(last=False)
+    def take_any(self, busy: set[int]) -> tuple[int, SlotCache]:
+        """A slot for a job with no use for a cache (see `_beside`)."""
+        seq_id = self._beside(busy)
+        return seq_id, self._slots.pop(seq_id)
+
+    def _beside(self, busy: set[int]) -> int:
+        """The least recently freed slot next to a busy one, else the least recently freed. llama.cpp decodes a
+        batch in one ubatch (one pass over the weights) per run of consecutive sequence ids, so three
+        sequences in slots 0, 2 and 4 take three passes a token, in slots 0, 1 and 2 one."""
+        return next((seq_id for seq_id in self._slots if seq_id - 1 in busy or seq_id + 1 in busy), next(iter(self._slots)))
 
     def put(self, seq_id: int, cache: SlotCache) -> None:
         self._slots[seq_id] = cache
