@@ -8,12 +8,12 @@ cancelled sequences, freeing their slots at once. A free slot keeps its cells an
 is seated in the slot sharing the longest prefix with its prompt and reads only the rest (see
 jan_server.models.slots, also for why a seeded job reuses only the cells read as a prompt); a job with exactly
 the cached prompt samples its first token from the kept logits. Another slot holding more of the prompt, free or
-busy, has its cells copied into the chosen one first. If the whole prompt is cached but not those logits, its last two
-tokens are read again for them. No prompt chunk is shorter than the backend's `min_chunk` (unless the rest of the
-prompt is): llama.cpp computes the cells of a lone token (with flash attention, of a chunk under 64 tokens)
-differently from those of longer chunks, which all agree, so a seed's text never depends on how its prompt was
-split. A seeded job also keeps the last `min_chunk` tokens of its prompt to read, and a slot's cells read in a
-shorter chunk are not counted exact.
+busy, has its cells copied into the chosen one first. If the whole prompt is cached but not those logits, its last
+two tokens (a seeded job's last `min_chunk`) are read again for them. No prompt chunk is shorter than the
+backend's `min_chunk` (unless the rest of the prompt is): llama.cpp computes the cells of a lone token (with
+flash attention, of a chunk under 64 tokens) differently from those of longer chunks, which all agree, so a
+seed's text never depends on how its prompt was split. A seeded job also keeps the last `min_chunk` tokens of its
+prompt to read, and a slot's cells read in a shorter chunk are not counted exact.
 
 A group of jobs (the `n` choices of one request, `submit_group`) waits until it has a slot for each. The first
 job reads the prompt; the moment it is read, its cells are copied to the others' slots, and every job samples

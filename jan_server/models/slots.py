@@ -6,16 +6,17 @@ that prompt, then the answer and the new message, so seating it in that slot lea
 A job that gives a `seed` reuses only the cells that were read as a prompt, though: llama.cpp computes the cells of
 a token decoded alone (as every generated token is) slightly differently from the same token read within a prompt
 (we measured logits up to 0.6 apart on SmolLM2), and a seed promises the same text with or without a cache. So a
-slot counts how many of its leading cells are `exact` (read as prompt chunks of the backend's `min_chunk` or more,
-which all agree, after nothing but exact cells); a seeded job takes only those, and reads the answer again. A job without a
-seed takes every cell that matches, as llama-server does: its text may differ from a cold read's where two tokens
-are nearly tied. A slot also keeps the logits after its prompt's final token: a job with exactly that prompt (a
-retry, a regenerate) samples its first token from them, reading nothing.
+slot counts how many of its leading cells are `exact` (read as prompt chunks of the backend's `min_chunk` or
+more, which all agree, after nothing but exact cells); a seeded job takes only those, and reads the answer again.
+A job without a seed takes every cell that matches, as llama-server does: its text may differ from a cold read's
+where two tokens are nearly tied. A slot also keeps the logits after its prompt's final token: a job with exactly
+that prompt (a retry, a regenerate) samples its first token from them, reading nothing.
 
 As in llama-server, a slot is chosen for its prefix only if that covers more than `SIMILARITY` of the prompt,
-else the least recently used one is (of those next to a busy slot, if any: see `FreeSlots._beside`); unlike it, a slot that would lose more than half of its last prompt is passed
-over for an empty one, so another client's conversation is not evicted for a shared system prompt (a regenerate
-or a next turn keeps all of its last prompt, and stays).
+else the least recently used one is (of those next to a busy slot, if any: see `FreeSlots._beside`); unlike it,
+a slot that would lose more than half of its last prompt is passed over for an empty one, so another client's
+conversation is not evicted for a shared system prompt (a regenerate or a next turn keeps all of its last prompt,
+and stays).
 
 A prompt that is all in a slot's cells without those logits (a shorter one) reads its last token again: that
 token's logits are the first token's distribution.
