@@ -81,6 +81,12 @@ class Job:
     on_token: Callable[[], None] = field(default=lambda: None, repr=False)
 
     @property
+    def seeded(self) -> bool:
+        """Whether the job gives a seed, so its text must be a cold read's whatever the cache and the batch hold
+        (jan_server.models.slots)."""
+        return self.sampling.seed is not None
+
+    @property
     def usage(self) -> dict:
         prompt = len(self.prompt_tokens)
         return {"prompt_tokens": prompt, "completion_tokens": self.completion_tokens, "total_tokens": prompt + self.completion_tokens}

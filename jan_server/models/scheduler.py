@@ -238,7 +238,7 @@ class Scheduler:
             for job in live:
                 job.events.put(("error", ServerError(f"Generation failed: {exc}", code="generation_failed")))
             return
-        prompt, exact = live[0].prompt_tokens, live[0].sampling.seed is not None
+        prompt, exact = live[0].prompt_tokens, live[0].seeded
         busy = {sequence.seq_id for sequence in self._live}
         seq_id, cache, shared = self._free.take(prompt, exact, busy)
         leader = Sequence(live[0], seq_id, samplers[0])
@@ -283,7 +283,7 @@ class Scheduler:
     def _keepable(self, job: Job, shared: int) -> int:
         """How many of `shared` cached prompt tokens a job keeps: all but a last chunk to read, whose last token's
         logits give the first token (for a seeded job, a chunk whose cells are a cold read's)."""
-        return max(0, min(shared, len(job.prompt_tokens) - (self.backend.min_chunk if job.sampling.seed is not None else 2)))
+        return max(0, min(shared, len(job.prompt_tokens) - (self.backend.min_chunk if job.seeded else 2)))
 
     def _fork(self, leader: Sequence, sample) -> None:
         """The prompt of a group's first job is read: copy its cells to the other jobs' slots; each samples its
@@ -337,7 +337,7 @@ class Scheduler:
         if not rows:
             return
         try:
-            self.backend.decode(rows, {s.seq_id for s in self._live if s.job.sampling.seed is not None})
+            self.backend.decode(rows, {s.seq_id for s in self._live if s.job.seeded})
         except Exception as exc:  # the cells of every sequence in the batch are in doubt
             log.exception("decode failed on model %s", self.model_id)
             in_batch = {row[0] for row in rows}
