@@ -11,6 +11,7 @@ from jan_server.errors import ApiError, NotFoundError
 from jan_server.models.lifecycle import ModelManager
 from jan_server.models.loading import ThreadBudget, load_settings
 from jan_server.models.registry import BUNDLED_FILE, BUNDLED_MODEL_ID, ModelRecord, Registry, bundled_weights
+from tests.test_scheduler import Crash
 
 COPY = "smol-copy"
 
@@ -79,6 +80,26 @@ def test_stopping_shows_while_the_runner_closes(models):
         release.set()
         stopper.join(60)
     assert models.describe(BUNDLED_MODEL_ID)["state"] == "downloaded" and models.running(BUNDLED_MODEL_ID) is None
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the Crash, by design
+def test_a_model_whose_scheduler_died_shows_the_error_and_the_next_request_loads_it_again(models):
+    dying = models.runner_for(BUNDLED_MODEL_ID)
+
+    def crash(rows, exact):
+        raise Crash()
+
+    dying.backend.decode = crash
+    with pytest.raises(ApiError) as failed:
+        dying.submit(dying.prepare([{"role": "user", "content": "Hi"}], {"max_tokens": 4})).result()
+    assert (failed.value.status, failed.value.code) == (500, "scheduler_failed")
+    described = models.describe(BUNDLED_MODEL_ID)
+    assert described["state"] == "error" and "next request" in described["error"]
+    fresh = models.runner_for(BUNDLED_MODEL_ID)
+    assert fresh is not dying and dying._closed
+    job = fresh.submit(fresh.prepare([{"role": "user", "content": "Hi"}], {"max_tokens": 4}))
+    assert job.result() and job.finish_reason in ("stop", "length")
+    assert models.describe(BUNDLED_MODEL_ID)["state"] == "running" and models.threads.used == 3
 
 
 def test_a_chat_racing_a_delete_leaves_no_runner(models):

@@ -161,7 +161,7 @@ class ModelManager:
     def serving(self, model_id: str) -> Iterator[Runner]:
         """The running model, started on first use, and kept from being stopped to make room or for being idle
         until the block ends: prepare and submit its job inside (from then on the job keeps the model busy)."""
-        runner = self.loaded.lease(model_id) or self._start(self._valid(model_id), {}, leased=True)
+        runner = self._lease(model_id) or self._start(self._valid(model_id), {}, leased=True)
         try:
             yield runner
         finally:
@@ -193,7 +193,10 @@ class ModelManager:
         """Load the model unless it is loaded (leased by the caller if `leased`), making room for it first."""
         self.registry.get(model_id)  # an unknown or invalid id fails before it waits for a lock
         with self._locks.hold(model_id):
-            runner = self.loaded.lease(model_id)
+            runner = self._lease(model_id)
+            if runner is None and self.loaded.get(model_id) is not None:  # its scheduler failed: load it anew
+                log.warning("model %s: its scheduler failed; loading it again", model_id)
+                self._stop(model_id)
             if runner is not None:
                 if not leased:
                     self.loaded.release(model_id)
@@ -213,6 +216,14 @@ class ModelManager:
                 self.loaded.loaded(model_id, runner, leased)
             self._states.pop(model_id, None)  # after the runner is in the table: see _object
             return runner
+
+    def _lease(self, model_id: str) -> Runner | None:
+        """The loaded model, leased (see Residency.lease); None if it is not loaded or its scheduler failed."""
+        runner = self.loaded.lease(model_id)
+        if runner is not None and runner.scheduler.failed:
+            self.loaded.release(model_id)
+            return None
+        return runner
 
     def _load(self, record: ModelRecord, overrides: dict) -> Runner:
         """Load a local model with its share of the thread budget, showing `starting` meanwhile (the caller ends it)."""
@@ -267,7 +278,10 @@ class ModelManager:
             return record.to_object("remote", **self.upstreams.get(record).status())
         state, error = self._states.get(record.id, (None, None))  # read before the runner: see _start and _stop
         runner = self.loaded.get(record.id)
-        if runner is not None:
+        if runner is not None and runner.scheduler.failed:
+            model = record.to_object("error", **runner.stats())
+            error = runner.scheduler.failure().message
+        elif runner is not None:
             model = record.to_object(state or "running", **runner.stats())
         else:
             model = record.to_object(state)

@@ -21,7 +21,8 @@ its first token from the same logits with its own sampler, then generates on its
 
 Failures stay as small as they can: an error while seating or sampling one job fails that job alone (500
 `generation_failed`); a failed decode fails the sequences that were in that batch. If the thread itself dies,
-every waiting and live job gets a 500 `scheduler_failed` and later submits are refused. `close()` fails the
+every waiting and live job gets a 500 `scheduler_failed` and later submits are refused (`failed`: the model
+manager then shows the model in state `error` and loads it anew for the next request). `close()` fails the
 waiting and live jobs with a 503 `model_stopping` and returns after at most the decode under way.
 
 The scheduler imports nothing of llama.cpp: it drives a `Backend` (jan_server.models.llama_backend implements it;
@@ -140,6 +141,11 @@ class Scheduler:
             "busy_slots": len(self._live),
         }
 
+    @property
+    def failed(self) -> bool:
+        """Whether the thread died (see the module's docstring)."""
+        return self._failed
+
     def submit(self, job: Job) -> Job:
         return self.submit_group([job])[0]
 
@@ -147,7 +153,7 @@ class Scheduler:
         """Queue jobs with the same prompt as one group (at most n_slots of them) that shares one prefill."""
         with self._ready:
             if self._failed:
-                raise self._failure()
+                raise self.failure()
             if self._stopping:
                 raise ConflictError(f"Model '{self.model_id}' is stopping.", param="model", code="model_stopping")
             if len(self._waiting) >= self.max_queued:
@@ -170,8 +176,9 @@ class Scheduler:
             self._ready.notify()
         self.thread.join()
 
-    def _failure(self) -> ServerError:
-        return ServerError(f"The scheduler of model '{self.model_id}' failed; stop the model and start it again.", code="scheduler_failed")
+    def failure(self) -> ServerError:
+        """The error of the jobs of a failed scheduler (and of its model's state)."""
+        return ServerError(f"The scheduler of model '{self.model_id}' failed; the next request to it starts it again.", code="scheduler_failed")
 
     def _drop_cancelled(self) -> None:
         """Forget waiting groups whose clients have gone, so they do not hold places in the queue."""
@@ -186,7 +193,7 @@ class Scheduler:
             self._loop()
         except BaseException:
             log.critical("the scheduler of model %s died", self.model_id, exc_info=True)
-            self._end(self._failure(), failed=True)
+            self._end(self.failure(), failed=True)
             raise
         self._end(UnavailableError(f"Model '{self.model_id}' is stopping.", code="model_stopping"), failed=False)
 
