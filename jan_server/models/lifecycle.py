@@ -279,9 +279,8 @@ class ModelManager:
         state, error = self._states.get(record.id, (None, None))  # read before the runner: see _start and _stop
         runner = self.loaded.get(record.id)
         if runner is not None and runner.scheduler.failed:
-            model = record.to_object("error", **runner.stats())
-            error = runner.scheduler.failure().message
-        elif runner is not None:
+            state, error = "error", runner.scheduler.failure().message
+        if runner is not None:
             model = record.to_object(state or "running", **runner.stats())
         else:
             model = record.to_object(state)
