@@ -1,13 +1,16 @@
 """llama-server against jan-server on the same model, in one run, alternating, with the ratios the issue asks for.
 
-Per round, each server in turn (the order alternates between rounds; never two model processes at once: each
-uses every core) is started, measured and stopped:
-- one stream's tokens/s, and 8 concurrent streams' aggregate tokens/s (all 8 must complete);
-- time to first token (TTFT) of each turn of an 8-turn conversation that adds ~200 tokens of fresh text a turn;
-- TTFT of a long cold prompt (~1,900 tokens, fresh text each run so no cache can hold it);
+Per round both servers are started (the order alternates between rounds) and only one is ever sent work: an
+idle server's threads sleep, so the busy one has every core. Measures:
+- one stream's tokens/s, and 8 concurrent streams' aggregate tokens/s (all 8 must complete), each server alone;
+- time to first token (TTFT) of each turn of an 8-turn conversation that adds ~200 tokens of fresh text a turn,
+  both servers holding the same conversation, each turn sent to one then the other (the order alternates), so
+  the two TTFTs of a turn are taken a second apart rather than a whole measure apart;
+- TTFT of a long cold prompt (~1,900 tokens, fresh text each time so no cache can hold it), the same way;
 - GET /v1/models and GET /v1/threads/{id} requests/s (jan-server; llama-server's /v1/models for reference).
-Raw llama-cpp-python's single stream (`llama_cpp.Llama`, in a subprocess) is measured each round too. Both
-servers run 8 slots of 2,048 cells with the same threads. Medians over the rounds; a ratio > 1 favours jan-server.
+Raw llama-cpp-python's single stream (`llama_cpp.Llama`, in a subprocess, with both servers stopped) is measured
+each round too. Both servers run 8 slots of 2,048 cells with the same threads. Medians over the rounds; a ratio
+> 1 favours jan-server; for the turns, also the median of the paired ratios.
 
     python bench/side_by_side.py [--llama-server PATH] [--rounds 2] [--max-tokens 128] [--threads N]
 
@@ -76,33 +79,53 @@ def fresh_text(tokens: int, rng: random.Random) -> str:
     return " ".join(rng.choice(WORDS) for _ in range(int(tokens / 1.3)))
 
 
-def measure(server: LiveServer, args, rng: random.Random, store: bool) -> dict[str, float]:
-    """Every measure of one started server (`store`: it is jan-server, with threads to read)."""
-    figures = {}
+def client_of(server: LiveServer) -> httpx.Client:
     # One connection per chat request, for both servers: this llama-server build exited when a request came on a
     # kept-alive connection just as the previous stream ended (seen twice, in 2 of 3 tiny runs).
-    headers = {"Connection": "close"}
-    with httpx.Client(base_url=server.api_url, timeout=900, limits=httpx.Limits(max_connections=64), headers=headers) as client:
+    return httpx.Client(base_url=server.api_url, timeout=900, limits=httpx.Limits(max_connections=64), headers={"Connection": "close"})
+
+
+def streams(server: LiveServer, args) -> dict[str, float]:
+    """One stream's and `args.streams` concurrent streams' tokens/s, the server alone."""
+    with client_of(server) as client:
         stream(client, PROMPT, 8)  # warm up
         tokens, _, total, _ = stream(client, PROMPT, args.max_tokens)
-        figures["1 stream, tokens/s"] = tokens / total
+        figures = {"1 stream, tokens/s": tokens / total}
         tokens, wall = concurrent(client, args.streams, args.max_tokens)
         figures[f"{args.streams} streams, aggregate tokens/s"] = tokens / wall
-        messages = []
+    return figures
+
+
+def paired_prompts(servers: dict[str, LiveServer], args, rng: random.Random) -> dict[str, dict[str, float]]:
+    """TTFT of each turn of one conversation that every server holds, then of a cold prompt (fresh text for each):
+    each request goes to one server, then the other, in `servers`' order on odd turns and reversed on even ones."""
+    figures: dict[str, dict[str, float]] = {name: {} for name in servers}
+    clients = {name: client_of(server) for name, server in servers.items()}
+    try:
+        messages: dict[str, list[dict]] = {name: [] for name in servers}
         for turn in range(1, args.turns + 1):
-            messages.append({"role": "user", "content": fresh_text(args.turn_tokens, rng)})
-            _, ttft, _, answer = stream(client, messages, args.turn_answer_tokens)
-            messages.append({"role": "assistant", "content": answer})
-            figures[f"turn {turn} TTFT, s"] = ttft
-        cold = [{"role": "user", "content": fresh_text(args.cold_tokens, rng)}]
-        figures[f"cold prompt (~{args.cold_tokens} tokens) TTFT, s"] = stream(client, cold, 1)[1]
+            text = fresh_text(args.turn_tokens, rng)
+            for name in list(servers) if turn % 2 else list(servers)[::-1]:
+                messages[name].append({"role": "user", "content": text})
+                _, ttft, _, answer = stream(clients[name], messages[name], args.turn_answer_tokens)
+                messages[name].append({"role": "assistant", "content": answer})
+                figures[name][f"turn {turn} TTFT, s"] = ttft
+        for name in servers:
+            cold = [{"role": "user", "content": fresh_text(args.cold_tokens, rng)}]
+            figures[name][f"cold prompt (~{args.cold_tokens} tokens) TTFT, s"] = stream(clients[name], cold, 1)[1]
+    finally:
+        for client in clients.values():
+            client.close()
+    return figures
+
+
+def requests(server: LiveServer, args, store: bool) -> dict[str, float]:
+    """GET /v1/models requests/s (and, on jan-server, `store`, GET /v1/threads/{id}'s), the server alone."""
     endpoints = [Endpoint("GET /v1/models", "GET", "/v1/models")]
     if store:
         endpoints.append(Endpoint("GET /v1/threads/{id}", "GET", f"/v1/threads/{seed(server.api_url)[0]}"))
-    for endpoint in endpoints:
-        result = load(server.base_url, server.process.pid, endpoint, args.clients, args.http_seconds, 0.5, 10**6)
-        figures[f"{endpoint.name}, requests/s"] = result.rate
-    return figures
+    return {f"{endpoint.name}, requests/s": load(server.base_url, server.process.pid, endpoint, args.clients, args.http_seconds, 0.5, 10**6).rate
+            for endpoint in endpoints}
 
 
 def start_jan(tmp: Path, threads: int) -> LiveServer:
@@ -143,11 +166,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="side-by-side-") as tmp:
         for round_number in range(args.rounds):
             order = ["llama-server", "jan-server"] if round_number % 2 == 0 else ["jan-server", "llama-server"]
-            for name in order:
-                server = start_llama(Path(tmp), binary, args.threads) if name == "llama-server" else start_jan(Path(tmp), args.threads)
-                try:
-                    runs[name].append(measure(server, args, rng, store=name == "jan-server"))
-                finally:
+            servers: dict[str, LiveServer] = {}
+            try:
+                for name in order:
+                    servers[name] = start_llama(Path(tmp), binary, args.threads) if name == "llama-server" else start_jan(Path(tmp), args.threads)
+                figures = {name: streams(servers[name], args) for name in order}
+                for name, prompts in paired_prompts(servers, args, rng).items():
+                    figures[name].update(prompts)
+                for name in order:
+                    figures[name].update(requests(servers[name], args, store=name == "jan-server"))
+                    runs[name].append(figures[name])
+            finally:
+                for server in servers.values():
                     server.stop()
             out = subprocess.run([sys.executable, "-c", RAW, str(bundled_weights()), str(args.threads), str(args.max_tokens)],
                                  cwd=root, check=True, capture_output=True, text=True).stdout
@@ -170,8 +200,13 @@ def report(runs: dict[str, list[dict]], raw: float, args) -> None:
         ratio = "" if peer is None else f"{(peer / ours if key.endswith(', s') else ours / peer):6.2f}"
         peer_column = f"{peer:12.2f}" if peer is not None else ""
         print(f"| {key:<40} | {peer_column:>12} | {ours:10.2f} | {ratio:>6} |")
+    paired = list(zip(runs["llama-server"], runs["jan-server"]))
+    later = [peer[key] / ours[key] for peer, ours in paired for key in ours if key.startswith("turn ") and key != "turn 1 TTFT, s"]
+    last = f"turn {args.turns} TTFT, s"
+    print(f"\nturn {args.turns}, median of the {len(paired)} paired ratios: {statistics.median(p[key] / o[key] for p, o in paired for key in [last]):.3f}; "
+          f"turns 2-{args.turns}, of the {len(later)}: {statistics.median(later):.3f}")
     single = median("jan-server", "1 stream, tokens/s")
-    print(f"\nraw llama-cpp-python, 1 stream: {raw:.1f} tokens/s; jan-server / raw: {single / raw:.2f}")
+    print(f"raw llama-cpp-python, 1 stream: {raw:.1f} tokens/s; jan-server / raw: {single / raw:.2f}")
     ours = median("jan-server", "GET /v1/models, requests/s") / median("jan-server", "GET /v1/threads/{id}, requests/s")
     print(f"jan-server GET /v1/models / GET /v1/threads/{{id}}: {ours:.2f}")
     print(f"load average (1, 5, 15 min): {', '.join(f'{load:.1f}' for load in os.getloadavg())}")
