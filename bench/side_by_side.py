@@ -203,7 +203,7 @@ def report(runs: dict[str, list[dict]], raw: float, args) -> None:
     paired = list(zip(runs["llama-server"], runs["jan-server"]))
     later = [peer[key] / ours[key] for peer, ours in paired for key in ours if key.startswith("turn ") and key != "turn 1 TTFT, s"]
     last = f"turn {args.turns} TTFT, s"
-    print(f"\nturn {args.turns}, median of the {len(paired)} paired ratios: {statistics.median(p[key] / o[key] for p, o in paired for key in [last]):.3f}; "
+    print(f"\nturn {args.turns}, median of the {len(paired)} paired ratios: {statistics.median(peer[last] / ours[last] for peer, ours in paired):.3f}; "
           f"turns 2-{args.turns}, of the {len(later)}: {statistics.median(later):.3f}")
     single = median("jan-server", "1 stream, tokens/s")
     print(f"raw llama-cpp-python, 1 stream: {raw:.1f} tokens/s; jan-server / raw: {single / raw:.2f}")
