@@ -3,16 +3,16 @@
 Per round both servers are started (the order alternates between rounds) and only one is ever sent work: an
 idle server's threads sleep, so the busy one has every core. Measures:
 - one stream's tokens/s, and 8 concurrent streams' aggregate tokens/s (all 8 must complete), each server alone;
-- time to first token (TTFT) of each turn of an 8-turn conversation that adds ~200 tokens of fresh text a turn,
-  both servers holding the same conversation, each turn sent to one then the other (the order alternates), so
-  the two TTFTs of a turn are taken a second apart rather than a whole measure apart;
+- time to first token (TTFT) of each turn of 8-turn conversations (`--conversations` a round) that add ~200
+  tokens of fresh text a turn, both servers holding the same conversation, each turn sent to one then the other
+  (the order alternates), so the two TTFTs of a turn are taken a second apart rather than a whole measure apart;
 - TTFT of a long cold prompt (~1,900 tokens, fresh text each time so no cache can hold it), the same way;
 - GET /v1/models and GET /v1/threads/{id} requests/s (jan-server; llama-server's /v1/models for reference).
 Raw llama-cpp-python's single stream (`llama_cpp.Llama`, in a subprocess, with both servers stopped) is measured
 each round too. Both servers run 8 slots of 2,048 cells with the same threads. Medians over the rounds; a ratio
-> 1 favours jan-server; for the turns, also the median of the paired ratios.
+> 1 favours jan-server; for the turns, also the median of the paired ratios with a 95% bootstrap interval.
 
-    python bench/side_by_side.py [--llama-server PATH] [--rounds 2] [--max-tokens 128] [--threads N]
+    python bench/side_by_side.py [--llama-server PATH] [--rounds 2] [--conversations 1] [--max-tokens 128] [--threads N]
 
 Without --llama-server it builds llama-server once into ~/.cache/jan-server/llama-server from the
 llama-cpp-python 0.3.36 sdist's vendored llama.cpp (about 10 minutes on 2 cores). Try it with tiny settings:
@@ -96,27 +96,35 @@ def streams(server: LiveServer, args) -> dict[str, float]:
     return figures
 
 
-def paired_prompts(servers: dict[str, LiveServer], args, rng: random.Random) -> dict[str, dict[str, float]]:
-    """TTFT of each turn of one conversation that every server holds, then of a cold prompt (fresh text for each):
-    each request goes to one server, then the other, in `servers`' order on odd turns and reversed on even ones."""
+def paired_prompts(servers: dict[str, LiveServer], args, rng: random.Random) -> tuple[dict[str, dict[str, float]], list[dict]]:
+    """TTFT of each turn of `args.conversations` conversations that every server holds, then of a cold prompt
+    (fresh text for each): each request goes to one server, then the other, in `servers`' order on odd turns and
+    reversed on even ones. Returns each server's figures (a turn's: the median over the conversations) and, per
+    conversation, each turn's TTFT by server."""
     figures: dict[str, dict[str, float]] = {name: {} for name in servers}
+    conversations: list[dict[int, dict[str, float]]] = []
     clients = {name: client_of(server) for name, server in servers.items()}
     try:
-        messages: dict[str, list[dict]] = {name: [] for name in servers}
-        for turn in range(1, args.turns + 1):
-            text = fresh_text(args.turn_tokens, rng)
-            for name in list(servers) if turn % 2 else list(servers)[::-1]:
-                messages[name].append({"role": "user", "content": text})
-                _, ttft, _, answer = stream(clients[name], messages[name], args.turn_answer_tokens)
-                messages[name].append({"role": "assistant", "content": answer})
-                figures[name][f"turn {turn} TTFT, s"] = ttft
+        for _ in range(args.conversations):
+            messages: dict[str, list[dict]] = {name: [] for name in servers}
+            ttfts: dict[int, dict[str, float]] = {}
+            for turn in range(1, args.turns + 1):
+                text = fresh_text(args.turn_tokens, rng)
+                ttfts[turn] = {}
+                for name in list(servers) if turn % 2 else list(servers)[::-1]:
+                    messages[name].append({"role": "user", "content": text})
+                    _, ttfts[turn][name], _, answer = stream(clients[name], messages[name], args.turn_answer_tokens)
+                    messages[name].append({"role": "assistant", "content": answer})
+            conversations.append(ttfts)
         for name in servers:
+            for turn in range(1, args.turns + 1):
+                figures[name][f"turn {turn} TTFT, s"] = statistics.median(ttfts[turn][name] for ttfts in conversations)
             cold = [{"role": "user", "content": fresh_text(args.cold_tokens, rng)}]
             figures[name][f"cold prompt (~{args.cold_tokens} tokens) TTFT, s"] = stream(clients[name], cold, 1)[1]
     finally:
         for client in clients.values():
             client.close()
-    return figures
+    return figures, conversations
 
 
 def requests(server: LiveServer, args, store: bool) -> dict[str, float]:
@@ -149,6 +157,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--max-tokens", type=int, default=128, help="tokens per stream of the throughput measures")
     parser.add_argument("--streams", type=int, default=8)
+    parser.add_argument("--conversations", type=int, default=1, help="conversations of the turn measure per round")
     parser.add_argument("--turns", type=int, default=8)
     parser.add_argument("--turn-tokens", type=int, default=200, help="tokens of fresh text each turn adds")
     parser.add_argument("--turn-answer-tokens", type=int, default=24, help="answer tokens per turn (the conversation must fit 2,048 cells)")
@@ -161,6 +170,7 @@ def main() -> None:
     binary = args.llama_server or build_llama_server()
     rng = random.Random(time.time_ns())
     runs: dict[str, list[dict]] = {"llama-server": [], "jan-server": []}
+    conversations: list[dict] = []
     raw = []
     root = Path(__file__).resolve().parent.parent
     with tempfile.TemporaryDirectory(prefix="side-by-side-") as tmp:
@@ -171,8 +181,10 @@ def main() -> None:
                 for name in order:
                     servers[name] = start_llama(Path(tmp), binary, args.threads) if name == "llama-server" else start_jan(Path(tmp), args.threads)
                 figures = {name: streams(servers[name], args) for name in order}
-                for name, prompts in paired_prompts(servers, args, rng).items():
-                    figures[name].update(prompts)
+                prompts, held = paired_prompts(servers, args, rng)
+                conversations += held
+                for name in order:
+                    figures[name].update(prompts[name])
                 for name in order:
                     figures[name].update(requests(servers[name], args, store=name == "jan-server"))
                     runs[name].append(figures[name])
@@ -183,10 +195,10 @@ def main() -> None:
                                  cwd=root, check=True, capture_output=True, text=True).stdout
             raw.append(json.loads(out.strip().splitlines()[-1]))
             print(f"  round {round_number + 1} of {args.rounds} done", file=sys.stderr, flush=True)
-    report(runs, statistics.median(raw), args)
+    report(runs, conversations, statistics.median(raw), args, rng)
 
 
-def report(runs: dict[str, list[dict]], raw: float, args) -> None:
+def report(runs: dict[str, list[dict]], conversations: list[dict], raw: float, args, rng: random.Random) -> None:
     def median(name, key):
         values = [run[key] for run in runs[name] if key in run]
         return statistics.median(values) if values else None
@@ -200,11 +212,14 @@ def report(runs: dict[str, list[dict]], raw: float, args) -> None:
         ratio = "" if peer is None else f"{(peer / ours if key.endswith(', s') else ours / peer):6.2f}"
         peer_column = f"{peer:12.2f}" if peer is not None else ""
         print(f"| {key:<40} | {peer_column:>12} | {ours:10.2f} | {ratio:>6} |")
-    paired = list(zip(runs["llama-server"], runs["jan-server"]))
-    later = [peer[key] / ours[key] for peer, ours in paired for key in ours if key.startswith("turn ") and key != "turn 1 TTFT, s"]
-    last = f"turn {args.turns} TTFT, s"
-    print(f"\nturn {args.turns}, median of the {len(paired)} paired ratios: {statistics.median(peer[last] / ours[last] for peer, ours in paired):.3f}; "
-          f"turns 2-{args.turns}, of the {len(later)}: {statistics.median(later):.3f}")
+
+    def ratios(turns) -> str:
+        values = [ttfts[turn]["llama-server"] / ttfts[turn]["jan-server"] for ttfts in conversations for turn in turns]
+        medians = sorted(statistics.median(rng.choices(values, k=len(values))) for _ in range(2000))
+        return f"of the {len(values)}: {statistics.median(values):.3f} (95% bootstrap interval {medians[50]:.3f}-{medians[1949]:.3f})"
+
+    print(f"\nturn {args.turns}, median of the paired ratios {ratios([args.turns])}; "
+          f"turns 2-{args.turns}, {ratios(range(2, args.turns + 1))}")
     single = median("jan-server", "1 stream, tokens/s")
     print(f"raw llama-cpp-python, 1 stream: {raw:.1f} tokens/s; jan-server / raw: {single / raw:.2f}")
     ours = median("jan-server", "GET /v1/models, requests/s") / median("jan-server", "GET /v1/threads/{id}, requests/s")
