@@ -2,7 +2,8 @@
 
 Per round both servers are started (the order alternates between rounds) and only one is ever sent work: an
 idle server's threads sleep, so the busy one has every core. Measures:
-- one stream's tokens/s, and 8 concurrent streams' aggregate tokens/s (all 8 must complete), each server alone;
+- one stream's tokens/s (`--singles` streams a round, each sent to one server then the other, the order
+  alternating), and 8 concurrent streams' aggregate tokens/s (all 8 must complete), each server alone;
 - time to first token (TTFT) of each turn of 8-turn conversations (`--conversations` a round) that add ~200
   tokens of fresh text a turn, both servers holding the same conversation, each turn sent to one then the other
   (the order alternates), so the two TTFTs of a turn are taken a second apart rather than a whole measure apart;
@@ -10,9 +11,10 @@ idle server's threads sleep, so the busy one has every core. Measures:
 - GET /v1/models and GET /v1/threads/{id} requests/s (jan-server; llama-server's /v1/models for reference).
 Raw llama-cpp-python's single stream (`llama_cpp.Llama`, in a subprocess, with both servers stopped) is measured
 each round too. Both servers run 8 slots of 2,048 cells with the same threads. Medians over the rounds; a ratio
-> 1 favours jan-server; for the turns, also the median of the paired ratios with a 95% bootstrap interval.
+> 1 favours jan-server; for one stream and the turns, also the median of the paired ratios with a 95% bootstrap
+interval.
 
-    python bench/side_by_side.py [--llama-server PATH] [--rounds 2] [--conversations 1] [--max-tokens 128] [--threads N]
+    python bench/side_by_side.py [--llama-server PATH] [--rounds 2] [--singles 4] [--conversations 1] [--max-tokens 128] [--threads N]
 
 Without --llama-server it builds llama-server once into ~/.cache/jan-server/llama-server from the
 llama-cpp-python 0.3.36 sdist's vendored llama.cpp (about 10 minutes on 2 cores). Try it with tiny settings:
@@ -85,15 +87,29 @@ def client_of(server: LiveServer) -> httpx.Client:
     return httpx.Client(base_url=server.api_url, timeout=900, limits=httpx.Limits(max_connections=64), headers={"Connection": "close"})
 
 
-def streams(server: LiveServer, args) -> dict[str, float]:
-    """One stream's and `args.streams` concurrent streams' tokens/s, the server alone."""
-    with client_of(server) as client:
-        stream(client, PROMPT, 8)  # warm up
-        tokens, _, total, _ = stream(client, PROMPT, args.max_tokens)
-        figures = {"1 stream, tokens/s": tokens / total}
-        tokens, wall = concurrent(client, args.streams, args.max_tokens)
-        figures[f"{args.streams} streams, aggregate tokens/s"] = tokens / wall
-    return figures
+def paired_streams(servers: dict[str, LiveServer], args) -> tuple[dict[str, dict[str, float]], list[dict[str, float]]]:
+    """One stream's tokens/s, `args.singles` times, each time on one server then the other (the order alternating),
+    then `args.streams` concurrent streams' aggregate tokens/s on each server alone. Returns each server's figures
+    (one stream's: the median of the round's) and each pair's tokens/s by server."""
+    figures: dict[str, dict[str, float]] = {name: {} for name in servers}
+    pairs: list[dict[str, float]] = []
+    clients = {name: client_of(server) for name, server in servers.items()}
+    try:
+        for client in clients.values():
+            stream(client, PROMPT, 8)  # warm up
+        for n in range(args.singles):
+            pairs.append({})
+            for name in list(servers) if n % 2 == 0 else list(servers)[::-1]:
+                tokens, _, total, _ = stream(clients[name], PROMPT, args.max_tokens)
+                pairs[-1][name] = tokens / total
+        for name, client in clients.items():
+            figures[name]["1 stream, tokens/s"] = statistics.median(pair[name] for pair in pairs)
+            tokens, wall = concurrent(client, args.streams, args.max_tokens)
+            figures[name][f"{args.streams} streams, aggregate tokens/s"] = tokens / wall
+    finally:
+        for client in clients.values():
+            client.close()
+    return figures, pairs
 
 
 def paired_prompts(servers: dict[str, LiveServer], args, rng: random.Random) -> tuple[dict[str, dict[str, float]], list[dict]]:
@@ -156,6 +172,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--max-tokens", type=int, default=128, help="tokens per stream of the throughput measures")
+    parser.add_argument("--singles", type=int, default=4, help="paired single streams per round")
     parser.add_argument("--streams", type=int, default=8)
     parser.add_argument("--conversations", type=int, default=1, help="conversations of the turn measure per round")
     parser.add_argument("--turns", type=int, default=8)
@@ -171,6 +188,7 @@ def main() -> None:
     rng = random.Random(time.time_ns())
     runs: dict[str, list[dict]] = {"llama-server": [], "jan-server": []}
     conversations: list[dict] = []
+    singles: list[dict] = []
     raw = []
     root = Path(__file__).resolve().parent.parent
     with tempfile.TemporaryDirectory(prefix="side-by-side-") as tmp:
@@ -180,7 +198,8 @@ def main() -> None:
             try:
                 for name in order:
                     servers[name] = start_llama(Path(tmp), binary, args.threads) if name == "llama-server" else start_jan(Path(tmp), args.threads)
-                figures = {name: streams(servers[name], args) for name in order}
+                figures, paired = paired_streams(servers, args)
+                singles += paired
                 prompts, held = paired_prompts(servers, args, rng)
                 conversations += held
                 for name in order:
@@ -195,10 +214,10 @@ def main() -> None:
                                  cwd=root, check=True, capture_output=True, text=True).stdout
             raw.append(json.loads(out.strip().splitlines()[-1]))
             print(f"  round {round_number + 1} of {args.rounds} done", file=sys.stderr, flush=True)
-    report(runs, conversations, statistics.median(raw), args, rng)
+    report(runs, conversations, singles, statistics.median(raw), args, rng)
 
 
-def report(runs: dict[str, list[dict]], conversations: list[dict], raw: float, args, rng: random.Random) -> None:
+def report(runs: dict[str, list[dict]], conversations: list[dict], singles: list[dict], raw: float, args, rng: random.Random) -> None:
     def median(name, key):
         values = [run[key] for run in runs[name] if key in run]
         return statistics.median(values) if values else None
@@ -213,13 +232,16 @@ def report(runs: dict[str, list[dict]], conversations: list[dict], raw: float, a
         peer_column = f"{peer:12.2f}" if peer is not None else ""
         print(f"| {key:<40} | {peer_column:>12} | {ours:10.2f} | {ratio:>6} |")
 
-    def ratios(turns) -> str:
-        values = [ttfts[turn]["llama-server"] / ttfts[turn]["jan-server"] for ttfts in conversations for turn in turns]
+    def interval(values: list[float]) -> str:
         medians = sorted(statistics.median(rng.choices(values, k=len(values))) for _ in range(2000))
         return f"of the {len(values)}: {statistics.median(values):.3f} (95% bootstrap interval {medians[50]:.3f}-{medians[1949]:.3f})"
 
-    print(f"\nturn {args.turns}, median of the paired ratios {ratios([args.turns])}; "
-          f"turns 2-{args.turns}, {ratios(range(2, args.turns + 1))}")
+    def turn_ratios(turns) -> str:
+        return interval([ttfts[turn]["llama-server"] / ttfts[turn]["jan-server"] for ttfts in conversations for turn in turns])
+
+    print(f"\n1 stream, median of the paired ratios {interval([pair['jan-server'] / pair['llama-server'] for pair in singles])}")
+    print(f"turn {args.turns}, median of the paired ratios {turn_ratios([args.turns])}; "
+          f"turns 2-{args.turns}, {turn_ratios(range(2, args.turns + 1))}")
     single = median("jan-server", "1 stream, tokens/s")
     print(f"raw llama-cpp-python, 1 stream: {raw:.1f} tokens/s; jan-server / raw: {single / raw:.2f}")
     ours = median("jan-server", "GET /v1/models, requests/s") / median("jan-server", "GET /v1/threads/{id}, requests/s")

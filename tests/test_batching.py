@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import os
 import threading
 import time
 
@@ -16,6 +17,7 @@ from jan_server.models.lifecycle import ModelManager
 from jan_server.errors import ApiError, InvalidRequestError, NotFoundError, ServerError, UnavailableError
 from jan_server.models import jobs
 from jan_server.models.registry import BUNDLED_MODEL_ID, Registry
+from jan_server.models.scheduler import DECODE_NICE
 from tests.test_chat import ENDLESS
 
 
@@ -124,6 +126,28 @@ def test_a_seeded_chat_generating_beside_another_gives_its_text_alone(models, tm
             endless.cancel()
             "".join(deltas)
             assert beside == texts[-1]
+    finally:
+        manager.close()
+
+
+def test_decoding_threads_run_nicer_than_the_server(models, tmp_path):
+    """The scheduler thread and the compute thread llama.cpp starts from it run DECODE_NICE steps nicer than the
+    rest of the server, so the threads that serve HTTP are never kept waiting behind them."""
+
+    def nice() -> dict[int, int]:
+        return {int(tid): os.getpriority(os.PRIO_PROCESS, int(tid)) for tid in os.listdir("/proc/self/task")}
+
+    models.stop(BUNDLED_MODEL_ID)
+    base, before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id()), nice()
+    manager = ModelManager(Registry(tmp_path), n_threads=2, max_queued_requests=8)
+    try:
+        manager.start(BUNDLED_MODEL_ID, {"n_parallel": 1, "ctx_len": 512})
+        chat = manager.running(BUNDLED_MODEL_ID)
+        assert ask(chat, "Say hi.", max_tokens=4)
+        started = {tid: value for tid, value in nice().items() if tid not in before}
+        assert started[chat.scheduler.thread.native_id] == base + DECODE_NICE
+        assert sorted(value for value in started.values() if value != base) == [base + DECODE_NICE] * 2
+        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base
     finally:
         manager.close()
 

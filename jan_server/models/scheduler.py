@@ -25,6 +25,10 @@ every waiting and live job gets a 500 `scheduler_failed` and later submits are r
 manager then shows the model in state `error` and loads it anew for the next request). `close()` fails the
 waiting and live jobs with a 503 `model_stopping` and returns after at most the decode under way.
 
+The thread runs at a lower priority (`DECODE_NICE` steps nicer than the server, on Linux), and so do the compute threads llama.cpp's
+OpenMP starts from it (a thread inherits its creator's): the HTTP side's threads, woken for each token, then
+take a core at once instead of waiting behind compute threads that never sleep (docs/BENCHMARKS.md, run 15).
+
 The scheduler imports nothing of llama.cpp: it drives a `Backend` (jan_server.models.llama_backend implements it;
 the unit tests use a fake one). The module is over 300 lines for the reason the Scheduler class gives; the slot
 choice, which needs none of its state, lives in jan_server.models.slots.
@@ -35,6 +39,8 @@ from __future__ import annotations
 import codecs
 import collections
 import logging
+import os
+import sys
 import threading
 from typing import Protocol
 
@@ -44,6 +50,7 @@ from jan_server.models.slots import COPY_GAIN, FreeSlots, SlotCache
 from jan_server.models.stops import StopMatcher
 
 log = logging.getLogger(__name__)
+DECODE_NICE = 5
 
 #: One row of a decode: (sequence id, position of its first token, tokens, whether to keep logits after the last).
 Row = tuple[int, int, list[int], bool]
@@ -189,6 +196,9 @@ class Scheduler:
                 job.events.put(("done", None))
 
     def _run(self) -> None:
+        if sys.platform.startswith("linux"):  # elsewhere PRIO_PROCESS with a thread id would renice the process
+            thread = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, thread, os.getpriority(os.PRIO_PROCESS, thread) + DECODE_NICE)
         try:
             self._loop()
         except BaseException:
