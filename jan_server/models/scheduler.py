@@ -25,9 +25,9 @@ every waiting and live job gets a 500 `scheduler_failed` and later submits are r
 manager then shows the model in state `error` and loads it anew for the next request). `close()` fails the
 waiting and live jobs with a 503 `model_stopping` and returns after at most the decode under way.
 
-The thread runs at a lower priority (`DECODE_NICE` steps nicer than the server, on Linux), and so do the compute threads llama.cpp's
-OpenMP starts from it (a thread inherits its creator's): the HTTP side's threads, woken for each token, then
-take a core at once instead of waiting behind compute threads that never sleep (docs/BENCHMARKS.md, run 15).
+The thread runs `DECODE_NICE` steps nicer than the server (on Linux), and so do the compute threads llama.cpp's
+OpenMP starts from it (a thread inherits its creator's niceness): the HTTP side's threads, woken for each token,
+then take a core at once instead of waiting behind compute threads that never sleep (docs/BENCHMARKS.md, run 15).
 
 The scheduler imports nothing of llama.cpp: it drives a `Backend` (jan_server.models.llama_backend implements it;
 the unit tests use a fake one). The module is over 300 lines for the reason the Scheduler class gives; the slot
