@@ -24,6 +24,7 @@ llama-cpp-python 0.3.36 sdist's vendored llama.cpp (about 10 minutes on 2 cores)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -87,14 +88,20 @@ def client_of(server: LiveServer) -> httpx.Client:
     return httpx.Client(base_url=server.api_url, timeout=900, limits=httpx.Limits(max_connections=64), headers={"Connection": "close"})
 
 
+@contextlib.contextmanager
+def clients_of(servers: dict[str, LiveServer]):
+    """A client (client_of) for each server, by name, closed on leaving."""
+    with contextlib.ExitStack() as stack:
+        yield {name: stack.enter_context(client_of(server)) for name, server in servers.items()}
+
+
 def paired_streams(servers: dict[str, LiveServer], args) -> tuple[dict[str, dict[str, float]], list[dict[str, float]]]:
     """One stream's tokens/s, `args.singles` times, each time on one server then the other (the order alternating),
     then `args.streams` concurrent streams' aggregate tokens/s on each server alone. Returns each server's figures
     (one stream's: the median of the round's) and each pair's tokens/s by server."""
     figures: dict[str, dict[str, float]] = {name: {} for name in servers}
     pairs: list[dict[str, float]] = []
-    clients = {name: client_of(server) for name, server in servers.items()}
-    try:
+    with clients_of(servers) as clients:
         for client in clients.values():
             stream(client, PROMPT, 8)  # warm up
         for n in range(args.singles):
@@ -106,9 +113,6 @@ def paired_streams(servers: dict[str, LiveServer], args) -> tuple[dict[str, dict
             figures[name]["1 stream, tokens/s"] = statistics.median(pair[name] for pair in pairs)
             tokens, wall = concurrent(client, args.streams, args.max_tokens)
             figures[name][f"{args.streams} streams, aggregate tokens/s"] = tokens / wall
-    finally:
-        for client in clients.values():
-            client.close()
     return figures, pairs
 
 
@@ -119,8 +123,7 @@ def paired_prompts(servers: dict[str, LiveServer], args, rng: random.Random) -> 
     conversation, each turn's TTFT by server."""
     figures: dict[str, dict[str, float]] = {name: {} for name in servers}
     conversations: list[dict[int, dict[str, float]]] = []
-    clients = {name: client_of(server) for name, server in servers.items()}
-    try:
+    with clients_of(servers) as clients:
         for _ in range(args.conversations):
             messages: dict[str, list[dict]] = {name: [] for name in servers}
             ttfts: dict[int, dict[str, float]] = {}
@@ -137,9 +140,6 @@ def paired_prompts(servers: dict[str, LiveServer], args, rng: random.Random) -> 
                 figures[name][f"turn {turn} TTFT, s"] = statistics.median(ttfts[turn][name] for ttfts in conversations)
             cold = [{"role": "user", "content": fresh_text(args.cold_tokens, rng)}]
             figures[name][f"cold prompt (~{args.cold_tokens} tokens) TTFT, s"] = stream(clients[name], cold, 1)[1]
-    finally:
-        for client in clients.values():
-            client.close()
     return figures, conversations
 
 
