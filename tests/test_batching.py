@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import os
@@ -135,7 +136,12 @@ def test_decoding_threads_run_nicer_than_the_server(models, tmp_path):
     rest of the server, so the threads that serve HTTP are never kept waiting behind them."""
 
     def nice() -> dict[int, int]:
-        return {int(tid): os.getpriority(os.PRIO_PROCESS, int(tid)) for tid in os.listdir("/proc/self/task")}
+        """Each live thread's niceness (a thread may end between the listing and the read)."""
+        values = {}
+        for tid in map(int, os.listdir("/proc/self/task")):
+            with contextlib.suppress(ProcessLookupError):
+                values[tid] = os.getpriority(os.PRIO_PROCESS, tid)
+        return values
 
     models.stop(BUNDLED_MODEL_ID)
     base, before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id()), nice()
