@@ -8,7 +8,7 @@ figure's median for both and the ratio this/other.
 
     python bench/compare_checkouts.py OTHER_CHECKOUT [--rounds 3] [--max-tokens 128] [--streams 8] [--crud-seconds 2]
 
-The other checkout needs its venv: `cd OTHER && python3 -m venv .venv && .venv/bin/pip install -r requirements.txt -e .[default-model,test]`.
+The other checkout needs its venv: `cd OTHER && python3 -m venv .venv && .venv/bin/pip install -r requirements-test.lock && .venv/bin/pip install --no-deps -e .`.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ import openai
 import pytest
 
 from tests import postgres
-from tests.live_server import PATIENT, LiveServer
+from tests.live_server import PATIENT, LiveServer, openai_at
 
 
 def pytest_generate_tests(metafunc):
@@ -87,6 +87,6 @@ def api(server) -> httpx.Client:
 
 @pytest.fixture()
 def openai_client(server) -> openai.OpenAI:
-    """The official `openai` package pointed at the server (no retries: a failure shows at once)."""
-    with openai.OpenAI(api_key="x", base_url=server.api_url, max_retries=0, timeout=PATIENT) as client:
+    """The official `openai` package pointed at the session's server."""
+    with openai_at(server.api_url) as client:
         yield client

@@ -19,6 +19,14 @@ import httpx
 PATIENT = httpx.Timeout(connect=60, read=600, write=60, pool=600)
 
 
+def openai_at(api_url: str) -> "openai.OpenAI":
+    """The official `openai` package pointed at a server, without retries, so that a failure shows at once. Its timeout
+    is a number: SDK releases differ in the HTTP library under them (3.63 moved to httpx2 and refuses httpx objects)."""
+    import openai
+
+    return openai.OpenAI(api_key="x", base_url=api_url, max_retries=0, timeout=PATIENT.read)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -14,6 +14,8 @@ from importlib.metadata import packages_distributions
 from pathlib import Path
 
 import httpx
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from jan_server.cli import build_parser, settings_from_args
 from tests.live_server import PATIENT
@@ -168,3 +170,32 @@ def test_every_imported_package_is_declared():
     providers = packages_distributions()
     needed = {module: {name.lower().replace("_", "-") for name in providers[module]} for module in third_party}
     assert {module for module, names in needed.items() if not names & declared} == set()
+
+
+def locked(path: Path) -> dict[str, tuple[str, str]]:
+    """A lock's pins for this Python and platform: name -> (version, the whole entry, with options and hashes)."""
+    entries = re.split(r"\n(?=\S)", re.sub(r"^#.*\n|\n\s*#.*", "", path.read_text(), flags=re.M).strip())
+    pins = {}
+    for entry in entries:
+        requirement = Requirement(re.sub(r" --.*| \\$", "", entry.split("\n")[0]))
+        if requirement.marker is None or requirement.marker.evaluate():
+            pins[canonicalize_name(requirement.name)] = (next(iter(requirement.specifier)).version, entry)
+    return pins
+
+
+def test_the_locks_pin_every_package_with_hashes_within_setup_cfgs_ranges():
+    """The README's commands install from the locks: each pins what setup.cfg asks for, inside its ranges, every
+    package with a hash; the server's lock is the test lock's subset, and llama-cpp-python keeps its build flags."""
+    config = configparser.ConfigParser()
+    config.read(REPO / "setup.cfg")
+    extras = config["options.extras_require"]
+    server, tests = locked(REPO / "requirements.lock"), locked(REPO / "requirements-test.lock")
+    for pins, sections in ((server, ["default-model", "postgres"]), (tests, ["default-model", "postgres", "test"])):
+        wanted = config["options"]["install_requires"].split("\n") + [line for extra in sections for line in extras[extra].split("\n")]
+        for line in filter(None, wanted):
+            requirement = Requirement(line)
+            version, _ = pins[canonicalize_name(requirement.name)]
+            assert requirement.specifier.contains(version), (line, version)
+        assert all("--hash=sha256:" in entry for _, entry in pins.values())
+        assert "-DGGML_NATIVE=OFF" in pins["llama-cpp-python"][1]
+    assert {name: version for name, (version, _) in server.items()} == {name: tests[name][0] for name in server}

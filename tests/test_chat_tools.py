@@ -11,7 +11,6 @@ import pydantic
 import pytest
 
 from jan_server.models.registry import BUNDLED_MODEL_ID, bundled_weights
-from tests.live_server import PATIENT
 from tests.openai_reference import assert_valid
 from tests.test_app import assert_openai_error
 
@@ -26,12 +25,6 @@ TOOLS = [
 SCHEMAS = {tool["function"]["name"]: tool["function"]["parameters"] for tool in TOOLS}
 ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
 NAMED = {"type": "function", "function": {"name": "get_weather"}}
-
-
-@pytest.fixture()
-def client(server) -> openai.OpenAI:
-    with openai.OpenAI(api_key="x", base_url=server.api_url, max_retries=0, timeout=PATIENT) as client:
-        yield client
 
 
 def assert_valid_call(call) -> dict:
@@ -49,20 +42,20 @@ def sse_payloads(api, body: dict) -> list[dict]:
     return [json.loads(line) for line in lines[:-1]]
 
 
-def test_named_tool_call(client, api):
+def test_named_tool_call(openai_client, api):
     body = {"model": MODEL, "messages": ASK, "tools": TOOLS, "tool_choice": NAMED, "max_tokens": 80, "temperature": 0}
     raw = api.post("/chat/completions", json=body)
     assert raw.status_code == 200, raw.text
     assert_valid(raw.json(), "CreateChatCompletionResponse")
-    choice = client.chat.completions.create(**body).choices[0]
+    choice = openai_client.chat.completions.create(**body).choices[0]
     assert choice.finish_reason == "tool_calls" and choice.message.content is None
     [call] = choice.message.tool_calls  # a named choice is exactly one call
     assert call.function.name == "get_weather"
     assert_valid_call(call)
 
 
-def test_required_tool_calls_are_valid(client):
-    completion = client.chat.completions.create(
+def test_required_tool_calls_are_valid(openai_client):
+    completion = openai_client.chat.completions.create(
         model=MODEL, messages=[{"role": "user", "content": "Add 2 and 3."}], tools=TOOLS, tool_choice="required", max_tokens=200, temperature=0,
     )
     choice = completion.choices[0]
@@ -74,10 +67,10 @@ def test_required_tool_calls_are_valid(client):
 
 
 @pytest.mark.parametrize("tool_choice", [NAMED, "required"])
-def test_streamed_tool_call_assembled_by_the_sdk(client, api, tool_choice):
+def test_streamed_tool_call_assembled_by_the_sdk(openai_client, api, tool_choice):
     request = dict(model=MODEL, messages=ASK, tools=TOOLS, tool_choice=tool_choice, parallel_tool_calls=False, max_tokens=80, temperature=0)
-    expected = client.chat.completions.create(**request).choices[0].message.tool_calls
-    with client.chat.completions.stream(**request) as stream:
+    expected = openai_client.chat.completions.create(**request).choices[0].message.tool_calls
+    with openai_client.chat.completions.stream(**request) as stream:
         events = [event.type for event in stream]
         final = stream.get_final_completion()
     assert "tool_calls.function.arguments.delta" in events and "tool_calls.function.arguments.done" in events
@@ -99,21 +92,21 @@ def test_streamed_tool_call_assembled_by_the_sdk(client, api, tool_choice):
     assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
 
 
-def test_tool_result_fed_back_is_answered(client):
-    call = client.chat.completions.create(model=MODEL, messages=ASK, tools=TOOLS, tool_choice=NAMED, max_tokens=80, temperature=0).choices[0].message.tool_calls[0]
+def test_tool_result_fed_back_is_answered(openai_client):
+    call = openai_client.chat.completions.create(model=MODEL, messages=ASK, tools=TOOLS, tool_choice=NAMED, max_tokens=80, temperature=0).choices[0].message.tool_calls[0]
     history = [
         *ASK,
         {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
         {"role": "tool", "tool_call_id": call.id, "content": json.dumps({"temperature": 18, "unit": "celsius", "sky": "sunny"})},
     ]
-    answer = client.chat.completions.create(model=MODEL, messages=history, tools=TOOLS, max_tokens=48, temperature=0).choices[0]
+    answer = openai_client.chat.completions.create(model=MODEL, messages=history, tools=TOOLS, max_tokens=48, temperature=0).choices[0]
     assert answer.message.tool_calls is None and answer.finish_reason in ("stop", "length")
     assert answer.message.content.strip()
 
 
-def test_auto_gives_text_or_a_valid_call(client):
+def test_auto_gives_text_or_a_valid_call(openai_client):
     for messages in (ASK, [{"role": "user", "content": "Tell me a joke."}]):
-        choice = client.chat.completions.create(model=MODEL, messages=messages, tools=TOOLS, tool_choice="auto", max_tokens=120, temperature=0).choices[0]
+        choice = openai_client.chat.completions.create(model=MODEL, messages=messages, tools=TOOLS, tool_choice="auto", max_tokens=120, temperature=0).choices[0]
         if choice.message.tool_calls:
             assert choice.finish_reason == "tool_calls" and choice.message.content is None
             for call in choice.message.tool_calls:
@@ -122,19 +115,19 @@ def test_auto_gives_text_or_a_valid_call(client):
             assert choice.message.content.strip() and "<tool_call>" not in choice.message.content
 
 
-def test_none_answers_in_text(client):
-    choice = client.chat.completions.create(model=MODEL, messages=ASK, tools=TOOLS, tool_choice="none", max_tokens=24, temperature=0).choices[0]
+def test_none_answers_in_text(openai_client):
+    choice = openai_client.chat.completions.create(model=MODEL, messages=ASK, tools=TOOLS, tool_choice="none", max_tokens=24, temperature=0).choices[0]
     assert choice.message.tool_calls is None and choice.finish_reason in ("stop", "length")
     assert choice.message.content.strip()
 
 
-def test_parse_with_a_pydantic_model(client):
+def test_parse_with_a_pydantic_model(openai_client):
     class City(pydantic.BaseModel):
         name: str
         country: str
         population: int
 
-    for parse in (client.chat.completions.parse, client.beta.chat.completions.parse):
+    for parse in (openai_client.chat.completions.parse, openai_client.beta.chat.completions.parse):
         completion = parse(
             model=MODEL, messages=[{"role": "user", "content": "Describe Paris as JSON."}], response_format=City, max_tokens=80, temperature=0,
         )
@@ -142,7 +135,7 @@ def test_parse_with_a_pydantic_model(client):
         assert isinstance(parsed, City) and isinstance(parsed.population, int)
 
 
-def test_logprobs_match_llama_cpp(client, api):
+def test_logprobs_match_llama_cpp(openai_client, api):
     import llama_cpp
 
     messages = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Name a colour."}]
