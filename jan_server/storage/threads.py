@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from sqlalchemy import Connection, bindparam, delete, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from jan_server.errors import ConflictError, NotFoundError
 from jan_server.storage import db, records
@@ -99,10 +100,7 @@ class Threads(Queries):
         with self._writing() as connection:
             require(connection, threads, thread_id, "thread")
             require(connection, assistants, assistant_id, "assistant")
-            pair = (thread_assistants.c.thread_id == thread_id) & (thread_assistants.c.assistant_id == assistant_id)
-            if connection.execute(update(thread_assistants).where(pair).values(overrides=overrides)).rowcount == 0:
-                link = {"thread_id": thread_id, "assistant_id": assistant_id, "created_at": records.now(), "overrides": overrides}
-                connection.execute(insert(thread_assistants), link)
+            _upsert(connection, [{"thread_id": thread_id, "assistant_id": assistant_id, "created_at": records.now(), "overrides": overrides}])
             return _thread(connection, thread_id)
 
     def assistants(self, thread_id: str) -> dict:
@@ -158,4 +156,12 @@ def _link(connection: Connection, links: list[dict]) -> None:
     missing = sorted(wanted - found)
     if missing:
         raise ConflictError(f"No assistant found with id '{missing[0]}'.", param="assistants", code="assistant_not_found")
-    connection.execute(insert(thread_assistants), links)
+    _upsert(connection, links)
+
+
+def _upsert(connection: Connection, links: list[dict]) -> None:
+    """Insert the links; a pair already linked keeps its place in the order and takes the new overrides. One
+    statement, so that two replicas linking the same pair at once both succeed (an update, then an insert when
+    it found nothing, lets both insert: the second violates uq_thread_assistants_pair)."""
+    statement = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[connection.dialect.name](thread_assistants)
+    connection.execute(statement.on_conflict_do_update(index_elements=["thread_id", "assistant_id"], set_={"overrides": statement.excluded.overrides}), links)
