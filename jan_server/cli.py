@@ -7,6 +7,7 @@ import errno
 import logging
 import socket
 
+from jan_server.models.egress import EGRESS
 from jan_server.web.security import is_loopback
 from jan_server.settings import Settings, split_list
 
@@ -53,6 +54,15 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="wait this long to connect to a remote engine (env JAN_REMOTE_CONNECT_TIMEOUT, default 10)")
     parser.add_argument("--remote-read-timeout", type=float, metavar="SECONDS",
                         help="wait this long for each read from a remote engine (env JAN_REMOTE_READ_TIMEOUT, default 300)")
+    parser.add_argument("--remote-key-prefix", metavar="PREFIX",
+                        help="a remote model's api_key_env may name variables starting with this; '' for none "
+                             "(env JAN_REMOTE_KEY_PREFIX, default JAN_REMOTE_)")
+    parser.add_argument("--remote-key-env", action="append", dest="remote_key_envs", metavar="NAME",
+                        help="a variable a remote model's api_key_env may name besides those; repeat for several "
+                             "(env JAN_REMOTE_KEY_ENVS, comma-separated)")
+    parser.add_argument("--egress", choices=EGRESS,
+                        help="where downloads and remote engines may connect: lan (not link-local or cloud metadata addresses), "
+                             "public (not loopback or private ranges either) or loopback (env JAN_EGRESS, default lan)")
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -72,6 +82,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         idle_timeout=args.idle_timeout,
         remote_connect_timeout=args.remote_connect_timeout,
         remote_read_timeout=args.remote_read_timeout,
+        remote_key_prefix=args.remote_key_prefix,
+        remote_key_envs=tuple(args.remote_key_envs) if args.remote_key_envs else None,
+        egress=args.egress,
     )
 
 
@@ -112,8 +125,10 @@ def migrate(settings: Settings) -> None:
     from jan_server.storage.store import Store
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    from sqlalchemy.engine import make_url
+
     Store.open(settings.sqlalchemy_url).close()
-    print(f"jan-server: database at {settings.sqlalchemy_url} is up to date")
+    print(f"jan-server: database at {make_url(settings.sqlalchemy_url).render_as_string(hide_password=True)} is up to date")
 
 
 def pull(settings: Settings, args: argparse.Namespace) -> None:
@@ -126,7 +141,7 @@ def pull(settings: Settings, args: argparse.Namespace) -> None:
 
     request = {"source_url": args.source} if "://" in args.source else {"id": args.source}
     request.update({key: value for key, value in {"id": args.model_id, "name": args.name, "sha256": args.sha256}.items() if value})
-    downloads = DownloadManager()
+    downloads = DownloadManager(settings.egress)
     try:
         record = start_model_download(Registry(settings.models_dir), downloads, request)
     except ApiError as exc:

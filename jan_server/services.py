@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from jan_server.models.downloads import DownloadManager, resume_interrupted
 from jan_server.models.lifecycle import ModelManager
 from jan_server.models.registry import Registry
-from jan_server.models.remote import Upstreams
+from jan_server.models.remote import KeyVariables, Upstreams
 from jan_server.models.residency import Residency
 from jan_server.responses.service import ResponseService
 from jan_server.settings import Settings
@@ -28,11 +28,12 @@ class Services:
     def open(cls, settings: Settings) -> "Services":
         settings.models_dir.mkdir(parents=True, exist_ok=True)  # and the data dir it is in
         registry = Registry(settings.models_dir)
-        downloads = DownloadManager()
+        downloads = DownloadManager(settings.egress)
         models = ModelManager(
             registry, n_threads=settings.n_threads, max_queued_requests=settings.max_queued_requests, downloads=downloads,
             loaded=Residency(settings.max_loaded_models, settings.idle_timeout),
-            upstreams=Upstreams(settings.remote_connect_timeout, settings.remote_read_timeout),
+            upstreams=Upstreams(settings.remote_connect_timeout, settings.remote_read_timeout, egress=settings.egress,
+                                key_variables=KeyVariables(settings.remote_key_prefix, settings.remote_key_envs)),
         )
         store = Store.open(settings.sqlalchemy_url)
         responses = ResponseService(store, models)

@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from jan_server.models.egress import EGRESS
+
 
 def default_data_dir() -> Path:
     return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "jan-server"
@@ -52,11 +54,21 @@ class Settings:
     #: each read from it: a non-streamed completion sends nothing until it is done, so the read limit is long.
     remote_connect_timeout: float = 10.0
     remote_read_timeout: float = 300.0
+    #: The environment variables a remote model's `api_key_env` may name: those starting with this prefix (none if
+    #: it is empty) and those listed (see jan_server.models.remote.KeyVariables).
+    remote_key_prefix: str = "JAN_REMOTE_"
+    remote_key_envs: tuple[str, ...] = ()
+    #: Where downloads and remote engines may connect: `lan`, `public` or `loopback` (see jan_server.models.egress).
+    egress: str = "lan"
     #: Most local models loaded at once; starting one more stops the least recently used idle one. None: no limit.
     max_loaded_models: int | None = None
     #: Seconds a local model may sit idle before it is stopped. None: never (off by default: reloading costs the
     #: next request seconds, and on a machine of its own a model's memory is better kept than freed).
     idle_timeout: float | None = None
+
+    def __post_init__(self):
+        if self.egress not in EGRESS:
+            raise ValueError(f"egress must be one of {', '.join(EGRESS)}, not {self.egress!r}")
 
     @property
     def models_dir(self) -> Path:
@@ -84,6 +96,9 @@ class Settings:
             "max_body_bytes": env_int(env, "JAN_MAX_BODY_BYTES"),
             "remote_connect_timeout": env_float(env, "JAN_REMOTE_CONNECT_TIMEOUT"),
             "remote_read_timeout": env_float(env, "JAN_REMOTE_READ_TIMEOUT"),
+            "remote_key_prefix": env.get("JAN_REMOTE_KEY_PREFIX"),
+            "remote_key_envs": split_list(env.get("JAN_REMOTE_KEY_ENVS")),
+            "egress": env.get("JAN_EGRESS"),
             "max_loaded_models": env_int(env, "JAN_MAX_LOADED_MODELS"),
             "idle_timeout": env_float(env, "JAN_IDLE_TIMEOUT"),
         }

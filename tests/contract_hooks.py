@@ -40,8 +40,13 @@ SOURCE_URL = re.compile(_MODELS_SPEC["components"]["schemas"]["DownloadModelRequ
 #: Where remote models point: the server under test itself (tests/test_contract.py says where it is), so that
 #: starting one (which asks its upstream for its models) succeeds.
 UPSTREAM = os.environ.get("JAN_CONTRACT_UPSTREAM", f"http://{CLOSED_PORT}/v1")
+_REMOTE_SETTINGS = yaml.safe_load((Path(__file__).parent.parent / "specs" / "remote.yaml").read_text())["components"]["schemas"]["RemoteModelSettings"]["properties"]
 #: A remote model's base_url rule, read from the spec.
-BASE_URL = re.compile(yaml.safe_load((Path(__file__).parent.parent / "specs" / "remote.yaml").read_text())["components"]["schemas"]["RemoteModelSettings"]["properties"]["base_url"]["pattern"])
+BASE_URL = re.compile(_REMOTE_SETTINGS["base_url"]["pattern"])
+#: A remote model's api_key_env rule, read from the spec, and the prefix the server allows by default (a variable
+#: without it is a 400, which the schema cannot say).
+KEY_ENV = re.compile(_REMOTE_SETTINGS["api_key_env"]["pattern"])
+KEY_ENV_PREFIX = "JAN_REMOTE_"
 
 
 @schemathesis.hook
@@ -72,6 +77,9 @@ def bounded(case) -> None:
     base_url = settings.get("base_url") if isinstance(settings, dict) else None
     if isinstance(base_url, str) and len(base_url) <= 2048 and BASE_URL.search(base_url):
         settings["base_url"] = UPSTREAM
+    key_env = settings.get("api_key_env") if isinstance(settings, dict) else None
+    if isinstance(key_env, str) and KEY_ENV.search(key_env):
+        settings["api_key_env"] = (KEY_ENV_PREFIX + key_env)[:128]
 
 
 def bounded_response(body: dict) -> None:

@@ -52,7 +52,7 @@ METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
 @pytest.fixture(scope="module")
 def contract_server(tmp_path_factory) -> LiveServer:
     # One llama.cpp thread: the run's requests come one at a time, and the machine is shared.
-    live = LiveServer(tmp_path_factory.mktemp("contract") / "data", args=("--n-threads", "1")).start()
+    live = LiveServer(tmp_path_factory.mktemp("contract") / "data", args=("--n-threads", "1", "--egress", "loopback")).start()
     yield live
     live.stop()
 

@@ -126,28 +126,30 @@ def test_a_wrong_sha256_is_an_error_and_leaves_nothing(files, gguf, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_transfer_rejects_html_instead_of_gguf(files, tmp_path):
+def test_transfer_rejects_html_instead_of_gguf_without_echoing_it(files, tmp_path):
     url = files.add("/login.gguf", Route(body=b"<!doctype html><html>Sign in</html>", content_type="text/html"))
-    with pytest.raises(DownloadError, match="Not a GGUF file"):
+    with pytest.raises(DownloadError) as error:
         Transfer(url, tmp_path / "x.gguf").run()
+    assert str(error.value) == "Not a GGUF file: it does not start with b'GGUF'."  # nor what it starts with
     assert list(tmp_path.iterdir()) == []
 
 
 def test_upstream_404_is_an_error_without_retries(files, tmp_path):
-    with pytest.raises(DownloadError, match="HTTP 404"):
+    with pytest.raises(DownloadError) as error:
         Transfer(files.url("/missing.gguf"), tmp_path / "x.gguf").run()
+    assert str(error.value) == "The download source answered with a 4xx error."  # not its status, reason or body
     assert len(files.requests) == 1
     assert list(tmp_path.iterdir()) == []
 
 
 def test_an_unreachable_host_is_an_error_not_a_hang(tmp_path):
-    with pytest.raises(DownloadError, match="Cannot fetch"):
+    with pytest.raises(DownloadError, match="could not be reached"):
         Transfer(f"http://127.0.0.1:{free_port()}/x.gguf", tmp_path / "x.gguf", attempts=2).run()
 
 
 def test_a_stalled_server_times_out(files, gguf, tmp_path):
     url = files.add("/slow.gguf", Route(body=gguf, rate=1))
-    with pytest.raises(DownloadError, match="connection lost"):
+    with pytest.raises(DownloadError, match="connection to the download source was lost"):
         Transfer(url, tmp_path / "x.gguf", timeout=0.3, attempts=2).run()
 
 
@@ -274,7 +276,7 @@ def test_manager_shows_an_error_with_its_message(files, tmp_path):
     download = manager.start("gone", files.url("/gone.gguf"), tmp_path / "gone.gguf")
     assert download.wait(30)
     status = manager.status("gone")
-    assert status["state"] == "error" and "HTTP 404" in status["error"]
+    assert status["state"] == "error" and "4xx" in status["error"]
     manager.start("gone", files.url("/gone.gguf"), tmp_path / "gone.gguf").wait(30)  # an ended download may restart
 
 
@@ -393,7 +395,7 @@ def test_server_download_of_html_ends_in_error(api, server, upstream):
 def test_upstream_404_ends_in_error(api, upstream):
     api.post("/models", json={"source_url": upstream.url("/nowhere/missing.gguf"), "id": "missing"}).raise_for_status()
     model = wait_state(api, "missing")
-    assert model["state"] == "error" and "HTTP 404" in model["error"]
+    assert model["state"] == "error" and model["error"] == "The download source answered with a 4xx error."
     listed = {m["id"]: m for m in api.get("/models").json()["data"]}
     assert listed["missing"]["state"] == "error"
     api.delete("/models/missing").raise_for_status()
@@ -554,7 +556,7 @@ def test_cli_pull_then_models(tmp_path, upstream, smollm2):
 def test_cli_pull_failure_exits_non_zero_with_the_reason(tmp_path, upstream):
     pulled = jan_server(tmp_path, "pull", upstream.url("/cli/absent.gguf"))
     assert pulled.returncode == 1
-    assert "HTTP 404" in pulled.stderr
+    assert "answered with a 4xx error" in pulled.stderr
 
 
 def test_cli_pull_interrupted_resumes_by_id(tmp_path, upstream, smollm2):

@@ -62,15 +62,55 @@ def upstream(tmp_path_factory):
         yield live
 
 
+class Recording(http.server.BaseHTTPRequestHandler):
+    """An upstream that answers every request with an empty model list and records what it was sent."""
+
+    requests: list[dict] = []
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.requests.append({"path": self.path, **dict(self.headers.items())})
+        body = b'{"object": "list", "data": []}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST
+
+    def log_message(self, *args):
+        pass
+
+
+class NotOpenAI(http.server.BaseHTTPRequestHandler):
+    """A service that is not an OpenAI API: a 403 HTML page, or a 500 one under /broken/."""
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = b"<html>internal admin console</html>"
+        self.send_response(500 if self.path.startswith("/broken/") else 403)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
 @pytest.fixture(scope="module")
 def front(tmp_path_factory, upstream):
-    """The server under test, with a remote model on the upstream, one whose key variable is unset, one naming a
-    model the upstream does not have, and one on a port where nothing listens."""
-    with LiveServer(tmp_path_factory.mktemp("front") / "data", args=("--n-threads", "1"), env={"UPSTREAM_KEY": UPSTREAM_KEY}) as live:
+    """The server under test, with a remote model on the upstream (its key in a variable the operator allowed by
+    name), one whose key variable (under the allowed prefix) is unset, one naming a model the upstream does not have,
+    and one on a port where nothing listens. Its environment also holds secrets no model may name."""
+    args = ("--n-threads", "1", "--remote-key-env", "UPSTREAM_KEY")
+    env = {"UPSTREAM_KEY": UPSTREAM_KEY, "HF_TOKEN": "hf-secret", "AWS_SECRET_ACCESS_KEY": "aws-secret"}
+    with LiveServer(tmp_path_factory.mktemp("front") / "data", args=args, env=env) as live:
         with httpx.Client(base_url=live.api_url, timeout=PATIENT) as client:
             for body in (
                 remote("up", upstream.api_url),
-                remote("keyless", upstream.api_url, api_key_env="NOT_SET_ANYWHERE"),
+                remote("keyless", upstream.api_url, api_key_env="JAN_REMOTE_NOT_SET_ANYWHERE"),
                 remote("absent", upstream.api_url, model="no-such-model"),
                 remote("closed", f"http://127.0.0.1:{free_port()}/v1"),
             ):
@@ -119,6 +159,49 @@ def test_a_remote_model_is_added_listed_and_deleted_without_its_key(front, upstr
         assert download.status_code == 409 and download.json()["error"]["code"] == "model_exists"
         assert api.delete("/models/gone-soon").json() == {"id": "gone-soon", "object": "model", "deleted": True}
         assert api.get("/models/gone-soon").status_code == 404
+
+
+@pytest.mark.parametrize("variable", ["JAN_API_KEY", "AWS_SECRET_ACCESS_KEY", "HF_TOKEN", "JAN_REMOTE", "jan_remote_key"])
+def test_api_key_env_may_name_only_the_variables_the_operator_allows(front, upstream, variable):
+    """Whoever may add a model must not be able to make the server send its other secrets to a host of theirs."""
+    with httpx.Client(base_url=front.api_url, timeout=PATIENT) as api:
+        refused = api.post("/models", json=remote("thief", upstream.api_url, api_key_env=variable))
+        error = assert_openai_error(refused, 400)
+        assert (error["param"], error["code"]) == ("api_key_env", "api_key_env_not_allowed")
+        assert api.get("/models/thief").status_code == 404
+        allowed = api.post("/models", json=remote("by-prefix", upstream.api_url, api_key_env="JAN_REMOTE_" + variable))
+        assert allowed.status_code == 200, allowed.text
+        api.delete("/models/by-prefix").raise_for_status()
+
+
+def test_a_model_json_naming_a_variable_not_allowed_sends_nothing(front):
+    """A model.json written by hand is held to the same rule, at each request: its key is never sent."""
+    recording = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recording)
+    threading.Thread(target=recording.serve_forever, daemon=True).start()
+    try:
+        folder = front.data_dir / "models" / "by-hand-secret"
+        folder.mkdir()
+        settings = {"base_url": f"http://127.0.0.1:{recording.server_address[1]}/v1", "model": "m", "api_key_env": "HF_TOKEN"}
+        (folder / "model.json").write_text(json.dumps({"engine": "openai", "settings": settings}))
+        with httpx.Client(base_url=front.api_url, timeout=PATIENT) as api:
+            chat = api.post("/chat/completions", json={"model": "by-hand-secret", "messages": [{"role": "user", "content": "hi"}]})
+            assert assert_openai_error(chat, 400)["param"] == "api_key_env"
+            assert assert_openai_error(api.put("/models/by-hand-secret/start"), 400)["param"] == "api_key_env"
+            api.delete("/models/by-hand-secret").raise_for_status()
+        assert Recording.requests == []
+    finally:
+        recording.shutdown()
+
+
+def test_the_allowed_key_variables_are_settings():
+    from jan_server.cli import build_parser, settings_from_args
+    from jan_server.settings import Settings
+
+    assert (Settings().remote_key_prefix, Settings().remote_key_envs) == ("JAN_REMOTE_", ())
+    from_env = Settings.from_env({"JAN_REMOTE_KEY_PREFIX": "", "JAN_REMOTE_KEY_ENVS": "A, B"})
+    assert (from_env.remote_key_prefix, from_env.remote_key_envs) == ("", ("A", "B"))
+    args = build_parser().parse_args(["--remote-key-prefix", "UP_", "--remote-key-env", "A", "--remote-key-env", "C"])
+    assert (settings_from_args(args).remote_key_prefix, settings_from_args(args).remote_key_envs) == ("UP_", ("A", "C"))
 
 
 def test_a_remote_model_whose_folder_is_removed_by_hand_is_gone(front, upstream):
@@ -189,6 +272,23 @@ def test_the_upstreams_4xx_come_back_as_they_are(front):
     with pytest.raises(openai.NotFoundError) as absent:
         client(front).chat.completions.create(model="absent", messages=[{"role": "user", "content": "hi"}], stream=True)
     assert absent.value.body["code"] == "model_not_found" and "no-such-model" in absent.value.body["message"]
+
+
+def test_an_error_that_is_not_openais_is_passed_on_as_its_status_only(front):
+    """A base_url at some other service of the network must not make the server read that service's pages out."""
+    service = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotOpenAI)
+    threading.Thread(target=service.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{service.server_address[1]}"
+    try:
+        with httpx.Client(base_url=front.api_url, timeout=PATIENT) as api:
+            for name, status in (("page", 403), ("broken", 502)):
+                api.post("/models", json=remote(f"not-openai-{name}", f"{base}/{name}/v1", api_key_env=None)).raise_for_status()
+                chat = api.post("/chat/completions", json={"model": f"not-openai-{name}", "messages": [{"role": "user", "content": "hi"}]})
+                error = assert_openai_error(chat, status)
+                assert "admin" not in error["message"] and "html" not in error["message"], error
+                api.delete(f"/models/not-openai-{name}").raise_for_status()
+    finally:
+        service.shutdown()
 
 
 def test_an_unreachable_upstream_is_a_502(front):

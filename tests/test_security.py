@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from jan_server.settings import Settings
+from tests import postgres
 from tests.live_server import LiveServer, free_port
 from tests.test_app import assert_openai_error
 from tests.test_spec import ADDED_OPERATIONS, SEED_OPERATIONS
@@ -213,3 +214,15 @@ def test_spec_declares_the_optional_bearer_scheme_and_401s(keyed):
     operations = [op for item in spec["paths"].values() for op in item.values() if isinstance(op, dict) and "operationId" in op]
     assert len(operations) == len(SEED_OPERATIONS) + len(ADDED_OPERATIONS)
     assert [op["operationId"] for op in operations if "401" not in op["responses"]] == []
+
+
+def test_migrate_prints_the_database_url_without_its_password(postgres_url, tmp_path):
+    """The test server trusts every local connection, so a URL with any password connects."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(postgres.create_database(postgres_url)).set(password="pw-not-for-logs").render_as_string(hide_password=False)
+    command = [sys.executable, "-m", "jan_server", "--data-dir", str(tmp_path), "--database-url", url, "migrate"]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "is up to date" in run.stdout and ":***@" in run.stdout
+    assert "pw-not-for-logs" not in run.stdout + run.stderr

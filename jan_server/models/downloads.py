@@ -1,6 +1,7 @@
 """Model downloads: a model's GGUF fetched in a background thread (one per model id) into
 `<models_dir>/<id>/`, with its model.json naming the source, a folder lock shared with `jan-server pull`, and the
-downloads a stop interrupted resumed at start. The HTTP transfer itself is jan_server.models.transfer.
+downloads a stop interrupted resumed at start. The HTTP transfer itself is jan_server.models.transfer; where it
+may connect, jan_server.models.egress (a source_url it refuses is a 400).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from jan_server.errors import ConflictError, InvalidRequestError, NotFoundError
+from jan_server.models import egress
 from jan_server.models.registry import ModelRecord, Registry, validate_model_id
 from jan_server.models.transfer import DownloadError, Stopped, Transfer, check_url, file_name, partial_path
 
@@ -86,9 +88,10 @@ class Download:
 
 
 class DownloadManager:
-    """Background downloads keyed by model id, at most one running per id."""
+    """Background downloads keyed by model id, at most one running per id, to the addresses `egress` allows."""
 
-    def __init__(self) -> None:
+    def __init__(self, egress: str = "lan") -> None:
+        self.egress = egress
         self._downloads: dict[str, Download] = {}
         self._lock = threading.Lock()
         #: Held by start_model_download from its check for a running download to the start of the new one, so two
@@ -97,7 +100,7 @@ class DownloadManager:
 
     def start(self, model_id: str, url: str, dest: Path, *, sha256: str | None = None, folder_lock: int | None = None) -> Download:
         """Start fetching url into dest in a thread of its own, which releases `folder_lock` when it ends."""
-        transfer = Transfer(url, dest, sha256=sha256)
+        transfer = Transfer(url, dest, sha256=sha256, egress=self.egress)
         with self._lock:
             current = self._downloads.get(model_id)
             if current and current.active:
@@ -209,6 +212,7 @@ def start_model_download(registry: Registry, downloads: DownloadManager, request
         if not url:
             raise InvalidRequestError(f"Model '{model_id}' names no source_url to download from.", param="source_url")
         check_url(url)
+        egress.check_url(url, downloads.egress, "source_url")
         sha256 = request.get("sha256") or (source.get("sha256") if source.get("url") == url else None)
         weights = record.weights.name if record and record.weights else file_name(url)
         if not _WEIGHTS_NAME.fullmatch(weights):

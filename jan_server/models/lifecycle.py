@@ -103,6 +103,7 @@ class ModelManager:
     def add_remote(self, request: dict) -> dict:
         """Add a model served by a remote engine (POST /v1/models with `"engine": "openai"`): its model.json only."""
         model_id = validate_model_id(request["id"], param="id")
+        self.upstreams.check_settings(request["settings"])
         with self._locks.hold(model_id):
             if self.registry.find(model_id) is not None:
                 raise ConflictError(f"Model '{model_id}' already exists.", param="id", code="model_exists")

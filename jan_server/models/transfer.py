@@ -1,6 +1,11 @@
 """One URL copied to one file over HTTP(S): redirects (http and https only), resume with Range, retries, an
 optional sha256, and the GGUF magic checked before the file is accepted.
 
+Every connection, the first and each redirect's, goes through jan_server.models.egress, which resolves the host,
+refuses it if the egress setting refuses any of its addresses, and connects to those it checked; no proxy from
+the environment is used. What the source answered is not echoed in errors beyond the status class (a 4xx): a
+download must not be a probe of the server's network for whoever may start one.
+
 A transfer writes `<file>.part` next to its destination, resumes it with a Range request after a dropped
 connection (or a restart), and only renames it into place once verified, so a partial or foreign file is never
 taken for a model. Nothing here knows about models: see jan_server.models.downloads.
@@ -17,9 +22,11 @@ import threading
 import urllib.error
 import urllib.parse
 import urllib.request
+from functools import partial
 from pathlib import Path
 
 from jan_server.errors import InvalidRequestError
+from jan_server.models.egress import Refused, connect, shown
 
 log = logging.getLogger(__name__)
 
@@ -68,25 +75,55 @@ def file_name(url: str) -> str:
 class _HttpRedirectsOnly(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, req, fp, code, msg, headers, newurl):
         if urllib.parse.urlsplit(newurl).scheme not in ("http", "https"):
-            raise DownloadError(f"Refusing a redirect to a non-http(s) URL: {newurl}")
+            raise DownloadError("The download source redirected to a URL that is not http(s).")
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
-_opener = urllib.request.build_opener(_HttpRedirectsOnly)
+def _connection(cls, egress: str, host: str, **kwargs) -> http.client.HTTPConnection:
+    """An http.client connection whose socket egress.connect opens (http.client calls `_create_connection` where it
+    would call socket.create_connection)."""
+    connection = cls(host, **kwargs)
+    connection._create_connection = partial(connect, egress)
+    return connection
+
+
+class _Http(urllib.request.HTTPHandler):
+    def __init__(self, egress: str):
+        super().__init__()
+        self.egress = egress
+
+    def http_open(self, req):
+        return self.do_open(partial(_connection, http.client.HTTPConnection, self.egress), req)
+
+
+class _Https(urllib.request.HTTPSHandler):
+    def __init__(self, egress: str):
+        super().__init__()
+        self.egress = egress
+
+    def https_open(self, req):
+        return self.do_open(partial(_connection, http.client.HTTPSConnection, self.egress), req)
+
+
+def opener(egress: str) -> urllib.request.OpenerDirector:
+    """urllib's opener, with no proxy and every connection (redirects' too) checked by egress."""
+    return urllib.request.build_opener(urllib.request.ProxyHandler({}), _Http(egress), _Https(egress), _HttpRedirectsOnly)
 
 
 def check_gguf(head: bytes) -> None:
     """Raise DownloadError unless a file's first bytes are GGUF's magic (servers that answer with an HTML page
     are the usual culprits). loading.load_weights checks a model's weights with it too, before llama.cpp opens them."""
     if head[: len(GGUF_MAGIC)] != GGUF_MAGIC:
-        raise DownloadError(f"Not a GGUF file: it starts with {head[:16]!r} instead of {GGUF_MAGIC!r}.")
+        raise DownloadError(f"Not a GGUF file: it does not start with {GGUF_MAGIC!r}.")
 
 
 class Transfer:
     """One URL copied to one file through `<file>.part`: run() in one thread; progress() and stop() from any."""
 
-    def __init__(self, url: str, dest: Path, *, sha256: str | None = None, timeout: float = TIMEOUT, attempts: int = ATTEMPTS):
+    def __init__(self, url: str, dest: Path, *, sha256: str | None = None, timeout: float = TIMEOUT, attempts: int = ATTEMPTS,
+                 egress: str = "lan"):
         self.url = check_url(url)
+        self._opener = opener(egress)
         self.dest = Path(dest)
         self.part = partial_path(self.dest)
         self.sha256 = sha256.lower() if sha256 else None
@@ -122,7 +159,7 @@ class Transfer:
                 except TransientError as exc:
                     if attempt == self.attempts:
                         raise
-                    log.info("download of %s interrupted (%s); resuming", self.url, exc)
+                    log.info("download of %s interrupted (%s); resuming", shown(self.url), exc)
                     if self._stop.wait(min(0.25 * 2**attempt, 5)):
                         raise Stopped from None
             if self.sha256 and digest != self.sha256:
@@ -167,23 +204,28 @@ class Transfer:
                 raise DownloadError(f"Cannot write {self.part.name}: {exc.strerror or exc}.") from exc
         done = self.progress()[0]
         if total is not None and done < total:
-            raise TransientError(f"connection closed after {done} of {total} bytes")
+            raise TransientError("The download source closed the connection before the end of the file.")
         with open(self.part, "rb") as part:
             check_gguf(part.read(len(GGUF_MAGIC)))
         return hasher.hexdigest() if hasher else None
 
     def _open(self, headers: dict, offset: int):
         try:
-            return _opener.open(urllib.request.Request(self.url, headers=headers), timeout=self.timeout)
+            return self._opener.open(urllib.request.Request(self.url, headers=headers), timeout=self.timeout)
+        except Refused as exc:
+            raise DownloadError(f"The download source, or a redirect of it, is at {exc}.") from None
         except urllib.error.HTTPError as exc:
             exc.close()
             if exc.code == 416 and offset:  # the partial file is not a prefix of what the server holds now
                 self.discard()
                 raise TransientError("the server refused to resume; starting over") from None
+            if 300 <= exc.code < 400:  # urllib's refusal of a redirect (a loop, too many, or a scheme it does not follow)
+                raise DownloadError("The download source redirected where a download cannot follow.") from None
             error = TransientError if exc.code >= 500 or exc.code == 429 else DownloadError
-            raise error(f"{self.url} answered HTTP {exc.code} {exc.reason}.") from None
+            raise error(f"The download source answered with a {exc.code // 100}xx error.") from None
         except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-            raise TransientError(f"Cannot fetch {self.url}: {getattr(exc, 'reason', None) or exc}.") from exc
+            log.info("cannot fetch %s: %s", shown(self.url), getattr(exc, "reason", None) or exc)
+            raise TransientError("The download source could not be reached.") from exc
 
     def _extent(self, response, offset: int) -> tuple[int, int | None]:
         """(where this response starts in the file, the file's full size if known); a 200 restarts from zero."""
@@ -214,7 +256,7 @@ class Transfer:
         try:
             return read(size)
         except (OSError, http.client.HTTPException) as exc:
-            raise TransientError(f"connection lost: {exc}") from exc
+            raise TransientError("The connection to the download source was lost.") from exc
 
     def _write(self, out, chunk: bytes, hasher) -> None:
         out.write(chunk)
