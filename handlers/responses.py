@@ -20,11 +20,11 @@ def create_response(body):
 
 
 def get_response(response_id):
-    return services().store.responses.get(response_id)
+    return services().responses.get(response_id)
 
 
 def delete_response(response_id):
-    return services().store.responses.delete(response_id)
+    return services().responses.delete(response_id)
 
 
 def cancel_response(response_id):

@@ -78,5 +78,5 @@ def test_a_background_response_a_crash_interrupted_is_failed_after_the_restart(t
         wait_for(openai_client, running.id, {"in_progress"})
         live.kill()
         live.start()
-        failed = openai_client.responses.retrieve(running.id)
+        failed = wait_for(openai_client, running.id, {"failed"})  # once its heartbeat is stale
     assert failed.status == "failed" and "server stopped" in failed.error.message

@@ -1,9 +1,11 @@
 """Two jan-server processes on one database, as replicas behind a load balancer run: writes through either are
-seen by both, in one order, and none is lost. On PostgreSQL (what replicas share) and on one SQLite file."""
+seen by both, in one order, and none is lost; a background response runs on the one that took it, whatever the
+other does. On PostgreSQL (what replicas share) and on one SQLite file."""
 
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -12,17 +14,23 @@ import pytest
 from tests import postgres
 from tests.live_server import PATIENT, LiveServer
 from tests.test_crash import all_messages, text
+from tests.test_responses import MODEL, SETTLE_S
 
 pytestmark = pytest.mark.databases(*postgres.BOTH)
 
 WRITERS_PER_SERVER = 3
 WRITES = 25
+#: A background response that runs to its 2000 tokens: the format needs more (120 rows of at least 10 numbers).
+ROWS = {"model": MODEL, "input": "List numbers.", "max_output_tokens": 2000, "background": True, "text": {"format": {
+    "type": "json_schema", "name": "rows", "schema": {"type": "object", "required": ["rows"], "properties": {"rows": {
+        "type": "array", "minItems": 120, "items": {"type": "array", "minItems": 10, "items": {"type": "integer"}}}}}}}}
 
 
 @pytest.fixture()
 def replicas(tmp_path, database_url):
     """Two servers started together, so both run the migrations at once on the empty database."""
-    servers = [LiveServer(tmp_path / f"data{n}", args=("--database-url", database_url)) for n in (1, 2)]
+    args = ("--database-url", database_url, "--n-threads", "1")
+    servers = [LiveServer(tmp_path / f"data{n}", args=args) for n in (1, 2)]
     with ThreadPoolExecutor(2) as pool:
         list(pool.map(LiveServer.start, servers))
     yield servers
@@ -76,3 +84,64 @@ def test_each_server_reads_what_the_other_just_wrote(replicas):
     deleted = httpx.delete(f"{second.api_url}/threads/{thread['id']}", timeout=PATIENT)
     assert deleted.status_code == 200
     assert httpx.get(f"{first.api_url}/threads/{thread['id']}", timeout=PATIENT).status_code == 404
+
+
+def status_of(server: LiveServer, response_id: str) -> str:
+    return httpx.get(f"{server.api_url}/responses/{response_id}", timeout=PATIENT).json()["status"]
+
+
+def started(server: LiveServer) -> str:
+    """The id of a new background response on `server`, once it generates."""
+    response_id = httpx.post(f"{server.api_url}/responses", json=ROWS, timeout=PATIENT).json()["id"]
+    until(lambda: status_of(server, response_id) == "in_progress", f"{response_id} generates")
+    return response_id
+
+
+def until(condition, what: str):
+    """`condition()` once it is true; the limit is for a hang only."""
+    deadline = time.monotonic() + SETTLE_S
+    while not (result := condition()):
+        assert time.monotonic() < deadline, f"no sign that {what}"
+        time.sleep(0.2)
+    return result
+
+
+def jobs_ended(server: LiveServer) -> dict:
+    """The model's request counters on `server`, once none of its jobs runs or waits."""
+    def idle():
+        metadata = httpx.get(f"{server.api_url}/models/{MODEL}", timeout=PATIENT).json()["metadata"]
+        return metadata if not (metadata["busy_slots"] or metadata["queued_requests"]) else None
+    return until(idle, f"the model on {server.port} is idle")
+
+
+def test_a_background_response_survives_the_other_servers_restart_and_is_cancelled_through_it(replicas):
+    first, second = replicas
+    response_id = started(first)
+    second.stop()
+    second.start()  # a start fails only orphaned responses: this one's server beats
+    assert status_of(second, response_id) == "in_progress"
+    cancelled = httpx.post(f"{second.api_url}/responses/{response_id}/cancel", timeout=PATIENT).json()
+    assert cancelled["status"] == "cancelled" and cancelled["usage"]["output_tokens"] < 2000  # stopped by the first
+    assert jobs_ended(first)["cancelled_requests"] == 1
+    assert status_of(first, response_id) == "cancelled"
+
+
+@pytest.mark.parametrize("through", ["its server", "the other"])
+def test_deleting_a_running_background_response_stops_it_and_leaves_it_deleted(replicas, through):
+    first, second = replicas
+    response_id = started(first)
+    deleter = first if through == "its server" else second
+    assert httpx.delete(f"{deleter.api_url}/responses/{response_id}", timeout=PATIENT).status_code == 200
+    assert jobs_ended(first)["cancelled_requests"] == 1  # stopped, at once or at the next heartbeat
+    first.stop()  # its background threads have ended: whatever they write is written
+    assert httpx.get(f"{second.api_url}/responses/{response_id}", timeout=PATIENT).status_code == 404
+    assert httpx.get(f"{second.api_url}/responses/{response_id}/input_items", timeout=PATIENT).status_code == 404
+
+
+def test_a_crashed_servers_background_response_is_failed_by_the_other_once_orphaned(replicas):
+    first, second = replicas
+    response_id = started(first)
+    first.kill()
+    until(lambda: status_of(second, response_id) == "failed", f"{response_id} failed")  # once its heartbeat is stale (20 s)
+    failed = httpx.get(f"{second.api_url}/responses/{response_id}", timeout=PATIENT).json()
+    assert "server stopped" in failed["error"]["message"]

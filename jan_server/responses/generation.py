@@ -74,6 +74,8 @@ class Generation:
     input_items: list[dict]
     store: Store
     plan: tools.ToolPlan | None = None
+    owner: str | None = None  # the process that runs it, for a background response (stored before it ends)
+    stored: bool = False  # inserted: from then on only updated
     on_first_text: Callable[["Generation"], None] | None = None
     message_id: str = field(default_factory=lambda: new_id("msg_"))
     text: str = ""  # the message's text
@@ -137,7 +139,9 @@ class Generation:
         return message + [call if call["status"] == "completed" else {**call, "status": "incomplete"} for call in calls]
 
     def finish(self) -> dict:
-        """The final object once the job ended (completed, incomplete at max_output_tokens, or cancelled)."""
+        """The final object once the job ended (completed, incomplete at max_output_tokens, or cancelled). If it
+        cannot be stored (its conversation deleted meanwhile, the database locked), it is stored failed with that
+        error, which is raised."""
         status = STATUS[self.job.finish_reason]
         now = int(time.time())
         output = self.output(status) if self.raw or status != "cancelled" else []
@@ -149,7 +153,11 @@ class Generation:
             "output": output,
             "usage": usage_of(self.job),
         }
-        self._save(appended=self.input_items + output if status != "cancelled" else [])
+        try:
+            self._save(appended=self.input_items + output if status != "cancelled" else [])
+        except ApiError as exc:
+            self.fail(exc)
+            raise
         return self.response
 
     def fail(self, error: ApiError) -> dict:
@@ -163,8 +171,15 @@ class Generation:
         self._save(appended=[])
 
     def _save(self, appended: list[dict]) -> None:
+        """Insert the response the first time, then update it; an update that finds no row (deleted, or failed as
+        orphaned) writes nothing and stops the generation."""
         conversation = self.response["conversation"]
-        if self.response["store"]:
-            self.store.responses.save(self.response, self.input_items, appended)
-        elif conversation and appended:
-            self.store.conversations.add_items(conversation["id"], appended)
+        if not self.response["store"]:
+            if conversation and appended:
+                self.store.conversations.add_items(conversation["id"], appended)
+        elif self.stored:
+            if not self.store.responses.update(self.response, self.owner, appended):
+                self.job.cancel()
+        else:
+            self.store.responses.insert(self.response, self.input_items, appended, owner=self.owner)
+            self.stored = True

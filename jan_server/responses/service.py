@@ -2,13 +2,19 @@
 `instructions` and the new input), its generation on the model's Runner, background responses and cancel.
 
 A background response runs on a thread of its own that outlives its request; its state is stored as it moves
-(queued, in_progress, then completed/incomplete/cancelled/failed). A server that stops fails the ones still
-running (its models cancel their jobs), and one that starts marks those a crash left unfinished as failed.
+(queued, in_progress, then completed/incomplete/cancelled/failed). Servers may share a database (replicas): each
+unfinished response is owned by the server process that runs it, which refreshes its heartbeat every HEARTBEAT_S
+and at each heartbeat stops those deleted or asked to cancel (by a cancel sent to another replica). A server that
+stops fails the ones it still runs (its models cancel their jobs); those of a server that crashed are failed once
+their heartbeat is STALE_S old, by a server that starts or reads them. So the replicas' clocks must agree to within
+a few seconds.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 
 from jan_server.errors import ApiError, InvalidRequestError, ServerError
 from jan_server.models.batching import Runner
@@ -19,11 +25,21 @@ from jan_server.models.lifecycle import ModelManager
 from jan_server.responses import items
 from jan_server.responses.generation import Generation, response_object
 from jan_server.storage.records import new_id
+from jan_server.storage.responses import UNFINISHED
 from jan_server.storage.store import Store
+
+log = logging.getLogger(__name__)
 
 #: Seconds a cancel waits for its background response to stop; the scheduler drops a cancelled job within a
 #: token, so only a stuck model reaches this, and the response is returned as it then stands.
 CANCEL_WAIT_S = 60
+#: Seconds between a cancel's reads of a response another replica runs, until that one stored it cancelled.
+CANCEL_POLL_S = 0.25
+#: Seconds between the heartbeats of a server's unfinished background responses.
+HEARTBEAT_S = 2.0
+#: Age of a heartbeat after which its response counts as orphaned (its server stopped or crashed): ten missed
+#: beats, so that a server slowed by load, or waiting for the database, is not taken for dead.
+STALE_S = 20.0
 #: Seconds closing the service waits for each background thread once the models have cancelled their jobs.
 CLOSE_WAIT_S = 30
 #: The error stored on a background response that a server stop (or crash) interrupted.
@@ -84,12 +100,33 @@ class ResponseService:
     def __init__(self, store: Store, models: ModelManager):
         self.store = store
         self.models = models
+        self.owner = new_id("server_")  # this process, as the owner of the background responses it runs
         self._background: dict[str, tuple[Generation, threading.Thread]] = {}
         self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._heart = threading.Thread(target=self._beat_until_closed, name="response-heartbeat", daemon=True)
+        self._heart.start()
 
     def fail_interrupted(self) -> int:
-        """At start: background responses a stopped server left queued or in progress are failed."""
-        return self.store.responses.fail_unfinished(INTERRUPTED)
+        """At start: background responses left unfinished by a server that stopped or crashed are failed (those
+        whose heartbeat is stale: a live replica's go on)."""
+        return self.store.responses.fail_orphaned(INTERRUPTED, time.time() - STALE_S)
+
+    def get(self, response_id: str) -> dict:
+        """The stored response; an orphaned one is failed first."""
+        response = self.store.responses.get(response_id)
+        if response["status"] in UNFINISHED and self.store.responses.fail_orphaned(INTERRUPTED, time.time() - STALE_S, response_id):
+            response = self.store.responses.get(response_id)
+        return response
+
+    def delete(self, response_id: str) -> dict:
+        """Delete a response; one this process runs stops at once (another replica's stops at its next heartbeat)."""
+        deleted = self.store.responses.delete(response_id)
+        with self._lock:
+            running = self._background.get(response_id)
+        if running is not None:
+            running[0].job.cancel()
+        return deleted
 
     def create(self, body: dict, cancelled: threading.Event | None = None) -> Generation:
         """A generation for the request, submitted to its model; `cancelled` (the client left) stops it."""
@@ -104,15 +141,20 @@ class ResponseService:
         items.check_call_outputs(context + new_items)
         plan, functions = tool_plan(body)
         parameters = {**parameters_of(body), **(plan.parameters() if plan else {})}
-        runner = self.models.runner_for(body["model"])
-        job = prepare(runner, body.get("instructions"), context + new_items, parameters, body.get("truncation") or "disabled", functions)
-        if cancelled is not None:
-            job.cancelled = cancelled
+        with self.models.serving(body["model"]) as runner:  # not stopped to make room or for being idle meanwhile
+            job = prepare(runner, body.get("instructions"), context + new_items, parameters, body.get("truncation") or "disabled", functions)
+            if cancelled is not None:
+                job.cancelled = cancelled
+            runner.submit(job)
         generation = Generation(response_object(new_id("resp_"), body, job, conversation_id), job, new_items, self.store, plan)
         if body.get("background"):
-            generation.save_state("queued")  # stored before the job is submitted: a cancel finds it
+            generation.owner = self.owner
+            try:
+                generation.save_state("queued")  # once the model took the job: a refused request leaves nothing
+            except BaseException:
+                job.cancel()
+                raise
             generation.on_first_text = lambda started: started.save_state("in_progress")
-        runner.submit(job)
         return generation
 
     def run(self, generation: Generation) -> dict:
@@ -145,16 +187,44 @@ class ResponseService:
                 self._background.pop(generation.id, None)
 
     def cancel(self, response_id: str) -> dict:
-        """Stop a background response; one that is not running (it ended, or did not run in the background) is
-        returned as it is."""
-        self.store.responses.get(response_id)  # 404 for an unknown id
+        """Stop a background response and return it as stored then; one that is not running (it ended, or did not
+        run in the background) is returned as it is. One another replica runs is stopped by that replica, at its
+        next heartbeat."""
+        response = self.get(response_id)  # 404 for an unknown id
+        if response["status"] not in UNFINISHED:
+            return response
         with self._lock:
             running = self._background.get(response_id)
         if running is not None:
             generation, thread = running
             generation.job.cancel()
             thread.join(CANCEL_WAIT_S)
-        return self.store.responses.get(response_id)
+            return self.get(response_id)
+        self.store.responses.request_cancel(response_id)
+        deadline = time.monotonic() + CANCEL_WAIT_S
+        while response["status"] in UNFINISHED and time.monotonic() < deadline:
+            time.sleep(CANCEL_POLL_S)
+            response = self.get(response_id)  # failed meanwhile if its owner is found dead
+        return response
+
+    def beat(self) -> None:
+        """Refresh the heartbeat of the background responses this process runs, and stop those that are gone
+        (deleted, or failed as orphaned) or that a cancel sent to another replica asked to stop."""
+        with self._lock:
+            running = [generation for generation, _ in self._background.values()]
+        if not running:
+            return
+        live = self.store.responses.heartbeat(self.owner)
+        for generation in running:
+            if live.get(generation.id, True):
+                generation.job.cancel()
+
+    def _beat_until_closed(self) -> None:
+        while not self._closed.wait(HEARTBEAT_S):
+            try:
+                self.beat()
+            except Exception:  # the database away for a moment: the next beat tries again
+                log.exception("could not refresh the heartbeat of this server's background responses")
 
     def close(self) -> None:
         """Wait for the background threads, which end once the models (closed first) cancel their jobs."""
@@ -162,3 +232,5 @@ class ResponseService:
             threads = [thread for _, thread in self._background.values()]
         for thread in threads:
             thread.join(CLOSE_WAIT_S)
+        self._closed.set()
+        self._heart.join()

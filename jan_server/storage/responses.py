@@ -4,9 +4,10 @@ transaction that stores it."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, or_, select, update
 
 from jan_server.errors import NotFoundError
 from jan_server.storage import db, records
@@ -26,8 +27,12 @@ RESPONSE_ITEMS = (
 
 
 class Responses(Queries):
-    def save(self, response: Mapping, input_items: Iterable[Mapping] = (), conversation_items: Iterable[Mapping] = ()) -> None:
-        """Store a new response (or the new state of one stored before, whose input items are kept), and append
+    """A response is inserted once (when it ends; a background one when it is queued) and then only updated while it
+    is unfinished, by the process that runs it (its `owner`), which refreshes its `heartbeat` meanwhile."""
+
+    def insert(self, response: Mapping, input_items: Iterable[Mapping] = (), conversation_items: Iterable[Mapping] = (),
+               owner: str | None = None) -> None:
+        """Store a new response with its input items (an unfinished one run by `owner`), and append
         `conversation_items` to its conversation."""
         row = {
             "id": response["id"],
@@ -36,20 +41,43 @@ class Responses(Queries):
             "background": bool(response.get("background")),
             "previous_response_id": response.get("previous_response_id"),
             "object": dict(response),
+            "owner": owner,
+            "heartbeat": time.time() if owner else None,
         }
         with self._writing() as connection:
+            connection.execute(insert(responses), row)
+            item_rows = [{"id": item["id"], "response_id": row["id"], "created_at": row["created_at"], "item": dict(item)} for item in input_items]
+            if item_rows:
+                connection.execute(insert(response_items), item_rows)
+            _append(connection, response, conversation_items)
+
+    def update(self, response: Mapping, owner: str, conversation_items: Iterable[Mapping] = ()) -> bool:
+        """Store the new state of an unfinished response `owner` runs, and append `conversation_items` to its
+        conversation; False (and nothing written) if there is no such row: it was deleted, or failed as orphaned."""
+        with self._writing() as connection:
             changed = connection.execute(
-                update(responses).where(responses.c.id == row["id"]).values(status=row["status"], object=row["object"])
+                update(responses)
+                .where(responses.c.id == response["id"], responses.c.owner == owner, responses.c.status.in_(UNFINISHED))
+                .values(status=response["status"], object=dict(response), heartbeat=time.time())
             ).rowcount
-            if not changed:
-                connection.execute(insert(responses), row)
-                item_rows = [{"id": item["id"], "response_id": row["id"], "created_at": row["created_at"], "item": dict(item)} for item in input_items]
-                if item_rows:
-                    connection.execute(insert(response_items), item_rows)
-            conversation = response.get("conversation")
-            if conversation:
-                require(connection, conversations, conversation["id"], "conversation")  # deleted meanwhile: nothing lost silently
-                insert_items(connection, conversation["id"], conversation_items)
+            if changed:
+                _append(connection, response, conversation_items)
+        return bool(changed)
+
+    def heartbeat(self, owner: str) -> dict[str, bool]:
+        """Refresh the heartbeat of the unfinished responses `owner` runs: each one's id, and whether a cancel of it
+        was requested."""
+        mine = (responses.c.owner == owner) & responses.c.status.in_(UNFINISHED)
+        with self._writing() as connection:
+            connection.execute(update(responses).where(mine).values(heartbeat=time.time()))
+            return dict(connection.execute(select(responses.c.id, responses.c.cancel_requested).where(mine)).all())
+
+    def request_cancel(self, response_id: str) -> None:
+        """Ask the owner of an unfinished response to cancel it (it reads this with its heartbeat)."""
+        with self._writing() as connection:
+            connection.execute(
+                update(responses).where(responses.c.id == response_id, responses.c.status.in_(UNFINISHED)).values(cancel_requested=True)
+            )
 
     def get(self, response_id: str) -> dict:
         rows = db.read_one_statement(self.engine, by_id(responses), {"id": response_id})
@@ -86,11 +114,26 @@ class Responses(Queries):
                 response_id = row["previous_response_id"]
         return [item for turn in reversed(context) for item in turn]
 
-    def fail_unfinished(self, error: Mapping) -> int:
-        """Mark background responses left queued or in progress (by a server that stopped) as failed with `error`."""
+    def fail_orphaned(self, error: Mapping, stale_before: float, response_id: str | None = None) -> int:
+        """Mark unfinished responses whose owner's heartbeat is older than `stale_before` (a server that stopped or
+        crashed) as failed with `error`: all of them, or only `response_id`. How many were."""
+        orphaned = responses.c.status.in_(UNFINISHED) & or_(responses.c.heartbeat.is_(None), responses.c.heartbeat < stale_before)
+        if response_id is not None:
+            orphaned &= responses.c.id == response_id
+        failed = 0
         with self._writing() as connection:
-            rows = connection.execute(select(responses.c.id, responses.c.object).where(responses.c.status.in_(UNFINISHED))).all()
-            for response_id, response in rows:
-                failed = {**response, "status": "failed", "error": dict(error)}
-                connection.execute(update(responses).where(responses.c.id == response_id).values(status="failed", object=failed))
-        return len(rows)
+            for found, response in connection.execute(select(responses.c.id, responses.c.object).where(orphaned)).all():
+                # the condition again: an owner's write since the SELECT (PostgreSQL) proves it alive
+                failed += connection.execute(
+                    update(responses).where(responses.c.id == found, orphaned)
+                    .values(status="failed", object={**response, "status": "failed", "error": dict(error)})
+                ).rowcount
+        return failed
+
+
+def _append(connection: Connection, response: Mapping, conversation_items: Iterable[Mapping]) -> None:
+    """Append `conversation_items` to the response's conversation, if it has one."""
+    conversation, conversation_items = response.get("conversation"), list(conversation_items)
+    if conversation and conversation_items:
+        require(connection, conversations, conversation["id"], "conversation")  # deleted meanwhile: nothing lost silently
+        insert_items(connection, conversation["id"], conversation_items)

@@ -5,7 +5,7 @@ Every table has an integer `seq`: many rows share a `created_at` second, and lis
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, Boolean, Column, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, Column, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text, UniqueConstraint, false
 
 metadata = MetaData()
 
@@ -70,6 +70,8 @@ thread_assistants = Table(
 
 # Responses and conversations (migrations/versions/0002_responses.py). A response keeps its whole API object in
 # `object`; `status`, `background` and `previous_response_id` are columns too, for the queries that need them.
+# An unfinished (background) one has the process that runs it as `owner`, which refreshes `heartbeat` (time.time())
+# while it runs and reads `cancel_requested` (0003_response_owners.py).
 responses = Table(
     "responses",
     metadata,
@@ -80,6 +82,10 @@ responses = Table(
     Column("background", Boolean, nullable=False),
     Column("previous_response_id", String(64)),  # no foreign key: deleting a response leaves its successors
     Column("object", JSON, nullable=False),
+    Column("owner", String(64)),
+    Column("heartbeat", Float),
+    Column("cancel_requested", Boolean, nullable=False, server_default=false()),
+    Index("ix_responses_status", "status"),
 )
 
 response_items = Table(

@@ -8,6 +8,7 @@ generation, which is stored as cancelled."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from typing import Iterator
 
@@ -70,9 +71,14 @@ def stream(generation: Generation) -> Iterator[bytes]:
         return
     except GeneratorExit:  # the client left: stop generating and store what there is
         generation.job.cancel()
-        generation.finish()
+        with contextlib.suppress(ApiError):  # stored failed, and no one to tell
+            generation.finish()
         raise
-    response = generation.finish()
+    try:
+        response = generation.finish()
+    except ApiError:  # stored failed
+        yield event(FINAL_EVENT["failed"], response=generation.response)
+        return
     if response["status"] == "cancelled":
         return
     output = response["output"]
