@@ -12,6 +12,7 @@ from sqlalchemy import func, select, update
 from jan_server.errors import NotFoundError, RateLimitError
 from jan_server.models.lifecycle import ModelManager
 from jan_server.models.registry import BUNDLED_MODEL_ID, Registry
+from jan_server.models.residency import Residency
 from jan_server.responses import service as responses_service
 from jan_server.responses.service import ResponseService
 from jan_server.storage.responses import UNFINISHED
@@ -91,22 +92,26 @@ def test_a_response_whose_end_cannot_be_stored_is_stored_failed(service):
     assert failed["status"] == "failed" and conversation["id"] in failed["error"]["message"]
 
 
-def test_the_model_is_leased_until_the_job_is_submitted(service, monkeypatch):
-    """The idle reaper running while the job is prepared does not stop the model under it (a 409 model_stopping)."""
-    service.models.loaded.idle_timeout = 1e-9  # every model not leased or busy is idle (no reaper thread: set late)
+def test_the_model_is_leased_until_the_job_is_submitted(tmp_path, monkeypatch):
+    """An idle reaper that runs every few milliseconds does not stop the model while the job is prepared (it would
+    be a 409 model_stopping, or the job cancelled)."""
+    service = open_service(tmp_path, loaded=Residency(idle_timeout=0.01))
     prepare = responses_service.prepare
 
-    def reaped_meanwhile(runner, *args):
-        for _model_id, idle in service.models.loaded.idle():
-            idle.close()
+    def reaper_meanwhile(runner, *args):
+        deadline = time.monotonic() + 1  # some 400 rounds of the reaper
+        while service.models.running(BUNDLED_MODEL_ID) is runner and time.monotonic() < deadline:
+            time.sleep(0.01)
         return prepare(runner, *args)
 
-    service.models.start(BUNDLED_MODEL_ID)
-    monkeypatch.setattr(responses_service, "prepare", reaped_meanwhile)
-    generation = service.create({"model": BUNDLED_MODEL_ID, "input": "Hi", "max_output_tokens": 4, "background": True})
-    service.background(generation)
-    done = settled(service, generation.id)
-    assert done["status"] in ("completed", "incomplete"), done["error"]
+    monkeypatch.setattr(responses_service, "prepare", reaper_meanwhile)
+    try:
+        generation = service.create({"model": BUNDLED_MODEL_ID, "input": "Hi", "max_output_tokens": 4, "background": True})
+        service.background(generation)
+        done = settled(service, generation.id)
+        assert done["status"] in ("completed", "incomplete"), done["error"]
+    finally:
+        close(service)
 
 
 def test_an_orphaned_response_is_failed_when_read_and_a_live_ones_is_not(service):
