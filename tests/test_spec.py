@@ -243,3 +243,39 @@ def test_unknown_ids_get_the_declared_404(served, api):
         assert response.status_code == 404, f"{op_id}: {response.status_code} {response.text}"
         assert_conforms(operation, response)
         assert response.json()["error"]["code"].endswith("_not_found")
+
+
+def request_schema(served: dict, operation_id: str) -> dict:
+    operation = next(operation for op_id, _m, _p, operation in operations(served) if op_id == operation_id)
+    return operation["requestBody"]["content"]["application/json"]["schema"]
+
+
+@pytest.mark.parametrize("operation_id, body, valid", [
+    ("createChatCompletion", {"top_logprobs": 2}, False),
+    ("createChatCompletion", {"top_logprobs": 2, "logprobs": False}, False),
+    ("createChatCompletion", {"top_logprobs": 2, "logprobs": None}, False),
+    ("createChatCompletion", {"top_logprobs": 2, "logprobs": True}, True),
+    ("createChatCompletion", {"top_logprobs": None, "logprobs": False}, True),
+    ("createCompletion", {"best_of": 0}, False),
+    ("createCompletion", {"best_of": 1}, True),
+])
+def test_rules_a_schema_can_state_are_in_it(served, operation_id, body, valid):
+    """What the server refuses of a request, whatever the model, the schema refuses where its dialect can say it,
+    so that clients and generated tests know it (OpenAPI 3.0 has no if/then: an anyOf says `top_logprobs`
+    needs `logprobs: true`)."""
+    body = {"model": "m", "messages": [{"role": "user", "content": "Hi"}], "prompt": "Hi", **body}
+    if operation_id == "createCompletion":
+        del body["messages"]
+    else:
+        del body["prompt"]
+    errors = list(OAS30Validator(request_schema(served, operation_id)).iter_errors(body))
+    assert (errors == []) == valid, errors
+
+
+def test_model_dependent_fields_are_request_fields(served):
+    """`x-jan-model-dependent` names fields of the operation's request body (the contract test lets a 400 that
+    names one of them answer a schema-valid request)."""
+    declared = {op_id: operation["x-jan-model-dependent"] for op_id, _m, _p, operation in operations(served) if "x-jan-model-dependent" in operation}
+    assert {"createChatCompletion", "createCompletion", "createEmbedding"} <= set(declared)
+    for op_id, fields in declared.items():
+        assert set(fields) <= set(request_schema(served, op_id)["properties"]), op_id

@@ -74,12 +74,9 @@ def parameters_of(body: dict) -> dict:
 
 
 def logprobs_of(body: dict) -> int | None:
-    """How many alternatives to report per token, or None for no logprobs."""
-    if not body.get("logprobs"):
-        if body.get("top_logprobs") is not None:
-            raise InvalidRequestError("`top_logprobs` needs `logprobs: true`.", param="top_logprobs")
-        return None
-    return body.get("top_logprobs") or 0
+    """How many alternatives to report per token, or None for no logprobs (the spec refuses `top_logprobs`
+    without `logprobs: true`)."""
+    return (body.get("top_logprobs") or 0) if body.get("logprobs") else None
 
 
 def completion_id() -> str:
