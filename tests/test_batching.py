@@ -20,6 +20,7 @@ from jan_server.models import jobs
 from jan_server.models.registry import BUNDLED_MODEL_ID, Registry
 from jan_server.models.scheduler import DECODE_NICE
 from tests.test_chat import ENDLESS
+from tests.test_scheduler import smallest_n_batch, within_wait
 
 
 @pytest.fixture(scope="module")
@@ -29,12 +30,12 @@ def models(tmp_path_factory):
     manager.close()
 
 
-def runner(models, n_parallel, flash_attn=True):
+def runner(models, n_parallel, flash_attn=True, n_batch=512):
     """The bundled model with n_parallel slots (restarted if it runs with other settings)."""
     running = models.running(BUNDLED_MODEL_ID)
-    if running is not None and (running.n_slots, running.backend.flash_attn) != (n_parallel, flash_attn):
+    if running is not None and (running.n_slots, running.backend.flash_attn, running.load_settings["n_batch"]) != (n_parallel, flash_attn, n_batch):
         models.stop(BUNDLED_MODEL_ID)
-    models.start(BUNDLED_MODEL_ID, {"n_parallel": n_parallel, "ctx_len": 512, "flash_attn": flash_attn})
+    models.start(BUNDLED_MODEL_ID, {"n_parallel": n_parallel, "ctx_len": 512, "flash_attn": flash_attn, "n_batch": n_batch})
     return models.running(BUNDLED_MODEL_ID)
 
 
@@ -100,6 +101,19 @@ def test_a_seeded_prompt_read_beside_a_generating_sequence_gives_its_text_alone(
     endless.cancel()
     "".join(deltas)
     assert beside == solo
+
+
+@pytest.mark.parametrize("n_batch", [smallest_n_batch(), 65], ids=["spec-minimum", "issue-27"])
+def test_a_prompt_read_in_the_smallest_batches_gives_the_seeds_text(models, n_batch):
+    """With flash attention and the least n_batch a start may ask for (raised to make room for two chunks of 64), a
+    prompt longer than the batch is read in chunks of 64 or more (it once stalled after two: issue 27's livelock),
+    so its seed gives the text a batch of 512 gives."""
+    prompt = " ".join(f"Item {n} is a {colour} box." for n, colour in enumerate(["red", "green", "blue"] * 12))
+    seeded = {"max_tokens": 16, "temperature": 0.8, "seed": 99}
+    small = runner(models, 1, n_batch=n_batch)
+    text, job = within_wait(lambda: ask(small, prompt, **seeded))
+    assert small.scheduler.n_batch == 1 + 2 * 64 < len(job.prompt_tokens) < 512 - 16
+    assert text == ask(runner(models, 1), prompt, **seeded)[0]
 
 
 def test_a_seeded_chat_generating_beside_another_gives_its_text_alone(models, tmp_path):

@@ -9,7 +9,10 @@ from __future__ import annotations
 import threading
 import time
 
+from pathlib import Path
+
 import pytest
+import yaml
 
 from jan_server.errors import ApiError, ConflictError, RateLimitError, ServerError, UnavailableError
 from jan_server.models import jobs
@@ -40,7 +43,7 @@ class FakeSampler:
 class FakeBackend:
     """Records what the scheduler asks; `delay` seconds per decode; `fail_next_clear`, `crash` inject faults."""
 
-    def __init__(self, delay: float = 0.0):
+    def __init__(self, delay: float = 0.0, min_chunk: int = 2):
         self.delay = delay
         self.rows: list[list[tuple]] = []  # every decode's rows
         self.seated: list[int | None] = []  # the seed of each job given a sampler, in order
@@ -50,7 +53,7 @@ class FakeBackend:
         self.cached_samples = 0
         self.fail_next_clear = False
         self.crash = False
-        self.min_chunk = 2
+        self.min_chunk = min_chunk
 
     def make_sampler(self, sampling):
         if sampling.grammar == "fail-sampler":
@@ -96,12 +99,13 @@ class FakeBackend:
 
 @pytest.fixture()
 def make():
-    """make(n_slots, max_queued=8, delay=0) -> (scheduler, backend); every scheduler is closed at the end."""
+    """make(n_slots, max_queued=8, delay=0, n_batch=8, min_chunk=2) -> (scheduler, backend); every scheduler is
+    closed at the end."""
     made = []
 
-    def make(n_slots, max_queued=8, delay=0.0):
-        backend = FakeBackend(delay)
-        scheduler = Scheduler(backend, model_id="fake", n_slots=n_slots, n_batch=8, max_queued=max_queued)
+    def make(n_slots, max_queued=8, delay=0.0, n_batch=8, min_chunk=2):
+        backend = FakeBackend(delay, min_chunk)
+        scheduler = Scheduler(backend, model_id="fake", n_slots=n_slots, n_batch=n_batch, max_queued=max_queued)
         made.append(scheduler)
         return scheduler, backend
 
@@ -128,6 +132,22 @@ def error_of(failed: Job) -> ApiError:
     with pytest.raises(ApiError) as raised:
         failed.result()
     return raised.value
+
+
+def within_wait(call):
+    """call()'s value, or a failed assertion after WAIT seconds where a stuck scheduler would hang the test."""
+    returned = []
+    caller = threading.Thread(target=lambda: returned.append(call()), daemon=True)
+    caller.start()
+    caller.join(WAIT)
+    assert returned, f"still waiting after {WAIT} s"
+    return returned[0]
+
+
+def smallest_n_batch() -> int:
+    """The least n_batch a start request may ask for."""
+    spec = yaml.safe_load((Path(__file__).parent.parent / "specs" / "models.yaml").read_text())
+    return spec["components"]["schemas"]["StartModelRequest"]["properties"]["n_batch"]["minimum"]
 
 
 def test_jobs_are_admitted_in_arrival_order(make):
@@ -315,6 +335,25 @@ def test_no_prompt_chunk_is_shorter_than_the_backends_min_chunk(make):
     assert scheduler._free._slots[1].exact == 8
     outcome(scheduler.submit(job(prompt=(1, 2), max_tokens=1)))
     assert scheduler._free._slots[0].exact == 0
+
+
+@pytest.mark.parametrize("n_batch", [smallest_n_batch(), 65], ids=["spec-minimum", "issue-27"])
+@pytest.mark.parametrize("n_slots", [1, 3])
+def test_every_prompt_is_read_in_chunks_of_min_chunk_whatever_n_batch(make, n_slots, n_batch):
+    """With flash attention's min_chunk of 64, and beside a generating sequence in every other slot, a seeded prompt
+    of any length is read (a step always has room to read: never a livelock) in chunks of 64 or more, or whole."""
+    scheduler, backend = make(n_slots, delay=0.001, n_batch=n_batch, min_chunk=64)  # the delay bounds the rows kept if it stalls
+    generating = [scheduler.submit(job(prompt=(n,), max_tokens=ENDLESS)) for n in range(n_slots - 1)]
+    for live in generating:
+        within_wait(lambda: first_delta(live))
+    for length in range(1, 5 * 64, 3):
+        prompt = [10**6 * length + n for n in range(length)]  # nothing shared with another prompt, nor a sample
+        decoded = len(backend.rows)
+        assert within_wait(lambda: outcome(scheduler.submit(job(prompt=prompt, max_tokens=1, seed=length)))) == ("<1>", "length"), length
+        chunks = [tokens for rows in backend.rows[decoded:] for _, _, tokens, _ in rows if tokens[0] in prompt]
+        assert sum(chunks, []) == prompt and all(len(chunk) >= min(64, length) for chunk in chunks), (length, chunks)
+    for live in generating:
+        live.cancel()
 
 
 def test_the_seeded_sequences_are_named_to_the_backend(make):

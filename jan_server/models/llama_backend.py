@@ -34,7 +34,7 @@ from llama_cpp._internals import LlamaSampler, LlamaTokenDataArray
 from llama_cpp.llama_grammar import LlamaGrammar
 
 from jan_server.models.jobs import Sampling, TokenLogprob
-from jan_server.models.scheduler import Row
+from jan_server.models.scheduler import Row, batch_size
 
 PENALTY_LAST_N = 64  # llama_cpp.Llama's default window for presence/frequency penalties
 FLASH_TILE = 64  # ggml's CPU flash-attention tile (GGML_FA_TILE_Q): chunks of at least this many rows agree
@@ -42,14 +42,14 @@ FLASH_TILE = 64  # ggml's CPU flash-attention tile (GGML_FA_TILE_Q): chunks of a
 
 class LlamaBackend:
     """A llama.cpp context for n_slots sequences of n_ctx cells, decoding batches of up to `self.n_batch` tokens:
-    `n_batch`, or enough for every slot's token and a prompt chunk of `min_chunk`."""
+    `n_batch`, or enough for every slot's token and two prompt chunks of `min_chunk` (the scheduler's batch_size)."""
 
     def __init__(self, model, *, n_ctx: int, n_slots: int, n_batch: int, n_threads: int, flash_attn: bool):
         self.model = model
         self.flash_attn = flash_attn
         #: The fewest tokens of a prompt chunk whose cells are those of any other split (a lone token's differ).
         self.min_chunk = FLASH_TILE if flash_attn else 2
-        self.n_batch = n_batch = max(n_batch, n_slots + self.min_chunk)
+        self.n_batch = n_batch = batch_size(n_batch, n_slots, self.min_chunk)
         self.ctx = None
         self.batch = None
         try:

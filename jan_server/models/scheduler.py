@@ -13,7 +13,9 @@ two tokens (a seeded job's last `min_chunk`) are read again for them. No prompt 
 backend's `min_chunk` (unless the rest of the prompt is): llama.cpp computes the cells of a lone token (with
 flash attention, of a chunk under 64 tokens) differently from those of longer chunks, which all agree, so a
 seed's text never depends on how its prompt was split. A seeded job also keeps the last `min_chunk` tokens of its
-prompt to read, and a slot's cells read in a shorter chunk are not counted exact.
+prompt to read, and a slot's cells read in a shorter chunk are not counted exact. The batch holds at least a token
+of every slot and two such chunks (`batch_size`), so however many slots generate, the first sequence reading a
+prompt reads in every step: the rest of its prompt whole, or a chunk of `min_chunk` or more that leaves as many.
 
 A group of jobs (the `n` choices of one request, `submit_group`) waits until it has a slot for each. The first
 job reads the prompt; the moment it is read, its cells are copied to the others' slots, and every job samples
@@ -54,6 +56,13 @@ DECODE_NICE = 5
 
 #: One row of a decode: (sequence id, position of its first token, tokens, whether to keep logits after the last).
 Row = tuple[int, int, list[int], bool]
+
+
+def batch_size(n_batch: int, n_slots: int, min_chunk: int) -> int:
+    """The tokens of one step's batch: `n_batch`, raised to a token of every slot and two chunks of `min_chunk`.
+    With less, a prompt's rest longer than the room but shorter than two chunks could be read neither whole nor
+    in chunks of `min_chunk`: the step would read nothing, for ever (the backend sizes its batch with this too)."""
+    return max(n_batch, n_slots + 2 * min_chunk)
 
 
 class Backend(Protocol):
@@ -121,7 +130,7 @@ class Scheduler:
     def __init__(self, backend: Backend, *, model_id: str, n_slots: int, n_batch: int, max_queued: int):
         self.backend = backend
         self.model_id = model_id
-        self.n_batch = n_batch
+        self.n_batch = batch_size(n_batch, n_slots, backend.min_chunk)
         self.max_queued = max_queued
         self._waiting: collections.deque[list[Job]] = collections.deque()  # groups of jobs
         self._ready = threading.Condition()  # guards _waiting, _stopping, _failed, cancelled_requests
