@@ -1,17 +1,19 @@
 """The model service in-process, on the real SmolLM2: the one table of defaults, the thread budget, `stopping`
-while a runner closes, and a chat racing a delete."""
+while a runner closes, a stuck decode, and a chat racing a delete."""
 
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
 from jan_server.errors import ApiError, NotFoundError
+from jan_server.models import scheduler
 from jan_server.models.lifecycle import ModelManager
 from jan_server.models.loading import ThreadBudget, load_settings
 from jan_server.models.registry import BUNDLED_FILE, BUNDLED_MODEL_ID, ModelRecord, Registry, bundled_weights
-from tests.test_scheduler import Crash
+from tests.test_scheduler import WAIT, Crash, error_of, within_wait
 
 COPY = "smol-copy"
 
@@ -67,7 +69,7 @@ def test_stopping_shows_while_the_runner_closes(models):
     def held_close():
         closing.set()
         assert release.wait(60), "the test never let the close go on"
-        close()
+        return close()
 
     runner.close = held_close
     stopper = threading.Thread(target=models.stop, args=(BUNDLED_MODEL_ID,))
@@ -140,3 +142,32 @@ def test_a_chat_racing_a_delete_leaves_no_runner(models):
     assert isinstance(outcomes["chat"], NotFoundError), outcomes["chat"]
     assert models.running(COPY) is None and COPY not in [m["id"] for m in models.list()["data"]]
     assert not list(models._locks)
+
+
+def test_a_stuck_decode_leaves_the_model_in_error_and_its_lock_free(models, monkeypatch):
+    """A stop never waits for ever on a decode (holding the model's lock): past scheduler.CLOSE_TIMEOUT the model
+    shows `error`, and its context is freed once the decode returns."""
+    monkeypatch.setattr(scheduler, "CLOSE_TIMEOUT", 0.01)
+    runner = models.runner_for(BUNDLED_MODEL_ID)
+    decoding, release, decode = threading.Event(), threading.Event(), runner.backend.decode
+
+    def stuck(rows, exact):
+        decoding.set()
+        release.wait()
+        decode(rows, exact)
+
+    runner.backend.decode = stuck
+    job = runner.submit(runner.prepare([{"role": "user", "content": "Hi"}], {"max_tokens": 4}))
+    try:
+        assert decoding.wait(WAIT)
+        stopped = within_wait(lambda: models.stop(BUNDLED_MODEL_ID))
+        assert stopped["state"] == "error" and "did not stop" in stopped["error"], stopped
+        assert not list(models._locks) and runner.backend.ctx is not None  # the decode still uses it
+    finally:
+        release.set()
+    assert error_of(job).code == "model_stopping"
+    runner.scheduler.thread.join(WAIT)
+    deadline = time.monotonic() + WAIT
+    while runner.backend.ctx is not None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert runner.backend.ctx is None

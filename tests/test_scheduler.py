@@ -16,6 +16,7 @@ import yaml
 
 from jan_server.errors import ApiError, ConflictError, RateLimitError, ServerError, UnavailableError
 from jan_server.models import jobs
+from jan_server.models import scheduler as scheduler_module
 from jan_server.models.jobs import Job, Sampling
 from jan_server.models.scheduler import Scheduler
 from jan_server.models.slots import COPY_GAIN
@@ -527,6 +528,31 @@ def test_close_cancels_running_and_waiting_jobs_at_once(make):
     assert backend.freed == 2
     with pytest.raises(ConflictError):
         scheduler.submit(job())
+
+
+def test_close_waits_for_a_stuck_decode_only_so_long(make, monkeypatch):
+    """A decode that never returns does not hold close() (and the model's lock its caller holds) for ever: close
+    says the thread is still running, and the thread fails its job and ends once the decode returns."""
+    monkeypatch.setattr(scheduler_module, "CLOSE_TIMEOUT", 0.01)
+    scheduler, backend = make(1)
+    decoding, release, decode = threading.Event(), threading.Event(), backend.decode
+
+    def stuck(rows, exact):
+        decoding.set()
+        release.wait()
+        decode(rows, exact)
+
+    backend.decode = stuck
+    running = scheduler.submit(job(max_tokens=ENDLESS))
+    try:
+        assert decoding.wait(WAIT)
+        assert within_wait(scheduler.close) is False and scheduler.thread.is_alive()
+    finally:
+        release.set()
+    error = error_of(running)
+    assert (error.status, error.code) == (503, "model_stopping")
+    scheduler.thread.join(WAIT)
+    assert not scheduler.thread.is_alive() and backend.freed == 1
 
 
 def test_a_full_queue_is_refused_with_429_until_a_place_frees(make):

@@ -122,13 +122,21 @@ class Runner:
         self.usage.accepted(self.record.id, job)  # the prompt is read once for every choice
         return choices
 
-    def close(self) -> None:
-        """Refuse new jobs, cancel the running and waiting ones, stop the scheduler, free the context and model."""
+    def close(self) -> bool:
+        """Refuse new jobs, cancel the running and waiting ones, stop the scheduler, free the context and model.
+        False if a decode outlasted the scheduler's close (CLOSE_TIMEOUT): they are freed once it returns."""
         with self._closing:
             if self._closed:
-                return
+                return True
             self._closed = True
-        self.scheduler.close()  # the thread has ended: nothing uses the context any more
+        if self.scheduler.close():
+            self._free()
+            return True
+        threading.Thread(target=self._free, name=f"free:{self.record.id}", daemon=True).start()
+        return False
+
+    def _free(self) -> None:
+        self.scheduler.thread.join()  # once it has ended, nothing uses the context any more
         if self._embedder is not None:
             self._embedder.close()  # waits for an embedding under way
         self.backend.close()

@@ -7,7 +7,8 @@ chat that races a delete either gets the runner being stopped (which refuses it:
 the model gone (404); it never leaves a runner serving a deleted model. Reading (list, describe) takes no lock, so
 a model that is starting or stopping shows that state meanwhile. A model stopped to make room or for being idle
 shows `stopping` too, but its lock is not taken (the starter that makes room holds its own model's): a request
-for it meanwhile starts it again.
+for it meanwhile starts it again. A runner whose decode outlasts its close (scheduler.CLOSE_TIMEOUT) leaves the
+model in state `error` and frees its memory once the decode returns; the lock is not held that long.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import threading
 from contextlib import contextmanager
 from typing import Iterator
 
+from jan_server.models import scheduler
 from jan_server.models.batching import Runner
 from jan_server.errors import ConflictError, InvalidRequestError, NotFoundError
 from jan_server.models.downloads import DownloadManager, requested_id, start_model_download
@@ -257,7 +259,9 @@ class ModelManager:
         stopping = ("stopping", None)
         self._states.setdefault(model_id, stopping)
         try:
-            runner.close()
+            if not runner.close() and self._states.get(model_id) == stopping:
+                self._states[model_id] = ("error", f"Model '{model_id}' did not stop within {scheduler.CLOSE_TIMEOUT} s: its last decode "
+                                                   "goes on, and its memory is freed when that ends.")
         finally:
             if self._states.get(model_id) == stopping:
                 self._states.pop(model_id, None)

@@ -25,7 +25,9 @@ Failures stay as small as they can: an error while seating or sampling one job f
 `generation_failed`); a failed decode fails the sequences that were in that batch. If the thread itself dies,
 every waiting and live job gets a 500 `scheduler_failed` and later submits are refused (`failed`: the model
 manager then shows the model in state `error` and loads it anew for the next request). `close()` fails the
-waiting and live jobs with a 503 `model_stopping` and returns after at most the decode under way.
+waiting and live jobs with a 503 `model_stopping` and returns after at most the decode under way, or after
+`CLOSE_TIMEOUT` seconds if that decode takes longer (stuck): the thread, a daemon, is then left to end with it, and
+the backend must not be freed before it has.
 
 The thread runs `DECODE_NICE` steps nicer than the server (on Linux), and so do the compute threads llama.cpp's
 OpenMP starts from it (a thread inherits its creator's niceness): the HTTP side's threads, woken for each token,
@@ -53,6 +55,7 @@ from jan_server.models.stops import StopMatcher
 
 log = logging.getLogger(__name__)
 DECODE_NICE = 5
+CLOSE_TIMEOUT = 60.0  # seconds close() waits for the decode under way: far longer than a step takes
 
 #: One row of a decode: (sequence id, position of its first token, tokens, whether to keep logits after the last).
 Row = tuple[int, int, list[int], bool]
@@ -185,12 +188,17 @@ class Scheduler:
             self._ready.notify()
         return jobs
 
-    def close(self) -> None:
-        """Refuse new jobs, fail the waiting and live ones with 503 `model_stopping`, and wait for the thread."""
+    def close(self) -> bool:
+        """Refuse new jobs, fail the waiting and live ones with 503 `model_stopping`, and wait for the thread (at
+        most CLOSE_TIMEOUT seconds): whether it ended. If not, it fails its jobs and ends once its decode returns."""
         with self._ready:
             self._stopping = True
             self._ready.notify()
-        self.thread.join()
+        self.thread.join(CLOSE_TIMEOUT)
+        if self.thread.is_alive():
+            log.error("the scheduler of model %s did not stop within %s s: left to end when its decode returns", self.model_id, CLOSE_TIMEOUT)
+            return False
+        return True
 
     def failure(self) -> ServerError:
         """The error of the jobs of a failed scheduler (and of its model's state)."""
