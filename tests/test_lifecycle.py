@@ -1,5 +1,5 @@
 """The model service in-process, on the real SmolLM2: the one table of defaults, the thread budget, `stopping`
-while a runner closes, a stuck decode, and a chat racing a delete."""
+while a runner closes, a stuck decode, and a chat racing a delete, a start racing the idle unload."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from jan_server.models import scheduler
 from jan_server.models.lifecycle import ModelManager
 from jan_server.models.loading import ThreadBudget, load_settings
 from jan_server.models.registry import BUNDLED_FILE, BUNDLED_MODEL_ID, ModelRecord, Registry, bundled_weights
+from jan_server.models.residency import Residency
 from tests.test_scheduler import WAIT, Crash, error_of, within_wait
 
 COPY = "smol-copy"
@@ -171,3 +172,34 @@ def test_a_stuck_decode_leaves_the_model_in_error_and_its_lock_free(models, monk
     while runner.backend.ctx is not None and time.monotonic() < deadline:
         time.sleep(0.01)
     assert runner.backend.ctx is None
+
+
+def test_a_start_racing_the_idle_unload_waits_for_its_close(tmp_path):
+    """The idle-unload thread closes a model under its lock, as stop does: a request meanwhile waits, then loads it
+    with the whole thread budget (not a second copy beside the closing one, with the 1 thread that one left)."""
+    manager = ModelManager(Registry(tmp_path / "models"), n_threads=3, loaded=Residency(idle_timeout=1))
+    closing, release = threading.Event(), threading.Event()
+    try:
+        with manager.serving(BUNDLED_MODEL_ID) as idle:  # leased: not idle until the block ends
+            close = idle.close
+
+            def held_close():
+                closing.set()
+                assert release.wait(WAIT), "the test never let the close go on"
+                return close()
+
+            idle.close = held_close
+        assert closing.wait(WAIT), "the idle model was never unloaded"
+        started = []
+        starter = threading.Thread(target=lambda: started.append(manager.runner_for(BUNDLED_MODEL_ID)))
+        starter.start()
+        deadline = time.monotonic() + WAIT  # until the start waits for the lock the unload holds, or has loaded
+        while not started and manager._locks._locks.get(BUNDLED_MODEL_ID, [None, 0])[1] < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        release.set()
+        starter.join(WAIT)
+        assert started[0] is not idle and started[0].load_settings["n_threads"] == 3
+        assert idle._closed and idle.backend.ctx is None
+    finally:
+        release.set()
+        manager.close()

@@ -75,12 +75,13 @@ def test_a_model_loading_counts_against_the_limit():
 def test_idle_models_are_taken_out_after_the_timeout_and_busy_ones_stay():
     residency = Residency(idle_timeout=60)
     runners = loaded(residency, "a", "b")
-    assert residency.idle() == []
+    assert residency.idle("a") is None
     runners["b"].scheduler.active = 1
     residency._used = {key: used - 61 for key, used in residency._used.items()}  # a minute later
-    assert residency.idle() == [("a", runners["a"])]  # b is busy, so used now
-    assert residency.get("b") is runners["b"]
-    assert Residency().idle() == []  # no timeout: never
+    assert residency.idle("b") is None  # busy, so used now
+    assert residency.idle("a") is runners["a"] and residency.get("a") is None
+    assert residency.get("b") is runners["b"] and residency.idle("c") is None
+    assert Residency().idle("b") is None  # no timeout: never
 
 
 @pytest.fixture()

@@ -5,10 +5,12 @@ the lifecycle downloaded -> starting -> running -> stopping, with one batching R
 What changes a model (start, stop, delete, download) runs under that model's lock, one operation at a time, so a
 chat that races a delete either gets the runner being stopped (which refuses it: 409 `model_stopping`) or finds
 the model gone (404); it never leaves a runner serving a deleted model. Reading (list, describe) takes no lock, so
-a model that is starting or stopping shows that state meanwhile. A model stopped to make room or for being idle
-shows `stopping` too, but its lock is not taken (the starter that makes room holds its own model's): a request
-for it meanwhile starts it again. A runner whose decode outlasts its close (scheduler.CLOSE_TIMEOUT) leaves the
-model in state `error` and frees its memory once the decode returns; the lock is not held that long.
+a model that is starting or stopping shows that state meanwhile. The idle-unload thread stops a model under its
+lock too, so a request for it meanwhile waits and then starts it anew. A model stopped to make room shows
+`stopping` as well, but its lock is not taken (the starter that makes room holds its own model's, and two
+starters taking each other's would deadlock): a request for it meanwhile starts it again. A runner whose decode
+outlasts its close (scheduler.CLOSE_TIMEOUT) leaves the model in state `error` and frees its memory once the decode
+returns; the lock is not held that long.
 """
 
 from __future__ import annotations
@@ -271,9 +273,12 @@ class ModelManager:
         """The idle-unload thread: every few seconds (a quarter of the timeout when that is shorter)."""
         interval = min(self.loaded.idle_timeout / 4, 5.0)
         while not self._closed.wait(interval):
-            for model_id, runner in self.loaded.idle():
-                log.info("stopping %s: idle for %ss (--idle-timeout)", model_id, self.loaded.idle_timeout)
-                self._close(model_id, runner)
+            for model_id in self.loaded:
+                with self._locks.hold(model_id):  # as stop does: a start waits until the runner has closed
+                    runner = self.loaded.idle(model_id)
+                    if runner is not None:
+                        log.info("stopping %s: idle for %ss (--idle-timeout)", model_id, self.loaded.idle_timeout)
+                        self._close(model_id, runner)
 
     def _object(self, record: ModelRecord) -> dict:
         """The model as the API shows it: what is on disk, then its transient or running state (with the runner's

@@ -84,16 +84,18 @@ class Residency:
         with self._lock:
             return self._take(model_id) if model_id in self._runners else None
 
-    def idle(self) -> list[tuple[str, Runner]]:
-        """Take out the models idle for idle_timeout seconds; a busy model counts as used now."""
+    def idle(self, model_id: str) -> Runner | None:
+        """Take the model out if it has been idle for idle_timeout seconds (hold its lock); a busy one counts as used now."""
         if not self.idle_timeout:
-            return []
+            return None
         now = time.monotonic()
         with self._lock:
-            for key, runner in self._runners.items():
-                if self._leases[key] or busy(runner):
-                    self._used[key] = now
-            return [(key, self._take(key)) for key in list(self._runners) if now - self._used[key] >= self.idle_timeout]
+            runner = self._runners.get(model_id)
+            if runner is None:
+                return None
+            if not self._idle(model_id, runner):
+                self._used[model_id] = now
+            return self._take(model_id) if now - self._used[model_id] >= self.idle_timeout else None
 
     def _idle(self, key: str, runner: Runner) -> bool:
         return not self._leases[key] and not busy(runner)
