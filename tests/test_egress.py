@@ -10,7 +10,6 @@ prints what it saw as JSON, which the tests below read.
 
 from __future__ import annotations
 
-import http.server
 import itertools
 import json
 import socket
@@ -145,21 +144,6 @@ class Trap:
             connection.close()
 
 
-class Answering(http.server.BaseHTTPRequestHandler):
-    """An upstream answering every request with an empty model list."""
-
-    def do_GET(self):
-        body = b'{"object": "list", "data": []}'
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
 def answer(response: httpx.Response) -> list:
     error = response.json().get("error") or {}
     return [response.status_code, error.get("param"), error.get("code")]
@@ -238,11 +222,10 @@ def probe() -> dict:
 
         # DNS rebinding, in this process: `rebind.test` answers 127.0.0.1, then METADATA, then 127.0.0.1... A connection
         # made by name after a check by name would reach the trap on METADATA at the port asked.
-        answering = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answering)
-        threading.Thread(target=answering.serve_forever, daemon=True).start()
         files.add("/rebound.gguf", Route(body=b"GGUF" + bytes(1024)))
-        file_port, answering_port = urlsplit(files.url("/")).port, answering.server_address[1]
-        rebinding_traps = [Trap(METADATA, file_port), Trap(METADATA, answering_port)]
+        files.add("/v1/models", Route(body=b'{"object": "list", "data": []}', content_type="application/json"))
+        file_port = urlsplit(files.url("/")).port
+        rebinding_traps = [Trap(METADATA, file_port)]
         real = socket.getaddrinfo
         flips = itertools.count()
 
@@ -255,13 +238,12 @@ def probe() -> dict:
             Transfer(f"http://rebind.test:{file_port}/rebound.gguf", Path(tmp) / "rebound.gguf").run()
             flips = itertools.count()
             upstreams = Upstreams()
-            record = ModelRecord("rebound", {"engine": "openai", "settings": {"base_url": f"http://rebind.test:{answering_port}/v1", "model": "m"}}, None, None)
+            record = ModelRecord("rebound", {"engine": "openai", "settings": {"base_url": f"http://rebind.test:{file_port}/v1", "model": "m"}}, None, None)
             upstream = upstreams.get(record)
             upstream.check()
             upstreams.close()
         seen["rebinding"] = {"download": "done" if (Path(tmp) / "rebound.gguf").exists() else "missing",
                              "remote": upstream.answered, "trapped": sum(trap.count for trap in rebinding_traps)}
-        answering.shutdown()
     seen["trapped"] = {host: trap.count for host, trap in traps.items()}
     return seen
 
