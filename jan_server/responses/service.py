@@ -233,4 +233,4 @@ class ResponseService:
         for thread in threads:
             thread.join(CLOSE_WAIT_S)
         self._closed.set()
-        self._heart.join()
+        self._heart.join(CLOSE_WAIT_S)
