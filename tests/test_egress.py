@@ -3,21 +3,25 @@ in a network namespace of their own, so that a refusal that fails to happen cann
 
 The namespace (`unshare -n -m`, as root) has only loopback, with the addresses a refusal is about added to it:
 169.254.169.254, 100.100.100.200 and fd00:ec2::254 (cloud metadata) and 10.1.2.3 (a LAN host), each with a
-listener that counts the connections it gets, and an /etc/hosts of its own that points names at them. This module
+listener that counts the connections it gets, and an /etc/hosts of its own that points names at them. Other names
+(files.test) resolve nowhere: only a proxy, a loopback one that fetches every path from the file server, reaches them. This module
 run as a script (`python -m tests.test_egress`) is what runs inside: it starts the servers, makes the requests and
 prints what it saw as JSON, which the tests below read.
 """
 
 from __future__ import annotations
 
+import http.client
 import itertools
 import json
+import os
 import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from unittest import mock
 from urllib.parse import urlsplit
@@ -39,6 +43,7 @@ HOSTS = f"""127.0.0.1 localhost
 SETUP = f"ip link set lo up && ip addr add {METADATA}/32 dev lo && ip addr add {ALIBABA}/32 dev lo && " \
         f"ip addr add {LAN_HOST}/32 dev lo && ip -6 addr add {METADATA6}/128 dev lo && mount --bind {{hosts}} /etc/hosts"
 REFUSED_LAN = "an address this server's egress setting ('lan': no link-local, cloud metadata, multicast or unspecified addresses) refuses"
+REFUSED_DOWNLOAD = f"The download source, a redirect of it, or the proxy it goes through, is at {REFUSED_LAN}."
 
 
 @pytest.mark.parametrize("address, lan, public, loopback", [
@@ -96,8 +101,8 @@ def test_a_remote_engine_at_a_metadata_address_is_refused_before_any_connection(
 
 def test_a_redirect_to_a_refused_address_fails_the_download_without_echoing_it(seen):
     for error in seen["lan"]["redirected"].values():
-        assert error == f"The download source, or a redirect of it, is at {REFUSED_LAN}."
-    assert seen["lan"]["resumed"] == f"The download source, or a redirect of it, is at {REFUSED_LAN}."
+        assert error == REFUSED_DOWNLOAD
+    assert seen["lan"]["resumed"] == REFUSED_DOWNLOAD
 
 
 def test_lan_addresses_stay_allowed_by_default(seen):
@@ -123,6 +128,31 @@ def test_the_connection_goes_to_the_address_checked(seen):
     assert seen["rebinding"] == {"download": "done", "remote": True, "trapped": 0}
 
 
+def test_a_download_through_a_proxy_from_a_name_only_the_proxy_resolves_succeeds(seen):
+    assert seen["proxy"]["named"] == [200, "downloaded"]
+    assert "http://files.test/proxied.gguf" in seen["proxy"]["asked"]
+
+
+def test_through_a_proxy_an_address_target_is_still_refused_at_the_request_and_on_each_redirect(seen):
+    """The proxy resolves names, so a name is its to judge; a target that is an IP address is refused here, in any
+    form getaddrinfo reads (2852039166 is 169.254.169.254), before the proxy sees it."""
+    assert seen["proxy"]["addresses"] == {url: [400, "source_url", "address_refused"] for url in (
+        f"http://{METADATA}/x.gguf", "http://2852039166/x.gguf", "http://0xa9.0xfe.0xa9.0xfe/x.gguf")}
+    assert seen["proxy"]["hop"] == REFUSED_DOWNLOAD
+    assert sorted(seen["proxy"]["asked"]) == ["http://files.test/hop.gguf", "http://files.test/proxied.gguf"]
+
+
+def test_no_proxy_hosts_go_direct_and_are_checked_as_without_a_proxy(seen):
+    assert seen["proxy"]["bypassed"] == [200, "downloaded"]
+    assert seen["proxy"]["bypassed_name"] == [400, "source_url", "address_refused"]  # metadata.test, resolved here
+    assert sorted(seen["proxy"]["asked"]) == ["http://files.test/hop.gguf", "http://files.test/proxied.gguf"]
+
+
+def test_the_proxy_is_held_to_egress(seen):
+    assert seen["proxy"]["at_metadata"] == REFUSED_DOWNLOAD
+    assert seen["trapped"][METADATA] == 0
+
+
 # What runs inside the namespace.
 
 
@@ -144,6 +174,38 @@ class Trap:
             connection.close()
 
 
+class Proxy:
+    """A loopback HTTP proxy that records the absolute URIs it is asked for and fetches each one's path (and Range)
+    from `files`, whatever its host."""
+
+    def __init__(self, files):
+        asked = self.asked = []
+        port = urlsplit(files.url("/")).port
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                asked.append(self.path)
+                upstream = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                upstream.request("GET", urlsplit(self.path).path, headers={"Range": self.headers["Range"]} if self.headers["Range"] else {})
+                response = upstream.getresponse()
+                body = response.read()
+                upstream.close()
+                self.send_response(response.status)
+                for name in ("Content-Type", "Content-Range", "Location"):
+                    if response.getheader(name):
+                        self.send_header(name, response.getheader(name))
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
 def answer(response: httpx.Response) -> list:
     error = response.json().get("error") or {}
     return [response.status_code, error.get("param"), error.get("code")]
@@ -163,7 +225,7 @@ def final_state(api: httpx.Client, model_id: str) -> dict:
 def probe() -> dict:
     from jan_server.models.registry import Registry, ModelRecord
     from jan_server.models.remote import Upstreams
-    from jan_server.models.transfer import Transfer
+    from jan_server.models.transfer import DownloadError, Transfer
     from tests.http_fixture import FileServer, Route
     from tests.live_server import LiveServer
 
@@ -219,6 +281,33 @@ def probe() -> dict:
                 **{url: api.post("/models", json=remote(f"r{i}", url)).status_code for i, url in enumerate((
                     f"http://{LAN_HOST}/v1", "http://127.0.0.1:9/v1"))},
             }
+
+        # Through a proxy: names go to it unresolved, IP addresses are refused here, no_proxy's hosts go direct.
+        proxy = Proxy(files)
+        files.add("/proxied.gguf", Route(body=b"GGUF" + bytes(1024)))
+        files.add("/hop.gguf", Route(location=f"http://{METADATA}/x.gguf"))
+        env = {"http_proxy": proxy.url, "no_proxy": "localhost,metadata.test"}
+        with LiveServer(Path(tmp) / "proxied", args=("--n-threads", "1"), env=env) as proxied, \
+                httpx.Client(base_url=proxied.api_url, timeout=60) as api:
+            def downloaded(model_id: str, url: str) -> list:
+                status = api.post("/models", json={"source_url": url, "id": model_id}).status_code
+                return [status, final_state(api, model_id)["state"]]
+
+            seen["proxy"] = {
+                "named": downloaded("named", "http://files.test/proxied.gguf"),
+                "addresses": {url: answer(api.post("/models", json={"source_url": url, "id": "m"})) for url in (
+                    f"http://{METADATA}/x.gguf", "http://2852039166/x.gguf", "http://0xa9.0xfe.0xa9.0xfe/x.gguf")},
+                "bypassed": downloaded("bypassed", files.url("/proxied.gguf").replace("127.0.0.1", "localhost")),
+                "bypassed_name": answer(api.post("/models", json={"source_url": "http://metadata.test/x.gguf", "id": "m"})),
+            }
+            api.post("/models", json={"source_url": "http://files.test/hop.gguf", "id": "hop"}).raise_for_status()
+            seen["proxy"]["hop"] = final_state(api, "hop")["error"]
+        with mock.patch.dict(os.environ, {"http_proxy": f"http://{METADATA}/"}):
+            try:
+                Transfer("http://files.test/proxied.gguf", Path(tmp) / "at-metadata.gguf", attempts=1).run()
+            except DownloadError as exc:
+                seen["proxy"]["at_metadata"] = str(exc)
+        seen["proxy"]["asked"] = proxy.asked
 
         # DNS rebinding, in this process: `rebind.test` answers 127.0.0.1, then METADATA, then 127.0.0.1... A connection
         # made by name after a check by name would reach the trap on METADATA at the port asked.

@@ -19,7 +19,7 @@ from pathlib import Path
 from jan_server.errors import ConflictError, InvalidRequestError, NotFoundError
 from jan_server.models import egress
 from jan_server.models.registry import ModelRecord, Registry, validate_model_id
-from jan_server.models.transfer import DownloadError, Stopped, Transfer, check_url, file_name, partial_path
+from jan_server.models.transfer import DownloadError, Stopped, Transfer, check_url, file_name, partial_path, proxied
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +212,7 @@ def start_model_download(registry: Registry, downloads: DownloadManager, request
         if not url:
             raise InvalidRequestError(f"Model '{model_id}' names no source_url to download from.", param="source_url")
         check_url(url)
-        egress.check_url(url, downloads.egress, "source_url")
+        egress.check_url(url, downloads.egress, "source_url", proxied=proxied(url))
         sha256 = request.get("sha256") or (source.get("sha256") if source.get("url") == url else None)
         weights = record.weights.name if record and record.weights else file_name(url)
         if not _WEIGHTS_NAME.fullmatch(weights):

@@ -10,7 +10,9 @@
 
 An IPv4 address written as IPv6 (::ffff:169.254.169.254, or NAT64's 64:ff9b::/96) is judged as the IPv4 address.
 A host is judged by every address it resolves to, once per connection, and the connection goes to those
-addresses: a second lookup, which DNS rebinding could answer differently, is never made.
+addresses: a second lookup, which DNS rebinding could answer differently, is never made. Through a proxy (downloads
+only), the connection is the proxy's, judged so; the target's name is the proxy's to resolve, and only a target
+that is an IP address can be judged here (check_address).
 """
 
 from __future__ import annotations
@@ -58,10 +60,12 @@ def allows(egress: str, address: str) -> bool:
     return egress == "lan" or (ip.is_global and not ip.is_multicast)
 
 
-def addresses(host: str, egress: str) -> list[str]:
+def addresses(host: str, egress: str, *, numeric: bool = False) -> list[str]:
     """The IP addresses `host` resolves to, in getaddrinfo's order; Refused if egress refuses any of them.
-    Raises OSError (socket.gaierror) or UnicodeError for a host that does not resolve."""
-    found = list(dict.fromkeys(info[4][0] for info in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)))
+    Raises OSError (socket.gaierror) or UnicodeError for a host that does not resolve, or with `numeric`, for a
+    host that is not an IP address (no lookup is made then)."""
+    flags = socket.AI_NUMERICHOST if numeric else 0
+    found = list(dict.fromkeys(info[4][0] for info in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM, flags=flags)))
     if not all(allows(egress, address) for address in found):
         raise Refused(egress)
     return found
@@ -79,11 +83,25 @@ def connect(egress: str, address: tuple[str, int], timeout, source_address=None)
     raise error or OSError(f"{host} has no address")
 
 
-def check_url(url: str, egress: str, param: str) -> None:
-    """A 400 naming `param` if the URL's host is, or resolves to, an address egress refuses. A host that does not
-    resolve now passes: each connection checks again anyway."""
+def check_address(host: str, egress: str) -> None:
+    """Refused if `host` is an IP address egress refuses, in any form getaddrinfo reads without a lookup
+    (2852039166 and 0xa9.0xfe.0xa9.0xfe too); a name passes unresolved, as a proxy resolves it."""
     try:
-        addresses(urllib.parse.urlsplit(url).hostname or "", egress)
+        addresses(host, egress, numeric=True)
+    except (OSError, UnicodeError):
+        pass
+
+
+def check_url(url: str, egress: str, param: str, *, proxied: bool = False) -> None:
+    """A 400 naming `param` if the URL's host is, or resolves to, an address egress refuses. A host that does not
+    resolve now passes: each connection checks again anyway. If a proxy will carry the request (`proxied`), only a
+    host that is an IP address is checked: a name is the proxy's to resolve."""
+    host = urllib.parse.urlsplit(url).hostname or ""
+    try:
+        if proxied:
+            check_address(host, egress)
+        else:
+            addresses(host, egress)
     except Refused as exc:
         raise InvalidRequestError(f"The host of {param} is, or resolves to, {exc}.", param=param, code="address_refused") from None
     except (OSError, UnicodeError, ValueError):

@@ -2,9 +2,12 @@
 optional sha256, and the GGUF magic checked before the file is accepted.
 
 Every connection, the first and each redirect's, goes through jan_server.models.egress, which resolves the host,
-refuses it if the egress setting refuses any of its addresses, and connects to those it checked; no proxy from
-the environment is used. What the source answered is not echoed in errors beyond the status class (a 4xx): a
-download must not be a probe of the server's network for whoever may start one.
+refuses it if the egress setting refuses any of its addresses, and connects to those it checked. The environment's
+proxies are used (http_proxy, https_proxy, no_proxy, as urllib reads them): the connection is then the proxy's,
+checked so, and the target is checked, at every request and redirect, only where it can be without resolving its
+name: a host that is an IP address. A name is the proxy's to resolve. What the source answered is not echoed in
+errors beyond the status class (a 4xx): a download must not be a probe of the server's network for whoever may
+start one.
 
 A transfer writes `<file>.part` next to its destination, resumes it with a Range request after a dropped
 connection (or a restart), and only renames it into place once verified, so a partial or foreign file is never
@@ -26,7 +29,7 @@ from functools import partial
 from pathlib import Path
 
 from jan_server.errors import InvalidRequestError
-from jan_server.models.egress import Refused, connect, shown
+from jan_server.models.egress import Refused, check_address, connect, shown
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +82,20 @@ class _HttpRedirectsOnly(urllib.request.HTTPRedirectHandler):
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
+def proxied(url: str) -> bool:
+    """Whether urllib sends a request for `url` through a proxy from the environment (no_proxy naming its host not)."""
+    parts = urllib.parse.urlsplit(url)
+    return parts.scheme in urllib.request.getproxies() and not urllib.request.proxy_bypass(parts.netloc)
+
+
+def _target(egress: str, req: urllib.request.Request) -> urllib.request.Request:
+    """The request, Refused first if it goes through a proxy (egress.connect then sees only the proxy's address)
+    to a target that is an IP address egress refuses."""
+    if req.has_proxy() or req._tunnel_host:  # a plain request, or a CONNECT tunnel for https
+        check_address(urllib.parse.urlsplit(req.full_url).hostname or "", egress)
+    return req
+
+
 def _connection(cls, egress: str, host: str, **kwargs) -> http.client.HTTPConnection:
     """An http.client connection whose socket egress.connect opens (http.client calls `_create_connection` where it
     would call socket.create_connection)."""
@@ -93,7 +110,7 @@ class _Http(urllib.request.HTTPHandler):
         self.egress = egress
 
     def http_open(self, req):
-        return self.do_open(partial(_connection, http.client.HTTPConnection, self.egress), req)
+        return self.do_open(partial(_connection, http.client.HTTPConnection, self.egress), _target(self.egress, req))
 
 
 class _Https(urllib.request.HTTPSHandler):
@@ -102,12 +119,12 @@ class _Https(urllib.request.HTTPSHandler):
         self.egress = egress
 
     def https_open(self, req):
-        return self.do_open(partial(_connection, http.client.HTTPSConnection, self.egress), req)
+        return self.do_open(partial(_connection, http.client.HTTPSConnection, self.egress), _target(self.egress, req))
 
 
 def opener(egress: str) -> urllib.request.OpenerDirector:
-    """urllib's opener, with no proxy and every connection (redirects' too) checked by egress."""
-    return urllib.request.build_opener(urllib.request.ProxyHandler({}), _Http(egress), _Https(egress), _HttpRedirectsOnly)
+    """urllib's opener, with the environment's proxies and every connection (redirects' too) checked by egress."""
+    return urllib.request.build_opener(urllib.request.ProxyHandler(), _Http(egress), _Https(egress), _HttpRedirectsOnly)
 
 
 def check_gguf(head: bytes) -> None:
@@ -213,7 +230,7 @@ class Transfer:
         try:
             return self._opener.open(urllib.request.Request(self.url, headers=headers), timeout=self.timeout)
         except Refused as exc:
-            raise DownloadError(f"The download source, or a redirect of it, is at {exc}.") from None
+            raise DownloadError(f"The download source, a redirect of it, or the proxy it goes through, is at {exc}.") from None
         except urllib.error.HTTPError as exc:
             exc.close()
             if exc.code == 416 and offset:  # the partial file is not a prefix of what the server holds now
