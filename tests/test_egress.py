@@ -137,7 +137,7 @@ def test_through_a_proxy_an_address_target_is_still_refused_at_the_request_and_o
     """The proxy resolves names, so a name is its to judge; a target that is an IP address is refused here, in any
     form getaddrinfo reads (2852039166 is 169.254.169.254), before the proxy sees it."""
     assert seen["proxy"]["addresses"] == {url: [400, "source_url", "address_refused"] for url in (
-        f"http://{METADATA}/x.gguf", "http://2852039166/x.gguf", "http://0xa9.0xfe.0xa9.0xfe/x.gguf")}
+        f"http://{METADATA}/x.gguf", "http://2852039166/x.gguf", "http://0xa9.0xfe.0xa9.0xfe/x.gguf", f"http://{METADATA}./x.gguf")}
     assert seen["proxy"]["hop"] == REFUSED_DOWNLOAD
     assert sorted(seen["proxy"]["asked"]) == ["http://files.test/hop.gguf", "http://files.test/proxied.gguf"]
 
@@ -296,7 +296,7 @@ def probe() -> dict:
             seen["proxy"] = {
                 "named": downloaded("named", "http://files.test/proxied.gguf"),
                 "addresses": {url: answer(api.post("/models", json={"source_url": url, "id": "m"})) for url in (
-                    f"http://{METADATA}/x.gguf", "http://2852039166/x.gguf", "http://0xa9.0xfe.0xa9.0xfe/x.gguf")},
+                    f"http://{METADATA}/x.gguf", "http://2852039166/x.gguf", "http://0xa9.0xfe.0xa9.0xfe/x.gguf", f"http://{METADATA}./x.gguf")},
                 "bypassed": downloaded("bypassed", files.url("/proxied.gguf").replace("127.0.0.1", "localhost")),
                 "bypassed_name": answer(api.post("/models", json={"source_url": "http://metadata.test/x.gguf", "id": "m"})),
             }

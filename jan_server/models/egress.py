@@ -85,9 +85,10 @@ def connect(egress: str, address: tuple[str, int], timeout, source_address=None)
 
 def check_address(host: str, egress: str) -> None:
     """Refused if `host` is an IP address egress refuses, in any form getaddrinfo reads without a lookup
-    (2852039166 and 0xa9.0xfe.0xa9.0xfe too); a name passes unresolved, as a proxy resolves it."""
+    (2852039166 and 0xa9.0xfe.0xa9.0xfe too, and with a trailing dot, which a proxy's resolver may drop); a name
+    passes unresolved, as a proxy resolves it."""
     try:
-        addresses(host, egress, numeric=True)
+        addresses(host.rstrip("."), egress, numeric=True)
     except (OSError, UnicodeError):
         pass
 
