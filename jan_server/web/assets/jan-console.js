@@ -10,6 +10,11 @@
      makes it, and deletes gather in a last "Clean up" section, in reverse section order.
    - Filters by the operations' own tags, ignoring case ("messages" finds the message operations, the delete
      among them).
+   - Shows a stream as it arrives: when an operation whose response the spec lists as `text/event-stream`
+     answers with one, "Execute" reads it itself (Swagger UI would wait for the end) and shows above the
+     response the assembled result (text growing, tool calls, output items, a download's progress), the
+     timings, a Stop button that closes the connection, the curl command and every event as it came. Swagger
+     UI still gets the whole body at the end (or what came before Stop) and shows it as it shows any other.
 */
 (function () {
   "use strict";
@@ -94,6 +99,101 @@
     return {placed: placed, sections: sections};
   }
 
+  /* The complete Server-Sent Events at the start of `buffer`, each to onEvent(name, data); returns the rest. */
+  function readEvents(buffer, onEvent) {
+    var blocks = buffer.split(/\r?\n\r?\n/);
+    var rest = blocks.pop();
+    blocks.forEach(function (block) {
+      var name = "message";
+      var data = [];
+      block.split(/\r?\n/).forEach(function (line) {
+        var colon = line.indexOf(":");
+        var value = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
+        if (line.slice(0, colon) === "event") name = value;
+        else if (line.slice(0, colon) === "data") data.push(value);
+      });
+      if (data.length) onEvent(name, data.join("\n"));
+    });
+    return rest;
+  }
+
+  function newStream(controller) {
+    return {state: "streaming", controller: controller, started: performance.now(), first: null, ended: null, deltas: 0,
+            events: [], choices: [], text: "", items: [], status: null, usage: null, progress: null, final: null, error: null};
+  }
+
+  function delta(live) {
+    if (live.first === null) live.first = performance.now();
+    live.deltas += 1;
+  }
+
+  function progress(live, model) {
+    var now = performance.now();
+    var was = live.progress;
+    var download = (model.metadata || {}).download;
+    var p = download
+      ? {bytes: download.bytes_downloaded, total: download.bytes_total, percent: download.percent}
+      : {bytes: was ? was.total : model.metadata && model.metadata.size, total: was ? was.total : model.metadata && model.metadata.size,
+         percent: model.state === "downloaded" ? 100 : was && was.percent};
+    p.state = model.state;
+    p.since = was ? was.since : [now, p.bytes || 0];
+    p.rate = now > p.since[0] ? (p.bytes - p.since[1]) / ((now - p.since[0]) / 1000) : null;
+    live.progress = p;
+  }
+
+  /* One event of a stream into its assembled result: chat and text completion chunks, Responses' typed events, a
+     download's model objects. */
+  function assemble(live, name, raw) {
+    var data = null;
+    try { data = JSON.parse(raw); } catch (e) { /* [DONE], or not JSON: listed as it came */ }
+    var type = name === "error" ? "error" : (data && (data.type || data.object)) || (raw === "[DONE]" ? "[DONE]" : name);
+    live.events.push({type: type, raw: raw, brief: brief(data)});
+    if (!data || typeof data !== "object") return;
+    if (type === "error") { live.error = data.error || data; return; }
+    if (data.usage) live.usage = data.usage;
+    (data.choices || []).forEach(function (choice) {
+      var into = live.choices[choice.index || 0] = live.choices[choice.index || 0] || {text: "", tools: [], finish: null};
+      var change = choice.delta || {};
+      var text = choice.text !== undefined ? choice.text : change.content;
+      if (text) { into.text += text; delta(live); }
+      (change.tool_calls || []).forEach(function (call) {
+        var tool = into.tools[call.index || 0] = into.tools[call.index || 0] || {id: null, name: "", arguments: ""};
+        var fn = call["function"] || {};
+        if (call.id) tool.id = call.id;
+        if (fn.name) tool.name += fn.name;
+        if (fn.arguments) { tool.arguments += fn.arguments; delta(live); }
+      });
+      if (choice.finish_reason) into.finish = choice.finish_reason;
+    });
+    if (type === "response.output_text.delta") { live.text += data.delta; delta(live); }
+    if (type === "response.function_call_arguments.delta") delta(live);
+    if (type === "response.output_item.added" || type === "response.output_item.done") live.items[data.output_index] = data.item;
+    if (data.response) {
+      live.final = data.response;
+      live.status = data.response.status;
+      if (data.response.usage) live.usage = data.response.usage;
+      if (data.response.output && data.response.output.length) live.items = data.response.output.slice();
+    }
+    if (data.object === "model") { progress(live, data); live.final = data; }
+  }
+
+  /* What an event says beyond its type and the fields every event of its stream repeats. */
+  function brief(data) {
+    if (!data || typeof data !== "object") return "";
+    if (data.object === "model") return JSON.stringify({state: data.state, download: (data.metadata || {}).download});
+    var rest = {};
+    Object.keys(data).forEach(function (key) {
+      if (["id", "object", "created", "model", "system_fingerprint", "type", "sequence_number", "item_id"].indexOf(key) < 0) rest[key] = data[key];
+    });
+    return JSON.stringify(rest);
+  }
+
+  function pretty(json) {
+    try { return JSON.stringify(JSON.parse(json), null, 2); } catch (e) { return json; }  // complete once it parses
+  }
+
+  function megabytes(bytes) { return (bytes / 1048576).toFixed(1) + " MB"; }
+
   function JanConsole(toolbox) {
     var React = toolbox.React;
     var Im = toolbox.Im;
@@ -168,6 +268,144 @@
       }).filter(function (section) { return section.get("operations").size > 0; });
     }
 
+    var streams = {};  // "path method" -> the live record of the stream it answered last, see newStream
+    var watchers = [];
+    var pending = null;
+
+    function changed() {
+      if (pending === null) pending = setTimeout(function () {
+        pending = null;
+        watchers.forEach(function (watch) { watch(); });
+      }, 30);
+    }
+
+    function canStream(path, method) {
+      var spec = currentSpec();
+      var operation = spec.paths && spec.paths[path] && spec.paths[path][method];
+      var ok = operation && resolve(spec, (operation.responses || {})["200"]);
+      return Boolean(ok && ok.content && ok.content["text/event-stream"]);
+    }
+
+    /* fetch for swagger-client: an event stream is read here as it arrives and handed on whole at its end. */
+    function streamingFetch(path, method, url, init) {
+      var controller = new AbortController();
+      return fetch(url, Object.assign({}, init, {signal: controller.signal})).then(function (res) {
+        if (!/^text\/event-stream/i.test(res.headers.get("content-type") || "") || !res.body) return res;
+        var live = streams[path + " " + method] = newStream(controller);
+        var reader = res.body.getReader();
+        var decoder = new TextDecoder();
+        var buffer = "";
+        changed();
+        var copy = new ReadableStream({start: function (sink) {
+          function end(state) {
+            live.state = live.stopped ? "stopped" : state;
+            live.ended = performance.now();
+            sink.close();
+            if (live.final) remember(path, method, {status: res.status, body: live.final});
+            changed();
+          }
+          function pump() {
+            return reader.read().then(function (part) {
+              if (part.done) return end("done");
+              sink.enqueue(part.value);
+              buffer = readEvents(buffer + decoder.decode(part.value, {stream: true}), function (name, data) { assemble(live, name, data); });
+              changed();
+              return pump();
+            }, function (error) {
+              if (!live.stopped) live.error = {message: "The connection failed: " + error};
+              end("error");
+            });
+          }
+          pump();
+        }});
+        return new Response(copy, {status: res.status, statusText: res.statusText, headers: res.headers});
+      });
+    }
+
+    class JanStream extends React.Component {
+      componentDidMount() {
+        var self = this;
+        this.watch = function () { self.forceUpdate(); };
+        watchers.push(this.watch);
+      }
+
+      componentWillUnmount() { watchers.splice(watchers.indexOf(this.watch), 1); }
+
+      componentDidUpdate() { if (this.list) this.list.scrollTop = this.list.scrollHeight; }
+
+      render() {
+        var self = this;
+        var h = React.createElement;
+        var path = this.props.path;
+        var method = this.props.method;
+        var live = streams[path + " " + method];
+        if (!live) return null;
+        var system = toolbox.getSystem();
+        var figure = function (label, value) {
+          return value === null || value === undefined ? null : h("span", {className: "jan-stream__figure"}, label + " ", h("b", null, value));
+        };
+        var tool = function (call, i) {
+          return h("div", {key: "tool" + i, className: "jan-stream__tool"},
+            "Tool call ", h("b", {className: "jan-stream__tool-name"}, call.name), call.id ? " " + call.id : "",
+            h("pre", {className: "jan-stream__args"}, pretty(call.arguments)));
+        };
+        var item = function (it, i) {
+          if (!it) return null;
+          var text = it.type === "message" ? (it.content || []).map(function (part) { return part.text || ""; }).join("")
+            : it.type === "function_call" ? it.name + " " + pretty(it.arguments) : "";
+          return h("li", {key: i, className: "jan-stream__item"}, h("code", null, it.type), " " + (it.id || "") + (it.status ? " · " + it.status : ""),
+            text ? h("pre", null, text) : null);
+        };
+        var result = live.choices.map(function (choice, i) {
+          return h("div", {key: "choice" + i, className: "jan-stream__choice"},
+            live.choices.length > 1 ? h("div", {className: "jan-stream__label"}, "Choice " + i) : null,
+            choice.text ? h("pre", {className: "jan-stream__text"}, choice.text) : null,
+            choice.tools.map(tool),
+            figure("Finish reason", choice.finish));
+        });
+        if (live.text || live.items.length) {
+          result.push(h("div", {key: "response", className: "jan-stream__choice"},
+            h("pre", {className: "jan-stream__text"}, live.text),
+            h("ol", {className: "jan-stream__items"}, live.items.map(item)),
+            figure("Status", live.status)));
+        }
+        var p = live.progress;
+        if (p) {
+          result.push(h("div", {key: "progress", className: "jan-stream__progress"},
+            h("progress", {max: 100, value: p.percent || 0}),
+            h("span", {className: "jan-stream__progress-text"}, [
+              p.bytes !== undefined ? megabytes(p.bytes) + (p.total ? " of " + megabytes(p.total) : "") : null,
+              typeof p.percent === "number" ? p.percent.toFixed(1) + " %" : null,
+              p.rate !== null ? megabytes(p.rate) + "/s" : null,
+              p.state,
+            ].filter(Boolean).join(" · "))));
+        }
+        if (live.error) result.push(h("pre", {key: "error", className: "jan-stream__error"}, JSON.stringify(live.error, null, 2)));
+        var end = live.ended || performance.now();
+        var tokens = (live.usage && (live.usage.completion_tokens || live.usage.output_tokens)) || live.deltas;
+        var generated = !p && live.first !== null;
+        var request = system.specSelectors.mutatedRequestFor(path, method) || system.specSelectors.requestFor(path, method);
+        var Snippets = system.getComponent("RequestSnippets", true);
+        return h("div", {className: "jan-stream", "data-state": live.state},
+          h("div", {className: "jan-stream__head"},
+            h("b", null, "Stream "), h("span", {className: "jan-stream__state"}, live.state),
+            live.state === "streaming" ? h("button", {type: "button", className: "btn jan-stream__stop", onClick: function () {
+              live.stopped = true;
+              live.controller.abort();
+            }}, "Stop") : null),
+          h("div", {className: "jan-stream__result"}, result),
+          h("div", {className: "jan-stream__timings"},
+            figure("Time to first token", generated ? Math.round(live.first - live.started) + " ms" : null),
+            figure("Tokens/s", generated && end > live.first ? (tokens / ((end - live.first) / 1000)).toFixed(1) : null),
+            figure(live.ended ? "Total" : "Elapsed", Math.round(end - live.started) + " ms"),
+            figure("Usage", live.usage ? JSON.stringify(live.usage) : null)),
+          request && Snippets && !system.specSelectors.responseFor(path, method) ? h(Snippets, {request: request}) : null,
+          h("ol", {className: "jan-stream__events", ref: function (el) { self.list = el; }}, live.events.map(function (event, i) {
+            return h("li", {key: i, title: event.raw}, h("span", {className: "jan-stream__type"}, event.type), " " + event.brief);
+          })));
+      }
+    }
+
     class JanIdChoices extends React.Component {
       value() {
         var system = toolbox.getSystem();
@@ -217,7 +455,7 @@
 
     return {
       fn: {opsFilter: opsFilter},
-      components: {JanIdChoices: JanIdChoices},
+      components: {JanIdChoices: JanIdChoices, JanStream: JanStream},
       wrapComponents: {
         parameterRow: function (Original, system) {
           return function (props) {
@@ -229,10 +467,26 @@
               React.createElement(Choices, {kind: kind, rawParam: props.rawParam, pathMethod: props.pathMethod, onChange: props.onChange}));
           };
         },
+        responses: function (Original, system) {
+          return function (props) {
+            return React.createElement(React.Fragment, null,
+              React.createElement(system.getComponent("JanStream", true), {path: props.path, method: props.method}),
+              React.createElement(Original, props));
+          };
+        },
       },
       statePlugins: {
         spec: {
           wrapActions: {
+            executeRequest: function (original) {
+              return function (req) {
+                if (streams[req.pathName + " " + req.method]) { delete streams[req.pathName + " " + req.method]; changed(); }
+                if (!canStream(req.pathName, req.method)) return original(req);
+                return original(Object.assign({}, req, {userFetch: function (url, init) {
+                  return streamingFetch(req.pathName, req.method, url, init);
+                }}));
+              };
+            },
             setResponse: function (original) {
               return function (path, method, res) {
                 try { remember(path, method, res); } catch (e) { console.warn("jan-console: ids not read", e); }
