@@ -147,6 +147,17 @@ def test_a_forced_tool_call_shows_its_name_and_parsed_arguments(console):
     live.screenshot(path=str(SHOTS / "console-stream-tool-call.png"))
 
 
+def test_a_streamed_completion_shows_its_text(console):
+    page, _ = console
+    block = start(page, "createCompletion", {"model": MODEL, "prompt": "The three primary colours are", "max_tokens": 24, "stream": True})
+    chunks = events(finished(block))
+    streamed = "".join(c["choices"][0]["text"] for c in chunks if c["choices"])
+    live = page.locator(panel("createCompletion"))
+    assert streamed and live.locator(".jan-stream__text").text_content() == streamed
+    assert live.locator(".jan-stream__type").all_inner_texts().count("text_completion") == len(chunks)
+    assert f"Finish reason {chunks[-1]['choices'][0]['finish_reason']}" in live.inner_text()
+
+
 def test_stop_ends_the_generation_on_the_server(console, server):
     page, _ = console
     before = metric(server, "jan_generated_tokens_total")
@@ -167,7 +178,8 @@ def test_stop_ends_the_generation_on_the_server(console, server):
 
 def test_a_streamed_response_shows_its_text_and_output_items(console):
     page, _ = console
-    block = start(page, "createResponse", {"model": MODEL, "input": "Say hello in three languages.", "max_output_tokens": 32, "stream": True})
+    block = start(page, "createResponse", {"model": MODEL, "input": "Write two sentences about the sea.", "max_output_tokens": 32,
+                                              "temperature": 0, "stream": True})
     typed = events(finished(block))
     completed = typed[-1]["response"]  # response.completed, or response.incomplete at max_output_tokens
     live = page.locator(panel("createResponse"))
