@@ -74,7 +74,7 @@ def events(raw: str) -> list[dict]:
 
 def metric(server, name: str) -> float:
     text = httpx.get(f"{server.base_url}/metrics", timeout=30).text
-    found = re.search(rf'^{name}\{{model="{MODEL}"\}} (\S+)$', text, re.M)
+    found = re.search(rf'^{name}\{{model="{MODEL}"\}} (\S+)$', text, re.MULTILINE)
     return float(found[1]) if found else 0.0
 
 
