@@ -15,11 +15,10 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from playwright import sync_api
 
 from tests.http_fixture import FileServer, Route
 from tests.live_server import LiveServer
-from tests.test_docs_browser import CHROMIUM, CHROMIUM_ARGS, path_input, try_it_out
+from tests.test_docs_browser import opened_console, path_input, try_it_out
 
 MODEL = "smollm2-135m-instruct"
 SHOTS = Path(os.environ.get("JAN_SCREENSHOTS", "/tmp"))
@@ -34,17 +33,10 @@ def server(tmp_path_factory) -> LiveServer:
 
 @pytest.fixture(scope="module")
 def console(server):
-    requested: list[str] = []
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        page.on("request", lambda request: requested.append(request.url))
-        page.goto(f"{server.base_url}/docs")
-        page.wait_for_selector(".opblock", timeout=30_000)
+    with opened_console(server) as (page, requested):
         yield page, requested
         host = urlsplit(server.base_url).hostname
         assert requested and all(urlsplit(url).hostname == host for url in requested if urlsplit(url).scheme not in ("data", "blob"))
-        browser.close()
 
 
 def start(page, operation_id: str, body: dict):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from contextlib import contextmanager
 from urllib.parse import urlsplit
 
 import httpx
@@ -31,8 +32,8 @@ def spec(server) -> dict:
     return httpx.get(f"{server.api_url}/openapi.json", timeout=30).json()
 
 
-@pytest.fixture(scope="module")
-def console(server):
+@contextmanager
+def opened_console(server: LiveServer):
     """The /docs page, fully rendered, and the list of every URL the page requested."""
     requested: list[str] = []
     with sync_api.sync_playwright() as playwright:
@@ -43,6 +44,12 @@ def console(server):
         page.wait_for_selector(".opblock", timeout=30_000)
         yield page, requested
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def console(server):
+    with opened_console(server) as opened:
+        yield opened
 
 
 def try_it_out(page, operation_id: str):
