@@ -104,22 +104,25 @@ def _connection(cls, egress: str, host: str, **kwargs) -> http.client.HTTPConnec
     return connection
 
 
-class _Http(urllib.request.HTTPHandler):
+class _Checked:
+    """What urllib's HTTP and HTTPS handlers share here: connections egress.connect opens, proxied targets checked."""
+
     def __init__(self, egress: str):
         super().__init__()
         self.egress = egress
 
+    def _checked_open(self, connection_class, req):
+        return self.do_open(partial(_connection, connection_class, self.egress), _target(self.egress, req))
+
+
+class _Http(_Checked, urllib.request.HTTPHandler):
     def http_open(self, req):
-        return self.do_open(partial(_connection, http.client.HTTPConnection, self.egress), _target(self.egress, req))
+        return self._checked_open(http.client.HTTPConnection, req)
 
 
-class _Https(urllib.request.HTTPSHandler):
-    def __init__(self, egress: str):
-        super().__init__()
-        self.egress = egress
-
+class _Https(_Checked, urllib.request.HTTPSHandler):
     def https_open(self, req):
-        return self.do_open(partial(_connection, http.client.HTTPSConnection, self.egress), _target(self.egress, req))
+        return self._checked_open(http.client.HTTPSConnection, req)
 
 
 def opener(egress: str) -> urllib.request.OpenerDirector:
