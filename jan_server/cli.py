@@ -122,11 +122,11 @@ def serve(settings: Settings) -> None:
 
 
 def migrate(settings: Settings) -> None:
+    from sqlalchemy.engine import make_url
+
     from jan_server.storage.store import Store
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    from sqlalchemy.engine import make_url
-
     Store.open(settings.sqlalchemy_url).close()
     print(f"jan-server: database at {make_url(settings.sqlalchemy_url).render_as_string(hide_password=True)} is up to date")
 
