@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import openai
 
 #: How long a test's client waits for the server. Generous on purpose: the tests share a small machine with
 #: other work, and under load one chat on the bundled model takes many times its usual second (a 60 s read
@@ -19,11 +20,9 @@ import httpx
 PATIENT = httpx.Timeout(connect=60, read=600, write=60, pool=600)
 
 
-def openai_at(api_url: str) -> "openai.OpenAI":
+def openai_at(api_url: str) -> openai.OpenAI:
     """The official `openai` package pointed at a server, without retries, so that a failure shows at once. Its timeout
     is a number: SDK releases differ in the HTTP library under them (3.63 moved to httpx2 and refuses httpx objects)."""
-    import openai
-
     return openai.OpenAI(api_key="x", base_url=api_url, max_retries=0, timeout=PATIENT.read)
 
 

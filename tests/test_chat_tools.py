@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import jsonschema
-import openai
 import pydantic
 import pytest
 

@@ -14,7 +14,7 @@ from jan_server.models.lifecycle import ModelManager
 from jan_server.models.loading import ThreadBudget, load_settings
 from jan_server.models.registry import BUNDLED_FILE, BUNDLED_MODEL_ID, ModelRecord, Registry, bundled_weights
 from jan_server.models.residency import Residency
-from tests.test_scheduler import WAIT, Crash, error_of, within_wait
+from tests.test_scheduler import WAIT, Crash, error_of, stick, within_wait
 
 COPY = "smol-copy"
 
@@ -150,14 +150,7 @@ def test_a_stuck_decode_leaves_the_model_in_error_and_its_lock_free(models, monk
     shows `error`, and its context is freed once the decode returns."""
     monkeypatch.setattr(scheduler, "CLOSE_TIMEOUT", 0.01)
     runner = models.runner_for(BUNDLED_MODEL_ID)
-    decoding, release, decode = threading.Event(), threading.Event(), runner.backend.decode
-
-    def stuck(rows, exact):
-        decoding.set()
-        release.wait()
-        decode(rows, exact)
-
-    runner.backend.decode = stuck
+    decoding, release = stick(runner.backend)
     job = runner.submit(runner.prepare([{"role": "user", "content": "Hi"}], {"max_tokens": 4}))
     try:
         assert decoding.wait(WAIT)

@@ -18,12 +18,10 @@ from jan_server.responses.service import ResponseService
 from jan_server.storage.responses import UNFINISHED
 from jan_server.storage.store import Store
 from jan_server.storage.tables import responses
-from tests.test_responses import ENDLESS
+from tests.test_responses import ENDLESS, SETTLE_S
 
 #: A background request whose grammar needs at least 240 tokens to finish.
 LONG = {"model": BUNDLED_MODEL_ID, "input": "List numbers.", "text": {"format": ENDLESS}, "max_output_tokens": 2000, "background": True}
-#: Seconds a background response may take to end on a loaded machine; a limit for a hang only.
-SETTLE_S = 300
 
 
 def open_service(tmp_path, **manager) -> ResponseService:

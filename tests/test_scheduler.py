@@ -530,11 +530,8 @@ def test_close_cancels_running_and_waiting_jobs_at_once(make):
         scheduler.submit(job())
 
 
-def test_close_waits_for_a_stuck_decode_only_so_long(make, monkeypatch):
-    """A decode that never returns does not hold close() (and the model's lock its caller holds) for ever: close
-    says the thread is still running, and the thread fails its job and ends once the decode returns."""
-    monkeypatch.setattr(scheduler_module, "CLOSE_TIMEOUT", 0.01)
-    scheduler, backend = make(1)
+def stick(backend) -> tuple[threading.Event, threading.Event]:
+    """Make the backend's decodes wait: (set once one has begun, set to let them go on)."""
     decoding, release, decode = threading.Event(), threading.Event(), backend.decode
 
     def stuck(rows, exact):
@@ -543,6 +540,15 @@ def test_close_waits_for_a_stuck_decode_only_so_long(make, monkeypatch):
         decode(rows, exact)
 
     backend.decode = stuck
+    return decoding, release
+
+
+def test_close_waits_for_a_stuck_decode_only_so_long(make, monkeypatch):
+    """A decode that never returns does not hold close() (and the model's lock its caller holds) for ever: close
+    says the thread is still running, and the thread fails its job and ends once the decode returns."""
+    monkeypatch.setattr(scheduler_module, "CLOSE_TIMEOUT", 0.01)
+    scheduler, backend = make(1)
+    decoding, release = stick(backend)
     running = scheduler.submit(job(max_tokens=ENDLESS))
     try:
         assert decoding.wait(WAIT)
