@@ -7,21 +7,23 @@ import errno
 import logging
 import socket
 
-from jan_server.models.egress import EGRESS
 from jan_server.web.security import is_loopback
-from jan_server.settings import Settings, split_list
+from jan_server.settings import Option, Settings, options, split_list
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jan-server", description="A local, OpenAI-compatible API server.")
-    parser.add_argument("--data-dir", help="where models, the database and downloads live (env JAN_DATA_DIR)")
-    parser.add_argument("--database-url", help="a SQLAlchemy URL instead of the SQLite file (env JAN_DATABASE_URL)")
+    for option in options():
+        if option.top_level:
+            add_option(parser, option)
     commands = parser.add_subparsers(dest="command")
 
     # Its options are also the top-level parser's; left unset here, they keep what was given before `serve`.
     serve = commands.add_parser("serve", help="start the API server (the default command)", argument_default=argparse.SUPPRESS)
-    add_serve_arguments(serve)
-    add_serve_arguments(parser)
+    for option in options():
+        if not option.top_level:
+            add_option(serve, option)
+            add_option(parser, option)
     commands.add_parser("migrate", help="apply database migrations and exit")
 
     pull = commands.add_parser("pull", help="download a GGUF model into the data dir, with a progress bar")
@@ -33,59 +35,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", help="address to bind (env JAN_API_HOST, default 127.0.0.1)")
-    parser.add_argument("--port", type=int, help="port to bind (env JAN_API_PORT, default 1337)")
-    parser.add_argument("--n-threads", type=int, help="llama.cpp threads all running models share (env JAN_N_THREADS, default: every core)")
-    parser.add_argument("--max-queued-requests", type=int,
-                        help="chat requests that may wait per model before 429 (env JAN_MAX_QUEUED_REQUESTS, default 32)")
-    parser.add_argument("--api-key", action="append", dest="api_keys", metavar="KEY",
-                        help="require `Authorization: Bearer KEY` on /v1; repeat for several keys (env JAN_API_KEY, comma-separated)")
-    parser.add_argument("--allow-remote", action="store_const", const=True,
-                        help="allow an open API (no --api-key) on an address other than loopback (env JAN_ALLOW_REMOTE)")
-    parser.add_argument("--cors-origins", type=split_list, metavar="ORIGINS",
-                        help="comma-separated origins browsers may call from, or * (env JAN_CORS_ORIGINS, default: localhost origins)")
-    parser.add_argument("--max-body-bytes", type=int, help="largest request body accepted (env JAN_MAX_BODY_BYTES, default 8 MiB)")
-    parser.add_argument("--max-loaded-models", type=int, metavar="N",
-                        help="most local models loaded at once; one more stops the least recently used idle one (env JAN_MAX_LOADED_MODELS, default: no limit)")
-    parser.add_argument("--idle-timeout", type=float, metavar="SECONDS",
-                        help="stop a local model idle this long (env JAN_IDLE_TIMEOUT, default: never)")
-    parser.add_argument("--remote-connect-timeout", type=float, metavar="SECONDS",
-                        help="wait this long to connect to a remote engine (env JAN_REMOTE_CONNECT_TIMEOUT, default 10)")
-    parser.add_argument("--remote-read-timeout", type=float, metavar="SECONDS",
-                        help="wait this long for each read from a remote engine (env JAN_REMOTE_READ_TIMEOUT, default 300)")
-    parser.add_argument("--remote-key-prefix", metavar="PREFIX",
-                        help="a remote model's api_key_env may name variables starting with this; '' for none "
-                             "(env JAN_REMOTE_KEY_PREFIX, default JAN_REMOTE_)")
-    parser.add_argument("--remote-key-env", action="append", dest="remote_key_envs", metavar="NAME",
-                        help="a variable a remote model's api_key_env may name besides those; repeat for several "
-                             "(env JAN_REMOTE_KEY_ENVS, comma-separated)")
-    parser.add_argument("--egress", choices=EGRESS,
-                        help="where downloads and remote engines may connect: lan (not link-local or cloud metadata addresses), "
-                             "public (not loopback or private ranges either) or loopback (env JAN_EGRESS, default lan)")
+def add_option(parser: argparse.ArgumentParser, option: Option) -> None:
+    """The flag of a declared setting (jan_server.settings); unset, its value is None."""
+    if option.switch:
+        parser.add_argument(option.flag, dest=option.name, action="store_const", const=True, help=option.help)
+    elif option.many:
+        parser.add_argument(option.flag, dest=option.name, action="append", type=split_list, metavar=option.metavar,
+                            help=option.help)
+    else:
+        parser.add_argument(option.flag, dest=option.name, type=option.parse, choices=option.choices,
+                            metavar=option.metavar, help=option.help)
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    """The top-level parser defines every serve option, so each is set (None when not given), whatever the command."""
-    return Settings.from_env(
-        host=args.host,
-        port=args.port,
-        data_dir=args.data_dir,
-        database_url=args.database_url,
-        n_threads=args.n_threads,
-        max_queued_requests=args.max_queued_requests,
-        api_keys=tuple(key for key in args.api_keys or () if key) or None,
-        allow_remote=args.allow_remote,
-        cors_origins=args.cors_origins,
-        max_body_bytes=args.max_body_bytes,
-        max_loaded_models=args.max_loaded_models,
-        idle_timeout=args.idle_timeout,
-        remote_connect_timeout=args.remote_connect_timeout,
-        remote_read_timeout=args.remote_read_timeout,
-        remote_key_prefix=args.remote_key_prefix,
-        remote_key_envs=tuple(args.remote_key_envs) if args.remote_key_envs else None,
-        egress=args.egress,
-    )
+    """The top-level parser defines every option, so each is set (None when not given), whatever the command."""
+    given = {}
+    for option in options():
+        value = getattr(args, option.name)
+        if option.many and value is not None:
+            value = tuple(item for items in value if items for item in items)
+        given[option.name] = value
+    return Settings.from_env(**given)
 
 
 def bind_socket(host: str, port: int) -> socket.socket:

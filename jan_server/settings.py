@@ -1,9 +1,14 @@
-"""Every setting of the server, in one place: defaults, then environment variables, then CLI flags."""
+"""Every setting of the server, declared once.
+
+Each field of `Settings` is a `setting(...)`: its default, help, environment variable (`JAN_<NAME>` unless named) and
+CLI flag (`--<name>` unless named). `Settings.from_env` reads the variables and `jan_server.cli` builds its options from
+the same declarations: defaults, then environment variables, then CLI flags.
+"""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from jan_server.models.egress import EGRESS
@@ -19,56 +24,98 @@ def split_list(value: str | None) -> tuple[str, ...] | None:
     return items or None
 
 
-def env_int(env, name: str) -> int | None:
-    return int(env[name]) if env.get(name) else None
+def setting(default=None, help: str = "", *, factory=None, parse=str, env: str | None = None, flag: str | None = None,
+            many: bool = False, switch: bool = False, choices=None, metavar: str | None = None, shown: str | None = None,
+            top_level: bool = False):
+    """A field of `Settings` with what the environment and the command line need to set it.
+
+    `many`: a tuple, comma-separated in the environment, the flag repeatable (each use comma-separated too);
+    `switch`: a boolean flag taking no value; `shown`: the default as the help says it; `top_level`: a flag of
+    every command (given before it), not only of `serve`.
+    """
+    metadata = {"help": help, "parse": parse, "env": env, "flag": flag, "many": many, "switch": switch,
+                "choices": choices, "metavar": metavar, "shown": shown, "top_level": top_level}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
-def env_float(env, name: str) -> float | None:
-    return float(env[name]) if env.get(name) else None
+@dataclass(frozen=True)
+class Option:
+    """One declared setting, as the environment and the command line see it."""
+
+    name: str
+    env: str
+    flag: str
+    help: str
+    parse: object
+    many: bool
+    switch: bool
+    choices: tuple | None
+    metavar: str | None
+    top_level: bool
+
+    def from_text(self, value: str | None):
+        """The setting's value from an environment variable's text; None when unset (or blank, but for text)."""
+        if self.many:
+            return split_list(value)
+        if self.switch:
+            return (value or "").lower() in ("1", "true", "yes") or None
+        if value is None or (value == "" and self.parse is not str):
+            return None
+        return self.parse(value)
 
 
 @dataclass(frozen=True)
 class Settings:
-    host: str = "127.0.0.1"
-    port: int = 1337
-    data_dir: Path = field(default_factory=default_data_dir)
-    database_url: str | None = None
-    #: llama.cpp threads that all running models share (see jan_server.models.loading.ThreadBudget); None: every core.
-    n_threads: int | None = None
-    #: Chat requests allowed to wait per model before the server answers 429.
-    max_queued_requests: int = 32
-    #: Worker threads bridging Flask to ASGI for chat and model requests; open streams each hold one, so keep well above the queue.
+    host: str = setting("127.0.0.1", "address to bind", env="JAN_API_HOST")
+    port: int = setting(1337, "port to bind", parse=int, env="JAN_API_PORT")
+    data_dir: Path = setting(factory=default_data_dir, help="where models, the database and downloads live",
+                             parse=Path, shown="$XDG_DATA_HOME/jan-server", top_level=True)
+    database_url: str | None = setting(None, "a SQLAlchemy URL instead of the SQLite file", shown="jan.db in the data dir",
+                                       top_level=True)
+    #: See jan_server.models.loading.ThreadBudget.
+    n_threads: int | None = setting(None, "llama.cpp threads all running models share", parse=int, shown="every core")
+    max_queued_requests: int = setting(32, "chat requests that may wait per model before 429", parse=int)
+    #: Empty means the API is open (and loopback-only).
+    api_keys: tuple[str, ...] = setting((), "require `Authorization: Bearer KEY` on /v1; repeat for several keys",
+                                        env="JAN_API_KEY", flag="--api-key", many=True, metavar="KEY", shown="none")
+    allow_remote: bool = setting(False, "allow an open API (no --api-key) on an address other than loopback", switch=True,
+                                shown="off")
+    cors_origins: tuple[str, ...] = setting((), "origins browsers may call the API from, or *", many=True,
+                                            metavar="ORIGINS", shown="any http(s)://localhost or 127.0.0.1 origin")
+    max_body_bytes: int = setting(8 * 1024 * 1024, "largest request body accepted; bigger ones get 413", parse=int,
+                                  shown="8 MiB")
+    #: A non-streamed completion sends nothing until it is done, so the read limit is long.
+    remote_connect_timeout: float = setting(10.0, "seconds to wait to connect to a remote engine", parse=float,
+                                            metavar="SECONDS")
+    remote_read_timeout: float = setting(300.0, "seconds to wait for each read from a remote engine", parse=float,
+                                         metavar="SECONDS")
+    #: See jan_server.models.remote.KeyVariables.
+    remote_key_prefix: str = setting("JAN_REMOTE_", "a remote model's api_key_env may name variables starting with this; "
+                                     "'' for none", metavar="PREFIX")
+    remote_key_envs: tuple[str, ...] = setting((), "a variable a remote model's api_key_env may name besides those; "
+                                               "repeat for several", flag="--remote-key-env", many=True, metavar="NAME",
+                                               shown="none")
+    #: See jan_server.models.egress.
+    egress: str = setting("lan", "where downloads and remote engines may connect: lan (not link-local or cloud metadata "
+                          "addresses), public (not loopback or private ranges either) or loopback", choices=EGRESS)
+    max_loaded_models: int | None = setting(None, "most local models loaded at once; one more stops the least recently "
+                                            "used idle one", parse=int, metavar="N", shown="no limit")
+    #: Off by default: reloading costs the next request seconds, and on a machine of its own a model's memory is
+    #: better kept than freed.
+    idle_timeout: float | None = setting(None, "stop a local model idle this many seconds", parse=float,
+                                         metavar="SECONDS", shown="never")
+    #: Not settings of the command line. Worker threads bridging Flask to ASGI for chat and model requests: open
+    #: streams each hold one, so keep well above the queue. Quick workers run every other request (store, /health)
+    #: when the database is not SQLite; with SQLite those run on the event loop (see jan_server.web.bridge).
     wsgi_workers: int = 64
-    #: Worker threads for every other request (store, /health) when the database is not SQLite; with SQLite they
-    #: run on the event loop (see jan_server.web.bridge).
     quick_workers: int = 4
-    #: Bearer keys that /v1 requests must carry; empty means the API is open (and loopback-only).
-    api_keys: tuple[str, ...] = ()
-    #: Serve an open API (no key) on an address other than loopback.
-    allow_remote: bool = False
-    #: Origins browsers may call the API from; empty means any http(s)://localhost or 127.0.0.1 origin.
-    cors_origins: tuple[str, ...] = ()
-    #: Largest request body accepted; bigger ones get 413.
-    max_body_bytes: int = 8 * 1024 * 1024
-    #: Seconds to wait for a remote engine (a model with `"engine": "openai"`) to accept a connection, and for
-    #: each read from it: a non-streamed completion sends nothing until it is done, so the read limit is long.
-    remote_connect_timeout: float = 10.0
-    remote_read_timeout: float = 300.0
-    #: The environment variables a remote model's `api_key_env` may name: those starting with this prefix (none if
-    #: it is empty) and those listed (see jan_server.models.remote.KeyVariables).
-    remote_key_prefix: str = "JAN_REMOTE_"
-    remote_key_envs: tuple[str, ...] = ()
-    #: Where downloads and remote engines may connect: `lan`, `public` or `loopback` (see jan_server.models.egress).
-    egress: str = "lan"
-    #: Most local models loaded at once; starting one more stops the least recently used idle one. None: no limit.
-    max_loaded_models: int | None = None
-    #: Seconds a local model may sit idle before it is stopped. None: never (off by default: reloading costs the
-    #: next request seconds, and on a machine of its own a model's memory is better kept than freed).
-    idle_timeout: float | None = None
 
     def __post_init__(self):
         if self.egress not in EGRESS:
             raise ValueError(f"egress must be one of {', '.join(EGRESS)}, not {self.egress!r}")
+        object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser())
 
     @property
     def models_dir(self) -> Path:
@@ -82,28 +129,24 @@ class Settings:
     def from_env(cls, environ: dict[str, str] | None = None, **overrides) -> "Settings":
         """Settings from JAN_* environment variables; keyword overrides (CLI flags) that are not None win."""
         env = os.environ if environ is None else environ
-        settings = cls()
-        from_env = {
-            "host": env.get("JAN_API_HOST"),
-            "port": env_int(env, "JAN_API_PORT"),
-            "data_dir": Path(env["JAN_DATA_DIR"]) if env.get("JAN_DATA_DIR") else None,
-            "database_url": env.get("JAN_DATABASE_URL"),
-            "n_threads": env_int(env, "JAN_N_THREADS"),
-            "max_queued_requests": env_int(env, "JAN_MAX_QUEUED_REQUESTS"),
-            "api_keys": split_list(env.get("JAN_API_KEY")),
-            "allow_remote": env.get("JAN_ALLOW_REMOTE", "").lower() in ("1", "true", "yes") or None,
-            "cors_origins": split_list(env.get("JAN_CORS_ORIGINS")),
-            "max_body_bytes": env_int(env, "JAN_MAX_BODY_BYTES"),
-            "remote_connect_timeout": env_float(env, "JAN_REMOTE_CONNECT_TIMEOUT"),
-            "remote_read_timeout": env_float(env, "JAN_REMOTE_READ_TIMEOUT"),
-            "remote_key_prefix": env.get("JAN_REMOTE_KEY_PREFIX"),
-            "remote_key_envs": split_list(env.get("JAN_REMOTE_KEY_ENVS")),
-            "egress": env.get("JAN_EGRESS"),
-            "max_loaded_models": env_int(env, "JAN_MAX_LOADED_MODELS"),
-            "idle_timeout": env_float(env, "JAN_IDLE_TIMEOUT"),
-        }
-        chosen = {k: v for k, v in from_env.items() if v is not None}
-        chosen.update((k, v) for k, v in overrides.items() if v is not None)
-        if "data_dir" in chosen:
-            chosen["data_dir"] = Path(chosen["data_dir"]).expanduser()
-        return replace(settings, **chosen)
+        chosen = {option.name: option.from_text(env.get(option.env)) for option in options()}
+        chosen.update((name, value) for name, value in overrides.items() if value is not None)
+        return replace(cls(), **{name: value for name, value in chosen.items() if value is not None})
+
+
+def options() -> list[Option]:
+    """The declared settings, in declaration order."""
+    declared = []
+    for f in fields(Settings):
+        if not f.metadata:
+            continue
+        meta = f.metadata
+        env = meta["env"] or f"JAN_{f.name.upper()}"
+        listed = ", comma-separated" if meta["many"] else ""
+        declared.append(Option(
+            name=f.name, env=env, flag=meta["flag"] or f"--{f.name.replace('_', '-')}",
+            help=f"{meta['help']} (env {env}{listed}, default {meta['shown'] or f.default})",
+            parse=meta["parse"], many=meta["many"], switch=meta["switch"], choices=meta["choices"],
+            metavar=meta["metavar"], top_level=meta["top_level"],
+        ))
+    return declared

@@ -18,10 +18,12 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from jan_server.cli import build_parser, settings_from_args
+from jan_server.settings import Settings, options
 from tests.live_server import PATIENT
 from tests.live_server import LiveServer, free_port
 
 REPO = Path(__file__).resolve().parent.parent
+README = (REPO / "README.md").read_text()
 #: A `jan-server` command that exits by itself: it imports the app (llama.cpp included) and maybe migrates a
 #: database, seconds of work that a loaded machine can stretch; only a hang should reach this.
 COMMAND_LIMIT = 300
@@ -199,3 +201,22 @@ def test_the_locks_pin_every_package_with_hashes_within_setup_cfgs_ranges():
         assert all("--hash=sha256:" in entry for _, entry in pins.values())
         assert "-DGGML_NATIVE=OFF" in pins["llama-cpp-python"][1]
     assert {name: version for name, (version, _) in server.items()} == {name: tests[name][0] for name in server}
+
+
+def test_every_setting_comes_from_its_variable_or_its_flag_the_flag_winning():
+    def sample(option, n):
+        if option.switch:
+            return "1", True
+        if option.many:
+            return f"a{n}, b{n}", (f"a{n}", f"b{n}")
+        text = option.choices[n] if option.choices else f"/tmp/{n}" if option.parse is Path else str(n + 7)
+        return text, option.parse(text)
+
+    for option in options():
+        env_text, from_env = sample(option, 1)
+        flag_text, from_flag = sample(option, 2)
+        assert getattr(Settings.from_env({option.env: env_text}), option.name) == from_env, option.env
+        args = build_parser().parse_args([option.flag] + ([] if option.switch else [flag_text]))
+        assert getattr(settings_from_args(args), option.name) == from_flag, option.flag
+        assert option.env in option.help and "default " in option.help, option.help
+        assert f"| `{option.flag}`" in README and f"`{option.env}`" in README, f"README's Configuration lacks {option.flag}"
