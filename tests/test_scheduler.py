@@ -215,8 +215,10 @@ def test_a_next_turn_reads_only_what_the_slot_does_not_hold(make):
     outcome(scheduler.submit(job(prompt=(30, 31))))  # the other slot
     decoded = len(backend.rows)
     follow_up = turn + [1, 2, 3, 40, 41]
-    assert outcome(scheduler.submit(job(prompt=follow_up))) == ("<1><2><3>", "length")
+    next_turn = scheduler.submit(job(prompt=follow_up))
+    assert outcome(next_turn) == ("<1><2><3>", "length")
     assert prompt_reads(backend, decoded) == [(0, 12, [3, 40, 41])]
+    assert next_turn.usage["prompt_tokens_details"] == {"cached_tokens": 12}
     assert backend.cleared[-1] == (0, 12)
     stats = scheduler.stats()
     assert (stats["prompt_tokens_read"], stats["cached_prompt_tokens"]) == (10 + 2 + 3, 12)

@@ -74,6 +74,8 @@ class Job:
     cancelled: threading.Event = field(default_factory=threading.Event)
     events: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
     completion_tokens: int = 0
+    #: Prompt tokens whose cells were reused (from a slot) rather than read; set by the scheduler when it seats the job.
+    cached_tokens: int = 0
     finish_reason: str | None = None
     logprobs: list[TokenLogprob] = field(default_factory=list)
     alive: Callable[[], bool] = field(default=lambda: True, repr=False)
@@ -88,8 +90,7 @@ class Job:
 
     @property
     def usage(self) -> dict:
-        prompt = len(self.prompt_tokens)
-        return {"prompt_tokens": prompt, "completion_tokens": self.completion_tokens, "total_tokens": prompt + self.completion_tokens}
+        return usage([self])
 
     def cancel(self) -> None:
         self.cancelled.set()
@@ -144,7 +145,7 @@ def choice_jobs(job: Job, n: int) -> list[Job]:
     def choice(index: int) -> Job:
         seed = None if job.sampling.seed is None else job.sampling.seed + index
         sampling = dataclasses.replace(job.sampling, seed=seed, stop=list(job.sampling.stop))
-        return dataclasses.replace(job, sampling=sampling, events=ChoiceEvents(shared, index), completion_tokens=0, finish_reason=None, logprobs=[])
+        return dataclasses.replace(job, sampling=sampling, events=ChoiceEvents(shared, index), completion_tokens=0, cached_tokens=0, finish_reason=None, logprobs=[])
 
     return [choice(index) for index in range(n)]
 
@@ -181,6 +182,8 @@ def results(jobs: list[Job]) -> list[str]:
 
 
 def usage(jobs: list[Job]) -> dict:
-    """The usage of a request's choices as OpenAI counts it: the prompt once, every choice's completion tokens."""
+    """The usage of a request's choices as OpenAI counts it: the prompt once (with how many of its tokens were
+    reused rather than read), every choice's completion tokens."""
     prompt, completion = len(jobs[0].prompt_tokens), sum(job.completion_tokens for job in jobs)
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": jobs[0].cached_tokens}}

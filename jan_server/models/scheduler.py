@@ -304,6 +304,7 @@ class Scheduler:
             self.backend.clear(sequence.seq_id, shared)  # drop the last answer, keep the prompt
             sequence.cached, sequence.position, sequence.prompt_logits = list(prompt), shared, cache.logits
             sequence.exact = min(shared, cache.exact)
+            sequence.job.cached_tokens = shared
             self.cached_prompt_tokens += shared
             self._fork(sequence, lambda follower: self.backend.sample_cached(follower.sampler, cache.logits))
             self._take(sequence, self.backend.sample_cached(sequence.sampler, cache.logits), cache.logits)
@@ -312,6 +313,7 @@ class Scheduler:
         self.backend.clear(sequence.seq_id, kept)
         sequence.cached, sequence.position, sequence.unread = prompt[:kept], kept, prompt[kept:]
         sequence.exact = len(prompt) if kept <= cache.exact else cache.exact  # read after an inexact cell: inexact
+        sequence.job.cached_tokens = kept
         self.cached_prompt_tokens += kept
 
     def _keepable(self, job: Job, shared: int) -> int:
@@ -327,7 +329,7 @@ class Scheduler:
             try:
                 self.backend.copy(leader.seq_id, follower.seq_id)
                 follower.cached, follower.position, follower.prompt_logits = list(leader.cached), leader.position, leader.prompt_logits
-                follower.exact = leader.exact
+                follower.exact, follower.job.cached_tokens = leader.exact, leader.job.cached_tokens
                 self._take(follower, sample(follower), leader.prompt_logits)
             except Exception as exc:
                 self._fail(follower, exc)

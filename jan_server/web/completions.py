@@ -88,7 +88,8 @@ def echoes(runner: Runner, body: dict) -> list[str]:
 def usage(groups: Groups) -> dict:
     """Each prompt counted once, every choice's completion tokens (jan_server.models.jobs.usage, summed)."""
     counts = [jobs.usage(group) for group in groups]
-    return {key: sum(count[key] for count in counts) for key in ("prompt_tokens", "completion_tokens", "total_tokens")}
+    total = {key: sum(count[key] for count in counts) for key in ("prompt_tokens", "completion_tokens", "total_tokens")}
+    return {**total, "prompt_tokens_details": {"cached_tokens": sum(count["prompt_tokens_details"]["cached_tokens"] for count in counts)}}
 
 
 def logprobs_block(job: Job, entries: list[TokenLogprob], offset: int) -> dict | None:
