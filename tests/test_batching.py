@@ -68,7 +68,7 @@ def test_batched_sequences_match_their_solo_runs(models):
     alone = runner(models, 1)
     for (content, parameters), (text, job) in zip(requests, results):
         solo_text, solo = ask(alone, content, **parameters)
-        assert (text, job.finish_reason, job.usage) == (solo_text, solo.finish_reason, solo.usage)
+        assert (text, job.finish_reason, job.completion_tokens) == (solo_text, solo.finish_reason, solo.completion_tokens)
     stats = alone.stats()
     assert (stats["n_parallel"], stats["completed_requests"], stats["queued_requests"]) == (1, 5, 0)
 
