@@ -34,7 +34,7 @@ from llama_cpp._internals import LlamaSampler, LlamaTokenDataArray
 from llama_cpp.llama_grammar import LlamaGrammar
 
 from jan_server.models.jobs import Sampling, TokenLogprob
-from jan_server.models.scheduler import Row, batch_size
+from jan_server.models.backend import Row, batch_size
 
 PENALTY_LAST_N = 64  # llama_cpp.Llama's default window for presence/frequency penalties
 FLASH_TILE = 64  # ggml's CPU flash-attention tile (GGML_FA_TILE_Q): chunks of at least this many rows agree

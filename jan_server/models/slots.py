@@ -23,7 +23,7 @@ token's logits are the first token's distribution.
 
 Another slot, free or busy, may hold more of the prompt than the slot chosen (a system prompt or a document
 that many requests share, arriving together): if it holds at least `COPY_GAIN` more tokens, its cells are copied
-into the chosen slot (jan_server.models.scheduler), with their count of exact cells, so a seed's text stays the
+into the chosen slot (jan_server.models.seating), with their count of exact cells, so a seed's text stays the
 same.
 """
 
