@@ -106,6 +106,10 @@ class Settings:
     #: better kept than freed.
     idle_timeout: float | None = setting(None, "stop a local model idle this many seconds", parse=float,
                                          metavar="SECONDS", shown="never")
+    #: See jan_server.models.prompt_cache. None: a quarter of the memory available at start, at most 8 GiB.
+    cache_ram: int | None = setting(None, "MiB of host memory for the prompt cache (the KV cells of conversations "
+                                    "evicted from their slots); 0 turns it off", parse=int, metavar="MIB",
+                                    shown="a quarter of available memory, at most 8192")
     #: Not settings of the command line. Worker threads bridging Flask to ASGI for chat and model requests: open
     #: streams each hold one, so keep well above the queue. Quick workers run every other request (store, /health)
     #: when the database is not SQLite; with SQLite those run on the event loop (see jan_server.web.bridge).

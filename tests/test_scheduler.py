@@ -18,8 +18,9 @@ from jan_server.errors import ApiError, ConflictError, RateLimitError, ServerErr
 from jan_server.models import jobs
 from jan_server.models import scheduler as scheduler_module
 from jan_server.models.jobs import Job, Sampling
+from jan_server.models.prompt_cache import HostCache
 from jan_server.models.scheduler import Scheduler
-from jan_server.models.slots import COPY_GAIN
+from jan_server.models.slots import COPY_GAIN, SlotCache
 
 WAIT = 30  # seconds: the most any wait below may take on a loaded machine; they normally take milliseconds
 ENDLESS = 10**9  # max_tokens of a job that runs until it is cancelled
@@ -50,6 +51,8 @@ class FakeBackend:
         self.seated: list[int | None] = []  # the seed of each job given a sampler, in order
         self.cleared: list[tuple[int, int]] = []
         self.copied: list[tuple[int, int]] = []
+        self.saved: list[int] = []  # the slots whose cells went to the host cache
+        self.restored: list[tuple[int, bytes]] = []
         self.freed = 0
         self.cached_samples = 0
         self.fail_next_clear = False
@@ -73,6 +76,13 @@ class FakeBackend:
 
     def copy(self, source, target):
         self.copied.append((source, target))
+
+    def save(self, seq_id):
+        self.saved.append(seq_id)
+        return f"cells of slot {seq_id}, save {len(self.saved)}".encode()
+
+    def restore(self, seq_id, state):
+        self.restored.append((seq_id, state))
 
     def decode(self, rows, exact):
         if self.crash:
@@ -100,13 +110,14 @@ class FakeBackend:
 
 @pytest.fixture()
 def make():
-    """make(n_slots, max_queued=8, delay=0, n_batch=8, min_chunk=2) -> (scheduler, backend); every scheduler is
-    closed at the end."""
+    """make(n_slots, max_queued=8, delay=0, n_batch=8, min_chunk=2, cache_bytes=0) -> (scheduler, backend), with a
+    host cache of `cache_bytes`; every scheduler is closed at the end."""
     made = []
 
-    def make(n_slots, max_queued=8, delay=0.0, n_batch=8, min_chunk=2):
+    def make(n_slots, max_queued=8, delay=0.0, n_batch=8, min_chunk=2, cache_bytes=0):
         backend = FakeBackend(delay, min_chunk)
-        scheduler = Scheduler(backend, model_id="fake", n_slots=n_slots, n_batch=n_batch, max_queued=max_queued)
+        scheduler = Scheduler(backend, model_id="fake", n_slots=n_slots, n_batch=n_batch, max_queued=max_queued,
+                              cache=HostCache(cache_bytes), cache_key="fake")
         made.append(scheduler)
         return scheduler, backend
 
@@ -168,6 +179,7 @@ def test_more_jobs_than_slots_reuse_the_slots(make):
     assert [outcome(done) for done in submitted] == [("<1><2><3>", "length")] * 6
     assert {row[0] for rows in backend.rows for row in rows} == {0, 1}
     assert scheduler.stats() == {"generated_tokens": 18, "prompt_tokens_read": 12, "cached_prompt_tokens": 0,
+                                 "restored_prompt_tokens": 0, "prompt_cache_bytes": 0,
                                  "completed_requests": 6, "cancelled_requests": 0, "queued_requests": 0, "busy_slots": 0}
     assert backend.freed == 6
 
@@ -229,6 +241,43 @@ def test_a_next_turn_reads_only_what_the_slot_does_not_hold(make):
     decoded = len(backend.rows)
     assert outcome(scheduler.submit(job(prompt=seeded + [1, 2, 60, 61], seed=5))) == ("<1><2><3>", "length")
     assert prompt_reads(backend, decoded)[0][:2] == (0, len(seeded))  # all read as a prompt last time: kept
+
+
+def test_a_conversation_evicted_from_its_slot_resumes_from_the_host_cache(make):
+    """Another conversation takes the only slot: the first one's cells go to the host cache, and its next turn
+    restores them and reads only its new tokens, as if it had kept the slot. Without a host cache it reads all."""
+    turn = list(range(10, 40))
+    follow_up = turn + [1, 2, 3, 90, 91]
+    for cache_bytes, restored in ((10_000, 32), (0, 0)):
+        scheduler, backend = make(1, n_batch=64, cache_bytes=cache_bytes)
+        outcome(scheduler.submit(job(prompt=turn)))
+        outcome(scheduler.submit(job(prompt=range(50, 80))))
+        assert backend.saved == ([0] if cache_bytes else [])
+        decoded = len(backend.rows)
+        resumed = scheduler.submit(job(prompt=follow_up))
+        assert outcome(resumed) == ("<1><2><3>", "length")
+        assert prompt_reads(backend, decoded) == [(0, restored, follow_up[restored:])]
+        assert backend.restored == ([(0, b"cells of slot 0, save 1")] if cache_bytes else [])
+        assert resumed.cached_tokens == scheduler.stats()["restored_prompt_tokens"] == restored
+        assert scheduler.stats()["prompt_cache_bytes"] <= cache_bytes
+
+
+def test_the_host_cache_keeps_within_its_budget_least_recently_used_out():
+    cache = HostCache(250)
+    state = bytes(60)  # and 8 bytes a token: 100 bytes an entry of 5 tokens
+    for first in (10, 20, 30):
+        cache.put("m", SlotCache(list(range(first, first + 5)), exact=5), state)
+        assert cache.used <= cache.budget
+    assert len(cache) == 2 and cache.best("m", [10, 11, 12], False) == (None, 0)  # 10 went first
+    assert cache.best("m", [20, 21, 22], False)[1] == 3  # now 20 is the most recently used: 30 goes next
+    cache.put("m", SlotCache(list(range(40, 45)), exact=5), state)
+    assert cache.best("m", [30, 31], False) == (None, 0) and cache.best("m", [20, 21], False)[1] == 2
+    assert cache.best("other model", [20, 21], False) == (None, 0)  # another model's cells never match
+    cache.put("m", SlotCache(list(range(20, 30)), exact=10), state)  # covers the entry of 20..24: replaces it
+    assert len(cache) == 2 and cache.used == 2 * 60 + 8 * 15
+    assert not cache.wants("m", SlotCache(list(range(20, 25)), exact=5))
+    cache.put("m", SlotCache(list(range(100)), exact=100), state)  # larger than the whole budget: not kept
+    assert cache.best("m", [0, 1], False) == (None, 0) and cache.used <= cache.budget
 
 
 def test_the_longest_shared_prefix_wins_else_the_least_recently_used_slot(make):

@@ -14,6 +14,7 @@ from jan_server.errors import ConflictError, InvalidRequestError
 from jan_server.models import raw_prompt
 from jan_server.models.jobs import Job, Sampling, choice_jobs
 from jan_server.models.prompt import PromptFormatter
+from jan_server.models.prompt_cache import HostCache
 from jan_server.models.registry import ModelRecord
 from jan_server.models.scheduler import Scheduler
 from jan_server.models.usage import Usage
@@ -24,7 +25,8 @@ __all__ = ["Job", "Runner", "Sampling"]
 class Runner:
     """A loaded model with its context, its FIFO of waiting jobs and the scheduler thread that batches them."""
 
-    def __init__(self, record: ModelRecord, model, load_settings: dict, max_queued: int, usage: Usage | None = None):
+    def __init__(self, record: ModelRecord, model, load_settings: dict, max_queued: int, usage: Usage | None = None,
+                 prompt_cache: HostCache | None = None):
         from jan_server.models.llama_backend import LlamaBackend
 
         self.record = record
@@ -41,7 +43,8 @@ class Runner:
                                     flash_attn=load_settings["flash_attn"])
         try:
             self.prompts = PromptFormatter(model, self.n_ctx)
-            self.scheduler = Scheduler(self.backend, model_id=record.id, n_slots=self.n_slots, n_batch=self.backend.n_batch, max_queued=max_queued)
+            self.scheduler = Scheduler(self.backend, model_id=record.id, n_slots=self.n_slots, n_batch=self.backend.n_batch, max_queued=max_queued,
+                                       cache=prompt_cache, cache_key=cache_key(record, load_settings))
         except BaseException:
             self.backend.close()
             raise
@@ -140,3 +143,11 @@ class Runner:
         if self._embedder is not None:
             self._embedder.close()  # waits for an embedding under way
         self.backend.close()
+
+
+def cache_key(record: ModelRecord, load_settings: dict) -> str:
+    """What a model's cells depend on: its weights file (path, size, modification time) and the settings the
+    context was made with. Entries of the prompt cache are kept under it (jan_server.models.prompt_cache)."""
+    weights = record.weights.stat()
+    context = {key: load_settings[key] for key in ("ctx_len", "flash_attn")}
+    return f"{record.weights.resolve()}:{weights.st_size}:{weights.st_mtime_ns}:{sorted(context.items())}"

@@ -26,6 +26,7 @@ from jan_server.errors import ConflictError, InvalidRequestError, NotFoundError
 from jan_server.models.downloads import DownloadManager, requested_id, start_model_download
 from jan_server.models.loading import ThreadBudget, load_settings, load_weights
 from jan_server.models.registry import ModelRecord, Registry, validate_model_id
+from jan_server.models.prompt_cache import HostCache
 from jan_server.models.usage import Usage
 from jan_server.models.remote import Upstream, Upstreams, remote_manifest
 from jan_server.models.residency import Residency
@@ -63,8 +64,10 @@ class ModelManager:
     """The models on disk (registry), their downloads, which are loaded, and the upstreams of the remote ones."""
 
     def __init__(self, registry: Registry, *, n_threads: int | None = None, max_queued_requests: int = 32,
-                 downloads: DownloadManager | None = None, loaded: Residency | None = None, upstreams: Upstreams | None = None):
+                 downloads: DownloadManager | None = None, loaded: Residency | None = None, upstreams: Upstreams | None = None,
+                 prompt_cache: HostCache | None = None):
         self.registry = registry
+        self.prompt_cache = prompt_cache if prompt_cache is not None else HostCache(0)  # shared by every running model
         self.downloads = downloads or DownloadManager()
         self.threads = ThreadBudget(n_threads)  # shared by every running model
         self.max_queued_requests = max_queued_requests
@@ -237,7 +240,7 @@ class ModelManager:
         try:
             settings = load_settings(record, overrides)
             settings["n_threads"] = threads = self.threads.take(settings["n_threads"])
-            runner = Runner(record, load_weights(record, settings["ngl"]), settings, self.max_queued_requests, self.usage)
+            runner = Runner(record, load_weights(record, settings["ngl"]), settings, self.max_queued_requests, self.usage, self.prompt_cache)
         except Exception as exc:
             self.threads.give(threads)
             message = f"Could not load model '{record.id}': {exc}"

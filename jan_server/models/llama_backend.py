@@ -141,6 +141,21 @@ class LlamaBackend:
         """All of the source's cells (a copy across sequences of a non-unified cache must take the whole range)."""
         llama_cpp.llama_memory_seq_cp(self.memory, source, target, -1, -1)
 
+    def save(self, seq_id: int) -> bytes:
+        size = llama_cpp.llama_state_seq_get_size(self.ctx, seq_id)
+        buffer = (ctypes.c_uint8 * size)()
+        written = llama_cpp.llama_state_seq_get_data(self.ctx, buffer, size, seq_id)
+        if written == 0:
+            raise RuntimeError(f"could not save the cells of sequence {seq_id}")
+        return ctypes.string_at(buffer, written)
+
+    def restore(self, seq_id: int, state: bytes) -> None:
+        """The saved cells into the sequence (llama.cpp drops its own first; on a failure it is left empty)."""
+        buffer = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
+        if llama_cpp.llama_state_seq_set_data(self.ctx, buffer, len(state), seq_id) == 0:
+            llama_cpp.llama_memory_seq_rm(self.memory, seq_id, -1, -1)
+            raise RuntimeError(f"could not restore the cells of sequence {seq_id}")
+
     def decode(self, rows: list[Row], exact: set[int]) -> None:
         """Decode the rows, one llama_decode per row length; with flash attention, each lone token of a sequence
         in `exact` in one of its own (see the module's docstring)."""

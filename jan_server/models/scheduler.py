@@ -34,6 +34,7 @@ from jan_server.errors import ApiError, ConflictError, RateLimitError, ServerErr
 from jan_server.models.backend import Backend, batch_size
 from jan_server.models.decoding import Decoding
 from jan_server.models.jobs import Job
+from jan_server.models.prompt_cache import HostCache
 from jan_server.models.seating import Seating, Sequence
 from jan_server.models.slots import FreeSlots
 
@@ -47,9 +48,12 @@ class Scheduler(Seating, Decoding):
     the live sequences, the free slots) is the thread's alone, but for the queue and flags that submit and close
     touch under `_ready`; seating and the decode step are parts of it (mixins) kept in modules of their own."""
 
-    def __init__(self, backend: Backend, *, model_id: str, n_slots: int, n_batch: int, max_queued: int):
+    def __init__(self, backend: Backend, *, model_id: str, n_slots: int, n_batch: int, max_queued: int,
+                 cache: HostCache | None = None, cache_key: str = ""):
         self.backend = backend
         self.model_id = model_id
+        self.cache = cache if cache is not None else HostCache(0)  # the host tier of the prompt cache, maybe shared with other models
+        self.cache_key = cache_key  # the model's weights and load settings, whose cells its entries hold
         self.n_batch = batch_size(n_batch, n_slots, backend.min_chunk)
         self.max_queued = max_queued
         self._waiting: collections.deque[list[Job]] = collections.deque()  # groups of jobs
@@ -61,6 +65,7 @@ class Scheduler(Seating, Decoding):
         self.generated_tokens = 0
         self.prompt_tokens_read = 0  # prompt tokens decoded
         self.cached_prompt_tokens = 0  # prompt tokens found in a slot's cells, not decoded
+        self.restored_prompt_tokens = 0  # of those, the tokens restored from the host cache into a slot
         self.completed_requests = 0
         self.cancelled_requests = 0
         self.thread = threading.Thread(target=self._run, name=f"model:{model_id}", daemon=True)
@@ -71,6 +76,8 @@ class Scheduler(Seating, Decoding):
             "generated_tokens": self.generated_tokens,
             "prompt_tokens_read": self.prompt_tokens_read,
             "cached_prompt_tokens": self.cached_prompt_tokens,
+            "restored_prompt_tokens": self.restored_prompt_tokens,
+            "prompt_cache_bytes": self.cache.used,
             "completed_requests": self.completed_requests,
             "cancelled_requests": self.cancelled_requests,
             "queued_requests": len(self._waiting),

@@ -73,18 +73,39 @@ class Seating:
         seq_id, cache, shared = self._free.take(prompt, exact, busy)
         leader = Sequence(live[0], seq_id, samplers[0])
         source, held, source_exact = self._holding(prompt, exact)
+        entry, stored = self.cache.best(self.cache_key, prompt, exact) if self.cache.budget else (None, 0)
         busy.add(seq_id)
         for job, sampler in zip(live[1:], samplers[1:]):
-            leader.followers.append(Sequence(job, self._free.take_any(busy)[0], sampler))
+            followed = self._free.take_any(busy)
+            self._keep_evicted(followed[0], followed[1], 0)
+            leader.followers.append(Sequence(job, followed[0], sampler))
             busy.add(leader.followers[-1].seq_id)
         self._live += [leader, *leader.followers]
+        keeps = {"slot": self._keepable(live[0], shared), "copy": self._keepable(live[0], held), "restore": self._keepable(live[0], stored)}
+        choice = max(("restore", "copy"), key=keeps.get)
+        choice = choice if keeps[choice] >= keeps["slot"] + COPY_GAIN else "slot"
         try:
-            if self._keepable(live[0], held) >= self._keepable(live[0], shared) + COPY_GAIN:
+            self._keep_evicted(seq_id, cache, keeps["slot"] if choice == "slot" else 0)
+            if choice == "restore":
+                self.backend.restore(seq_id, entry.state)
+                cache, shared = entry.cells, stored
+                self.restored_prompt_tokens += keeps["restore"]
+            elif choice == "copy":
                 self.backend.copy(source, seq_id)
                 cache, shared = SlotCache(exact=source_exact), held
             self._seat(leader, cache, shared)
         except Exception as exc:
             self._fail(leader, exc)
+
+    def _keep_evicted(self, seq_id: int, cache: SlotCache, kept: int) -> None:
+        """Save a slot's cells to the host cache (jan_server.models.prompt_cache) before all but the first `kept`
+        are lost, if that loses `COPY_GAIN` tokens or more that no entry holds yet. A failure only loses them."""
+        if len(cache.tokens) - kept < COPY_GAIN or not self.cache.wants(self.cache_key, cache):
+            return
+        try:
+            self.cache.put(self.cache_key, cache, self.backend.save(seq_id))
+        except Exception:
+            log.exception("could not save the cells of a slot of model %s", self.model_id)
 
     def _holding(self, prompt: list[int], exact: bool) -> tuple[int | None, int, int]:
         """The slot, free or busy, whose cells hold the longest start of `prompt` (with `exact`, of its exact cells),
