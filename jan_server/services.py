@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 from jan_server.models.downloads import DownloadManager, resume_interrupted
 from jan_server.models.lifecycle import ModelManager
-from jan_server.models.prompt_cache import HostCache, host_budget
+from jan_server.models.disk_cache import DiskCache
+from jan_server.models.prompt_cache import HostCache, MiB, host_budget
 from jan_server.models.registry import Registry
 from jan_server.models.remote import KeyVariables, Upstreams
 from jan_server.models.residency import Residency
@@ -35,7 +36,9 @@ class Services:
             loaded=Residency(settings.max_loaded_models, settings.idle_timeout),
             upstreams=Upstreams(settings.remote_connect_timeout, settings.remote_read_timeout, egress=settings.egress,
                                 key_variables=KeyVariables(settings.remote_key_prefix, settings.remote_key_envs)),
-            prompt_cache=HostCache(host_budget(settings.cache_ram)),
+            prompt_cache=HostCache(host_budget(settings.cache_ram), disk=DiskCache(settings.data_dir / "prompt-cache", settings.cache_disk * MiB)
+                                   if settings.cache_disk else None),
+            deterministic=settings.deterministic,
         )
         store = Store.open(settings.sqlalchemy_url)
         responses = ResponseService(store, models)

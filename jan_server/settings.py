@@ -110,6 +110,12 @@ class Settings:
     cache_ram: int | None = setting(None, "MiB of host memory for the prompt cache (the KV cells of conversations "
                                     "evicted from their slots); 0 turns it off", parse=int, metavar="MIB",
                                     shown="a quarter of available memory, at most 8192")
+    cache_disk: int = setting(2048, "MiB of the data dir for the prompt cache's disk tier, which outlives restarts; "
+                              "0 turns it off", parse=int, metavar="MIB")
+    #: See Job.exact: the default of every model's settings.deterministic.
+    deterministic: bool = setting(False, "a seed gives the same text whatever else runs (seeded chats then batch less "
+                                  "and reuse less of the prompt cache), unless a model's settings say otherwise",
+                                  switch=True, shown="off")
     #: Not settings of the command line. Worker threads bridging Flask to ASGI for chat and model requests: open
     #: streams each hold one, so keep well above the queue. Quick workers run every other request (store, /health)
     #: when the database is not SQLite; with SQLite those run on the event loop (see jan_server.web.bridge).

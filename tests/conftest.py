@@ -64,7 +64,8 @@ def live_servers(request, tmp_path_factory):
         if database not in started:
             data_dir = tmp_path_factory.mktemp(f"server-{database}") / "data"
             args = ("--database-url", new_database_url(database, request, data_dir.parent)) if database != "sqlite" else ()
-            started[database] = LiveServer(data_dir, args=args).start()  # SQLite: the default database, in the data dir
+            # deterministic: the tests of the seed's promise (the same text whatever runs beside it) run against it
+            started[database] = LiveServer(data_dir, args=("--deterministic", *args)).start()  # SQLite: the default database, in the data dir
         return started[database]
 
     yield live_server
@@ -74,7 +75,8 @@ def live_servers(request, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def server(database, live_servers) -> LiveServer:
-    """One real server (uvicorn + Connexion + a real database) shared by the session, per database kind."""
+    """One real server (uvicorn + Connexion + a real database) shared by the session, per database kind, with
+    --deterministic."""
     return live_servers(database)
 
 

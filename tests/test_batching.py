@@ -25,17 +25,19 @@ from tests.test_scheduler import smallest_n_batch, within_wait
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    manager = ModelManager(Registry(tmp_path_factory.mktemp("models")), n_threads=1, max_queued_requests=8)
+    manager = ModelManager(Registry(tmp_path_factory.mktemp("models")), n_threads=1, max_queued_requests=8, deterministic=True)
     yield manager
     manager.close()
 
 
-def runner(models, n_parallel, flash_attn=True, n_batch=512):
-    """The bundled model with n_parallel slots (restarted if it runs with other settings)."""
+def runner(models, n_parallel, flash_attn=True, n_batch=512, deterministic=True):
+    """The bundled model with n_parallel slots (restarted if it runs with other settings); deterministic unless
+    told otherwise, as the seed-invariance tests here need."""
     running = models.running(BUNDLED_MODEL_ID)
-    if running is not None and (running.n_slots, running.backend.flash_attn, running.load_settings["n_batch"]) != (n_parallel, flash_attn, n_batch):
+    settings = {"n_parallel": n_parallel, "ctx_len": 512, "flash_attn": flash_attn, "n_batch": n_batch, "deterministic": deterministic}
+    if running is not None and any(running.load_settings[key] != value for key, value in settings.items()):
         models.stop(BUNDLED_MODEL_ID)
-    models.start(BUNDLED_MODEL_ID, {"n_parallel": n_parallel, "ctx_len": 512, "flash_attn": flash_attn, "n_batch": n_batch})
+    models.start(BUNDLED_MODEL_ID, settings)
     return models.running(BUNDLED_MODEL_ID)
 
 
@@ -82,6 +84,25 @@ def test_seeded_sampling_does_not_depend_on_the_batch(models):
     assert crowd[1][0] == alone
 
 
+def test_without_deterministic_seeded_chats_batch_and_reuse_the_cache_like_any(models):
+    """Off (the default), no sequence is decoded apart for its seed and a seeded conversation's next turn reads
+    only its new message; the same request still gives the same text on an idle server."""
+    chat = runner(models, 2, deterministic=False)
+    exact_sets = []
+    decode = chat.backend.decode
+    chat.backend.decode = lambda rows, exact: (exact_sets.append(set(exact)), decode(rows, exact))
+    try:
+        seeded = {"max_tokens": 16, "temperature": 0.8, "seed": 5}
+        crowd = together(chat, [("Write a short poem about the sea.", seeded), ("Name three colours.", {**seeded, "seed": 6})])
+        assert exact_sets and not any(exact_sets)
+        record = converse(chat, TURNS[:2], max_tokens=24, temperature=0.8, seed=99)
+        (previous, _, _, _), (prompt, read, _, new) = record
+        assert new < read <= new + 16 < prompt - previous
+        assert ask(chat, "Write a short poem about the sea.", **seeded)[0] == crowd[0][0]
+    finally:
+        chat.backend.decode = decode
+
+
 def test_a_seeded_prompt_read_beside_a_generating_sequence_gives_its_text_alone(models):
     """A prompt is read in slot 1 while slot 0 generates: llama.cpp would split their shared batch so that the
     prompt chunk's first token gets a ubatch alone (see jan_server.models.llama_backend), changing the seed's
@@ -121,7 +142,7 @@ def test_a_seeded_chat_generating_beside_another_gives_its_text_alone(models, tm
     sequence holds over 256 cells, and computes it another way beside other sequences' tokens (see
     jan_server.models.llama_backend): a seeded sequence's tokens are decoded on their own, so its text stays."""
     models.stop(BUNDLED_MODEL_ID)  # this test's model takes both threads
-    manager = ModelManager(Registry(tmp_path), n_threads=2, max_queued_requests=8)
+    manager = ModelManager(Registry(tmp_path), n_threads=2, max_queued_requests=8, deterministic=True)
     try:
         manager.start(BUNDLED_MODEL_ID, {"n_parallel": 2, "ctx_len": 1024})
         chat = manager.running(BUNDLED_MODEL_ID)

@@ -1,13 +1,18 @@
-"""The prompt cache on the real SmolLM2 model, through the running server: what the usage of each API says was
-reused (`cached_tokens`) is what the scheduler found in its cache rather than read."""
+"""The prompt cache on the real SmolLM2 model: what the usage of each API says was reused (`cached_tokens`) is what
+the scheduler found in its cache rather than read; a conversation evicted from its slot resumes from host memory,
+and after a restart from disk, reading only its new message; the host tier keeps to its budget."""
 
 from __future__ import annotations
 
+import shutil
+
+import httpx
 import pytest
 
 from jan_server.models.lifecycle import ModelManager
-from jan_server.models.prompt_cache import MiB, HostCache
+from jan_server.models.prompt_cache import HostCache, MiB
 from jan_server.models.registry import BUNDLED_MODEL_ID, Registry
+from tests.live_server import PATIENT, LiveServer, openai_at
 
 MODEL = BUNDLED_MODEL_ID
 GREEDY = {"max_tokens": 16, "temperature": 0}
@@ -43,16 +48,16 @@ def test_cached_tokens_are_what_the_scheduler_reused_on_every_api(openai_client,
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    """The bundled model in-process, with a host cache of `BUDGET` bytes."""
-    manager = ModelManager(Registry(tmp_path_factory.mktemp("models")), n_threads=1, prompt_cache=HostCache(BUDGET))
+    """The bundled model in-process, deterministic, with a host cache of `BUDGET` bytes."""
+    manager = ModelManager(Registry(tmp_path_factory.mktemp("models")), n_threads=1, prompt_cache=HostCache(BUDGET), deterministic=True)
     yield manager
     manager.close()
 
 
 @pytest.fixture(scope="module")
 def cold_models(tmp_path_factory):
-    """The bundled model in-process without a host cache."""
-    manager = ModelManager(Registry(tmp_path_factory.mktemp("cold")), n_threads=1)
+    """The bundled model in-process, deterministic, without a prompt cache."""
+    manager = ModelManager(Registry(tmp_path_factory.mktemp("cold")), n_threads=1, deterministic=True)
     yield manager
     manager.close()
 
@@ -121,3 +126,39 @@ def test_the_host_cache_never_holds_more_than_its_budget(models):
         run(chat, [SYSTEM, {"role": "user", "content": f"Tell me about {topic}."}])
         assert 0 < chat.stats()["prompt_cache_bytes"] <= BUDGET or topic == "the sun"  # nothing evicted before
     assert len(models.prompt_cache) >= 1
+
+
+def stats_of(server: LiveServer) -> dict:
+    return httpx.get(f"{server.api_url}/models/{MODEL}", timeout=PATIENT).json()["metadata"]
+
+
+def test_a_conversation_resumes_from_disk_after_a_restart_and_a_damaged_entry_is_skipped(tmp_path, openai_client):
+    """The server stops with the conversation in a slot: its cells go to disk. After a restart its next turn
+    restores them and reads only the new message, with the text it gets in a slot it never left (the session's
+    server); from a copy of the data dir whose entry was damaged, the entry is deleted and the prompt read."""
+    with LiveServer(tmp_path / "data") as first:
+        turn = openai_at(first.api_url).chat.completions.create(model=MODEL, messages=FIRST, **GREEDY)
+    answer = turn.choices[0].message.content
+    follow_up = FIRST + [{"role": "assistant", "content": answer}, NEXT]
+    (entry,) = (tmp_path / "data" / "prompt-cache").glob("*.kv")
+    shutil.copytree(tmp_path / "data", tmp_path / "damaged")
+    damaged = tmp_path / "damaged" / "prompt-cache" / entry.name
+    data = bytearray(damaged.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+
+    with LiveServer(tmp_path / "data") as restarted:
+        resumed = openai_at(restarted.api_url).chat.completions.create(model=MODEL, messages=follow_up, **GREEDY)
+        stats = stats_of(restarted)
+    cached = resumed.usage.prompt_tokens_details.cached_tokens
+    assert cached == stats["restored_prompt_tokens"] == stats["cached_prompt_tokens"] >= turn.usage.prompt_tokens
+    assert stats["prompt_tokens_read"] == resumed.usage.prompt_tokens - cached <= 30  # the new message and its markup
+    openai_client.chat.completions.create(model=MODEL, messages=FIRST, **GREEDY)
+    kept = openai_client.chat.completions.create(model=MODEL, messages=follow_up, **GREEDY)
+    assert resumed.choices[0].message.content == kept.choices[0].message.content
+
+    with LiveServer(tmp_path / "damaged") as skipping:
+        read = openai_at(skipping.api_url).chat.completions.create(model=MODEL, messages=follow_up, **GREEDY)
+        stats = stats_of(skipping)
+    assert read.usage.prompt_tokens_details.cached_tokens == stats["restored_prompt_tokens"] == 0
+    assert stats["prompt_tokens_read"] == read.usage.prompt_tokens and not damaged.exists()

@@ -63,7 +63,7 @@ class Runner:
                 raise ConflictError(f"Model '{self.record.id}' is stopping.", param="model", code="model_stopping")
             tokens = self.prompts.tokenize(prompt)
         sampling.max_tokens = min(sampling.max_tokens, self.n_ctx - len(tokens))
-        return Job(prompt_tokens=tokens, sampling=sampling)
+        return Job(prompt_tokens=tokens, sampling=sampling, deterministic=self.load_settings["deterministic"])
 
     # Prompts without a chat template (completions) and embeddings: jan_server.models.raw_prompt and .embedding.
     def prepare_text(self, prompt: raw_prompt.Prompt, parameters: dict, suffix: str | None = None) -> Job:
@@ -77,7 +77,7 @@ class Runner:
                 tokens = raw_prompt.fill_in_the_middle(self.model, tokens, raw_prompt.tokens_of(self.model, suffix, param="suffix"))
         raw_prompt.fits(tokens, self.n_ctx, param="prompt", room=1)
         sampling.max_tokens = min(sampling.max_tokens, self.n_ctx - len(tokens))
-        return Job(prompt_tokens=tokens, sampling=sampling)
+        return Job(prompt_tokens=tokens, sampling=sampling, deterministic=self.load_settings["deterministic"])
 
     def detokenize(self, tokens: list[int]) -> str:
         with self._closing:
@@ -140,6 +140,7 @@ class Runner:
 
     def _free(self) -> None:
         self.scheduler.thread.join()  # once it has ended, nothing uses the context any more
+        self.scheduler.keep_slots()
         if self._embedder is not None:
             self._embedder.close()  # waits for an embedding under way
         self.backend.close()

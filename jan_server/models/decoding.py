@@ -63,7 +63,7 @@ class Decoding:
         if not rows:
             return
         try:
-            self.backend.decode(rows, {s.seq_id for s in self._live if s.job.seeded})
+            self.backend.decode(rows, {s.seq_id for s in self._live if s.job.exact})
         except Exception as exc:  # the cells of every sequence in the batch are in doubt
             log.exception("decode failed on model %s", self.model_id)
             in_batch = {row[0] for row in rows}

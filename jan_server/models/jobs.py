@@ -74,6 +74,9 @@ class Job:
     cancelled: threading.Event = field(default_factory=threading.Event)
     events: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
     completion_tokens: int = 0
+    #: Whether the model promises a seed's text whatever runs beside it and whatever its cache holds (its
+    #: `settings.deterministic`, or the server's --deterministic); set when the job is prepared.
+    deterministic: bool = False
     #: Prompt tokens whose cells were reused (from a slot) rather than read; set by the scheduler when it seats the job.
     cached_tokens: int = 0
     finish_reason: str | None = None
@@ -83,10 +86,11 @@ class Job:
     on_token: Callable[[], None] = field(default=lambda: None, repr=False)
 
     @property
-    def seeded(self) -> bool:
-        """Whether the job gives a seed, so its text must be a cold read's whatever the cache and the batch hold
-        (jan_server.models.slots)."""
-        return self.sampling.seed is not None
+    def exact(self) -> bool:
+        """Whether the job's text must be a cold read's whatever the cache and the batch hold: a seed on a
+        deterministic model (jan_server.models.slots). Otherwise a seed gives the same text for the same request
+        on an idle server, and the job batches like any other."""
+        return self.deterministic and self.sampling.seed is not None
 
     @property
     def usage(self) -> dict:

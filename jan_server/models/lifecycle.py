@@ -65,8 +65,9 @@ class ModelManager:
 
     def __init__(self, registry: Registry, *, n_threads: int | None = None, max_queued_requests: int = 32,
                  downloads: DownloadManager | None = None, loaded: Residency | None = None, upstreams: Upstreams | None = None,
-                 prompt_cache: HostCache | None = None):
+                 prompt_cache: HostCache | None = None, deterministic: bool = False):
         self.registry = registry
+        self.deterministic = deterministic  # the default of the models' settings.deterministic
         self.prompt_cache = prompt_cache if prompt_cache is not None else HostCache(0)  # shared by every running model
         self.downloads = downloads or DownloadManager()
         self.threads = ThreadBudget(n_threads)  # shared by every running model
@@ -188,6 +189,7 @@ class ModelManager:
         for model_id in self.loaded:
             with self._locks.hold(model_id):
                 self._stop(model_id)
+        self.prompt_cache.flush()  # the stopped models' cells, on their way to disk
         self.upstreams.close()
 
     @staticmethod
@@ -238,7 +240,7 @@ class ModelManager:
         self._states[record.id] = ("starting", None)
         threads = 0
         try:
-            settings = load_settings(record, overrides)
+            settings = load_settings(record, overrides, self.deterministic)
             settings["n_threads"] = threads = self.threads.take(settings["n_threads"])
             runner = Runner(record, load_weights(record, settings["ngl"]), settings, self.max_queued_requests, self.usage, self.prompt_cache)
         except Exception as exc:

@@ -44,14 +44,16 @@ class ThreadBudget:
             self.used -= count
 
 
-def load_settings(record: ModelRecord, overrides: dict) -> dict:
+def load_settings(record: ModelRecord, overrides: dict, deterministic: bool = False) -> dict:
     """What the model loads with: the start request's overrides, else its model.json, else DEFAULT_SETTINGS (a zero
-    or missing value means the default; `flash_attn` is a boolean, so only a missing one does). `n_threads` is
+    or missing value means the default; `flash_attn` is a boolean, so only a missing one does; a missing
+    `deterministic` is the server's `deterministic`). `n_threads` is
     what the model asks for, None for the whole budget."""
     settings = {**record.settings, **overrides}
     loaded = {key: int(settings.get(key) or DEFAULT_SETTINGS[key]) for key in LOAD_KEYS}
     loaded["n_threads"] = int(settings["n_threads"]) if settings.get("n_threads") else None
     loaded["flash_attn"] = bool(DEFAULT_SETTINGS["flash_attn"] if settings.get("flash_attn") is None else settings["flash_attn"])
+    loaded["deterministic"] = bool(deterministic if settings.get("deterministic") is None else settings["deterministic"])
     return loaded
 
 

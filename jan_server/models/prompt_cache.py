@@ -11,6 +11,9 @@ One cache serves every model of a server, within one budget in bytes: each entry
 `key` (its weights and load settings: another model's or context's cells never match), and the least recently
 used entries go first. An entry whose tokens start another's is dropped for it (the longer one serves both).
 An entry larger than the budget is not kept. Every scheduler thread uses it: it takes a lock.
+
+With a `disk` tier (jan_server.models.disk_cache), every entry kept is written there too, and an entry found only
+there (after a restart, or once this tier let it go) is loaded back when it serves a prompt best.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import os
 import threading
 from dataclasses import dataclass
 
+from jan_server.models.disk_cache import DiskCache
 from jan_server.models.slots import SlotCache, common_prefix
 
 MiB = 1024 * 1024
@@ -54,10 +58,12 @@ class Entry:
 
 
 class HostCache:
-    """Entries, least recently used first, within `budget` bytes (0: the cache keeps nothing)."""
+    """Entries, least recently used first, within `budget` bytes (0: this tier keeps nothing), over an optional
+    `disk` tier."""
 
-    def __init__(self, budget: int):
+    def __init__(self, budget: int, disk: DiskCache | None = None):
         self.budget = budget
+        self.disk = disk
         self.used = 0
         self._entries: collections.OrderedDict[int, Entry] = collections.OrderedDict()
         self._next = 0
@@ -66,9 +72,36 @@ class HostCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def best(self, key: str, prompt: list[int], exact: bool) -> tuple[Entry | None, int]:
-        """The entry of model `key` holding the longest start of `prompt` (see SlotCache.share), and how many
-        tokens; the entry counts as used."""
+    @property
+    def enabled(self) -> bool:
+        return bool(self.budget or self.disk)
+
+    def best(self, key: str, prompt: list[int], exact: bool, beyond: int = 0) -> tuple[Entry | None, int]:
+        """The entry of model `key` holding the longest start of `prompt` (see SlotCache.share), from memory or
+        else from disk, and how many tokens; the entry counts as used. One from disk is read only if it holds at
+        least `beyond` tokens (what the slots hold is not worth a read)."""
+        entry, shared = self._best_held(key, prompt, exact)
+        stored, on_disk = self.disk.best(key, prompt, exact) if self.disk else (None, 0)
+        if on_disk > shared and on_disk >= beyond:
+            loaded = self.disk.load(stored)
+            if loaded is not None:
+                entry = Entry(key, *loaded)
+                self._keep(entry)
+                return entry, on_disk
+        return entry, shared
+
+    def forget(self, entry: Entry) -> None:
+        """Drop an entry that could not be restored."""
+        with self._lock:
+            for number in [n for n, held in self._entries.items() if held is entry]:
+                self._drop(number)
+
+    def flush(self) -> None:
+        """Wait for the disk tier's writes."""
+        if self.disk:
+            self.disk.flush()
+
+    def _best_held(self, key: str, prompt: list[int], exact: bool) -> tuple[Entry | None, int]:
         with self._lock:
             found, shared = None, 0
             for number, entry in self._entries.items():
@@ -83,14 +116,19 @@ class HostCache:
 
     def wants(self, key: str, cells: SlotCache) -> bool:
         """Whether saving these cells would add anything: no entry holds them (as many of them exact) already."""
-        if not self.budget:
+        if not self.enabled:
             return False
         with self._lock:
             return not any(self._covers(entry, key, cells) for entry in self._entries.values())
 
     def put(self, key: str, cells: SlotCache, state: bytes) -> None:
-        """Keep an entry, dropping those it covers and then the least recently used until it fits."""
-        entry = Entry(key, cells, state)
+        """Keep an entry (and write it to disk), dropping those it covers and then the least recently used until
+        it fits."""
+        if self.disk:
+            self.disk.put(key, cells, state)
+        self._keep(Entry(key, cells, state))
+
+    def _keep(self, entry: Entry) -> None:
         if entry.size > self.budget:
             return
         with self._lock:

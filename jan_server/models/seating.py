@@ -68,12 +68,12 @@ class Seating:
             for job in live:
                 job.events.put(("error", ServerError(f"Generation failed: {exc}", code="generation_failed")))
             return
-        prompt, exact = live[0].prompt_tokens, live[0].seeded
+        prompt, exact = live[0].prompt_tokens, live[0].exact
         busy = {sequence.seq_id for sequence in self._live}
         seq_id, cache, shared = self._free.take(prompt, exact, busy)
         leader = Sequence(live[0], seq_id, samplers[0])
         source, held, source_exact = self._holding(prompt, exact)
-        entry, stored = self.cache.best(self.cache_key, prompt, exact) if self.cache.budget else (None, 0)
+        entry, stored = self.cache.best(self.cache_key, prompt, exact, beyond=max(shared, held) + COPY_GAIN) if self.cache.enabled else (None, 0)
         busy.add(seq_id)
         for job, sampler in zip(live[1:], samplers[1:]):
             followed = self._free.take_any(busy)
@@ -87,15 +87,31 @@ class Seating:
         try:
             self._keep_evicted(seq_id, cache, keeps["slot"] if choice == "slot" else 0)
             if choice == "restore":
-                self.backend.restore(seq_id, entry.state)
-                cache, shared = entry.cells, stored
-                self.restored_prompt_tokens += keeps["restore"]
+                cache, shared = self._restore(seq_id, entry, stored)
+                self.restored_prompt_tokens += min(keeps["restore"], shared)
             elif choice == "copy":
                 self.backend.copy(source, seq_id)
                 cache, shared = SlotCache(exact=source_exact), held
             self._seat(leader, cache, shared)
         except Exception as exc:
             self._fail(leader, exc)
+
+    def _restore(self, seq_id: int, entry, shared: int) -> tuple[SlotCache, int]:
+        """Restore a cache entry's cells into the slot: what it then holds, and how much of the prompt. An entry
+        llama.cpp refuses (from another build of it, say) is dropped, and the prompt read instead."""
+        try:
+            self.backend.restore(seq_id, entry.state)
+            return entry.cells, shared
+        except Exception:
+            log.exception("could not restore cached cells on model %s; reading the prompt instead", self.model_id)
+            self.cache.forget(entry)
+            return SlotCache(), 0
+
+    def keep_slots(self) -> None:
+        """Save the free slots' cells to the prompt cache (the model is stopping: they would be lost). Only once
+        the scheduler thread has ended."""
+        for seq_id, cache in self._free.items():
+            self._keep_evicted(seq_id, cache, 0)
 
     def _keep_evicted(self, seq_id: int, cache: SlotCache, kept: int) -> None:
         """Save a slot's cells to the host cache (jan_server.models.prompt_cache) before all but the first `kept`
@@ -136,7 +152,7 @@ class Seating:
     def _keepable(self, job: Job, shared: int) -> int:
         """How many of `shared` cached prompt tokens a job keeps: all but a last chunk to read, whose last token's
         logits give the first token (for a seeded job, a chunk whose cells are a cold read's)."""
-        return max(0, min(shared, len(job.prompt_tokens) - (self.backend.min_chunk if job.seeded else 2)))
+        return max(0, min(shared, len(job.prompt_tokens) - (self.backend.min_chunk if job.exact else 2)))
 
     def _fork(self, leader: Sequence, sample) -> None:
         """The prompt of a group's first job is read: copy its cells to the other jobs' slots; each samples its

@@ -107,5 +107,8 @@ class FreeSlots:
         sequences in slots 0, 2 and 4 take three passes a token, in slots 0, 1 and 2 one."""
         return next((seq_id for seq_id in self._slots if seq_id - 1 in busy or seq_id + 1 in busy), next(iter(self._slots)))
 
+    def items(self) -> list[tuple[int, SlotCache]]:
+        return list(self._slots.items())
+
     def put(self, seq_id: int, cache: SlotCache) -> None:
         self._slots[seq_id] = cache
