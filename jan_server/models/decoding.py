@@ -106,6 +106,7 @@ class Decoding:
         if text:
             job.events.put(("delta", text))
         if stopped:
+            job.stop_sequence = sequence.stops.matched
             return self._retire(sequence, "stop")
         if job.completion_tokens >= job.sampling.max_tokens:
             return self._retire(sequence, "length")

@@ -80,6 +80,7 @@ class Job:
     #: Prompt tokens whose cells were reused (from a slot) rather than read; set by the scheduler when it seats the job.
     cached_tokens: int = 0
     finish_reason: str | None = None
+    stop_sequence: str | None = None  # the stop string that ended it, if one did
     logprobs: list[TokenLogprob] = field(default_factory=list)
     alive: Callable[[], bool] = field(default=lambda: True, repr=False)
     #: Called by the scheduler thread for each generated token (jan_server.models.usage times them).

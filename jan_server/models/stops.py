@@ -9,15 +9,17 @@ class StopMatcher:
     def __init__(self, stops: list[str]):
         self.stops = [stop for stop in stops if stop]
         self.pending = ""
+        self.matched: str | None = None  # the stop string found, once one is
 
     def feed(self, text: str) -> tuple[str, bool]:
         self.pending += text
         if not self.stops:
             out, self.pending = self.pending, ""
             return out, False
-        hits = [index for index in (self.pending.find(stop) for stop in self.stops) if index >= 0]
+        hits = [(self.pending.find(stop), stop) for stop in self.stops if stop in self.pending]
         if hits:
-            out, self.pending = self.pending[: min(hits)], ""
+            index, self.matched = min(hits)
+            out, self.pending = self.pending[:index], ""
             return out, True
         hold = 0
         for stop in self.stops:

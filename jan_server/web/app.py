@@ -12,6 +12,7 @@ from connexion.middleware import MiddlewarePosition
 from connexion.options import SwaggerUIOptions
 
 from jan_server.web import console, error_responses, metrics, security
+from jan_server.web.anthropic_errors import AnthropicConventions
 from jan_server.web.disconnect import DisconnectWatcher
 from jan_server.web.bridge import SplitWSGIBridge
 from jan_server.web.dispatch import VALIDATORS, TagResolver, connexion_middlewares, prepare_operations
@@ -39,6 +40,7 @@ def create_app(settings: Settings) -> connexion.FlaskApp:
     app = connexion.FlaskApp(__name__, lifespan=lifespan, middlewares=connexion_middlewares())
     spec = bundle()
     metrics.install(app, services, spec["paths"])  # first: outermost, it sees every answer
+    app.add_middleware(AnthropicConventions, position=MiddlewarePosition.BEFORE_EXCEPTION)  # outside the guards: their errors too
     security.install(app, settings)
     app.add_api(
         spec,

@@ -24,9 +24,10 @@ from starlette.datastructures import Headers
 
 
 def handler_name(tag: str, operation_id: str) -> str:
-    """operationId `createThread` tagged `Threads` -> `jan_server.handlers.threads.create_thread`."""
+    """operationId `createThread` tagged `Threads` -> `jan_server.handlers.threads.create_thread` (a tag of
+    several words names its module with underscores: `Anthropic Messages` -> `anthropic_messages`)."""
     name = re.sub(r"(?<!^)(?=[A-Z])", "_", operation_id).lower()
-    return f"jan_server.handlers.{tag.lower()}.{name}"
+    return f"jan_server.handlers.{tag.lower().replace(' ', '_')}.{name}"
 
 
 class TagResolver(Resolver):

@@ -119,7 +119,8 @@ class PathCheckMiddleware:
 
 
 class ApiKeyMiddleware:
-    """Every API request but the spec must carry `Authorization: Bearer <one of the keys>`."""
+    """Every API request but the spec must carry one of the keys, as `Authorization: Bearer <key>` or (as
+    Anthropic's clients send it) `x-api-key: <key>`."""
 
     def __init__(self, app: ASGIApp, keys: tuple[str, ...]):
         self.app = app
@@ -128,21 +129,24 @@ class ApiKeyMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
         guarded = scope["type"] == "http" and (path == API_BASE_PATH or path.startswith(f"{API_BASE_PATH}/")) and path not in OPEN_API_PATHS
-        if guarded and not self.authorized(header(scope, b"authorization")):
-            message = "Missing or incorrect API key. Send it as `Authorization: Bearer <key>`."
+        if guarded and not self.authorized(bearer(header(scope, b"authorization")), header(scope, b"x-api-key")):
+            message = "Missing or incorrect API key. Send it as `Authorization: Bearer <key>` (or `x-api-key: <key>`)."
             await send_error(send, 401, message, "authentication_error", "invalid_api_key", [(b"www-authenticate", b"Bearer")])
             return
         await self.app(scope, receive, send)
 
-    def authorized(self, authorization: bytes | None) -> bool:
-        scheme, _, token = (authorization or b"").strip().partition(b" ")
-        if scheme.lower() != b"bearer":
-            return False
-        token = token.strip()
+    def authorized(self, *tokens: bytes | None) -> bool:
         matched = False
-        for key in self.keys:  # no early exit: the time taken does not tell which key came close
-            matched |= hmac.compare_digest(token, key)
+        for token in tokens:
+            for key in self.keys:  # no early exit: the time taken does not tell which key came close
+                matched |= token is not None and hmac.compare_digest(token.strip(), key)
         return matched
+
+
+def bearer(authorization: bytes | None) -> bytes | None:
+    """The token of an `Authorization: Bearer <token>` header."""
+    scheme, _, token = (authorization or b"").strip().partition(b" ")
+    return token if scheme.lower() == b"bearer" else None
 
 
 class BodyLimitMiddleware:

@@ -1,0 +1,34 @@
+"""Anthropic's Messages API (see jan_server.web.anthropic). The 200 of createAnthropicMessage has two media types,
+so it returns explicit Flask responses."""
+
+from flask import request
+
+from jan_server.errors import InvalidRequestError
+from jan_server.handlers import event_stream, json_response, services
+from jan_server.web import anthropic, anthropic_stream
+from jan_server.web.disconnect import disconnected
+
+
+def create_anthropic_message(body):
+    asked = anthropic.request_of(body)
+    with serving(body["model"]) as runner:
+        job = runner.prepare(asked.messages, asked.parameters, asked.plan and asked.plan.tools)
+        job.cancelled = disconnected(request.environ)  # the scheduler stops the job once its client is gone
+        runner.submit(job)
+    if body.get("stream"):
+        return event_stream(anthropic_stream.stream(job, body, asked.plan), cancel=job.cancel)
+    return json_response(anthropic.message(job, job.result(), body, asked.plan))
+
+
+def count_anthropic_message_tokens(body):
+    asked = anthropic.request_of(body)
+    with serving(body["model"]) as runner:
+        job = runner.prepare(asked.messages, asked.parameters, asked.plan and asked.plan.tools)
+    return {"input_tokens": anthropic.usage(job)["input_tokens"]}
+
+
+def serving(model: str):
+    """The local model; a remote one is a 400 (its upstream speaks OpenAI's API, not Anthropic's)."""
+    if services().models.remote_for(model):
+        raise InvalidRequestError(f"Model '{model}' is remote: the Messages API serves local models.", param="model")
+    return services().models.serving(model)

@@ -1,0 +1,81 @@
+"""A Messages answer as Anthropic's Server-Sent Events, as its SDKs parse them: `message_start`, `ping`, each
+content block's `content_block_start`, deltas (`text_delta`, `input_json_delta`) and `content_block_stop`, then
+`message_delta` and `message_stop`; an error after the stream began is an `error` event."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from jan_server.errors import ApiError
+from jan_server.models import tools
+from jan_server.models.batching import Job
+from jan_server.web import anthropic, anthropic_errors, sse
+
+
+def event(payload: dict) -> bytes:
+    return sse.event(payload, payload["type"])
+
+
+class Blocks:
+    """The content blocks of a stream, from a ToolCallParser's events: text opens a text block once it holds more
+    than whitespace (as a whole answer's content has no whitespace-only block), a call opens a tool_use block."""
+
+    def __init__(self):
+        self.index = -1
+        self.open: str | None = None  # the type of the block under way
+        self.pending = ""  # leading whitespace, held until text follows
+
+    def add(self, piece: tuple) -> Iterator[bytes]:
+        if piece[0] == "content":
+            if self.open == "text":
+                yield self.delta({"type": "text_delta", "text": piece[1]})
+                return
+            self.pending += piece[1]
+            if self.pending.strip():
+                yield from self.start(anthropic.text_block(""))
+                yield self.delta({"type": "text_delta", "text": self.pending})
+                self.pending = ""
+        elif piece[0] == "call":
+            _, _, call_id, name = piece
+            call = tools.ToolCall(call_id, name, "")
+            yield from self.start({"type": "tool_use", "id": anthropic.tool_use_id(call), "name": name, "input": {}})
+        else:
+            yield self.delta({"type": "input_json_delta", "partial_json": piece[2]})
+
+    def start(self, block: dict) -> Iterator[bytes]:
+        yield from self.close()
+        self.index += 1
+        self.open = block["type"]
+        yield event({"type": "content_block_start", "index": self.index, "content_block": block})
+
+    def delta(self, delta: dict) -> bytes:
+        return event({"type": "content_block_delta", "index": self.index, "delta": delta})
+
+    def close(self) -> Iterator[bytes]:
+        if self.open is not None:
+            yield event({"type": "content_block_stop", "index": self.index})
+            self.open = None
+
+
+def stream(job: Job, body: dict, plan: tools.ToolPlan | None) -> Iterator[bytes]:
+    """The events of a submitted job's answer. A client that left ends it without a word (the job is cancelled)."""
+    head = {**anthropic.message(job, "", body, None), "stop_reason": None, "usage": {**anthropic.usage(job), "output_tokens": 0}}
+    yield event({"type": "message_start", "message": head})
+    yield event({"type": "ping"})
+    parser = tools.ToolCallParser() if plan else None
+    blocks = Blocks()
+    try:
+        for text in job:
+            for piece in parser.feed(text) if parser else [("content", text)]:
+                yield from blocks.add(piece)
+    except ApiError as exc:
+        yield event({"type": "error", "error": anthropic_errors.error_object(exc.status, exc.to_dict()["error"])[1]})
+        return
+    if job.finish_reason is None:  # cancelled: the client is gone
+        return
+    for piece in parser.close() if parser else []:
+        yield from blocks.add(piece)
+    yield from blocks.close()
+    reason, sequence = anthropic.stop_reason(job, bool(parser and parser.calls), body)
+    yield event({"type": "message_delta", "delta": {"stop_reason": reason, "stop_sequence": sequence}, "usage": {"output_tokens": job.completion_tokens}})
+    yield event({"type": "message_stop"})

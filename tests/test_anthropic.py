@@ -1,0 +1,195 @@
+"""Anthropic's Messages API on the real server and bundled model, through the official `anthropic` package (and
+LangChain's ChatAnthropic): every object and stream event is validated against the SDK's own types."""
+
+from __future__ import annotations
+
+import json
+
+import anthropic
+import httpx
+import jsonschema
+import pydantic
+import pytest
+from anthropic.types import Message, MessageTokensCount, RawMessageStreamEvent
+
+from jan_server.errors import UnavailableError
+from jan_server.models.jobs import Job, Sampling
+from jan_server.models.registry import BUNDLED_MODEL_ID
+from jan_server.web import anthropic_stream
+from tests.live_server import PATIENT, LiveServer
+
+MODEL = BUNDLED_MODEL_ID
+WEATHER = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+TOOL = {"name": "get_weather", "description": "The current weather in a city.", "input_schema": WEATHER}
+FORCED = {"type": "tool", "name": "get_weather"}
+ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
+EVENTS = pydantic.TypeAdapter(RawMessageStreamEvent)
+
+
+@pytest.fixture()
+def client(server) -> anthropic.Anthropic:
+    with anthropic.Anthropic(base_url=server.base_url, api_key="unused", timeout=PATIENT, max_retries=0) as client:
+        yield client
+
+
+def created(client: anthropic.Anthropic, **body) -> tuple[Message, httpx.Response]:
+    """The message of a create request, validated strictly from its raw JSON, and the HTTP response."""
+    raw = client.messages.with_raw_response.create(model=MODEL, **body)
+    return Message.model_validate(raw.http_response.json(), strict=True), raw.http_response
+
+
+def events(server: LiveServer, body: dict) -> list[tuple[str, dict]]:
+    """A streamed request's events as (event name, data)."""
+    with httpx.stream("POST", f"{server.api_url}/messages", json={"model": MODEL, **body, "stream": True}, timeout=PATIENT) as response:
+        assert response.status_code == 200, response.read()
+        assert response.headers["content-type"].startswith("text/event-stream") and response.headers["request-id"].startswith("req_")
+        lines = [line for line in response.iter_lines() if line]
+    names, datas = lines[0::2], lines[1::2]
+    return [(name.removeprefix("event: "), json.loads(data.removeprefix("data: "))) for name, data in zip(names, datas)]
+
+
+def validated(stream: list[tuple[str, dict]]) -> list:
+    """The events as the SDK's types (ping, which the SDK skips, left out), each named by its own `type`."""
+    assert all(name == data["type"] for name, data in stream)
+    return [EVENTS.validate_python(data, strict=True) for name, data in stream if name != "ping"]
+
+
+def test_create_answers_with_a_message_of_the_sdks_type(client):
+    message, response = created(client, max_tokens=16, messages=[{"role": "user", "content": "What is the capital of France?"}])
+    assert response.headers["request-id"].startswith("req_")
+    assert message.id.startswith("msg_") and message.model == MODEL and message.role == "assistant"
+    assert message.content[0].type == "text" and message.content[0].text.strip()
+    assert message.stop_reason in ("end_turn", "max_tokens")
+    assert message.usage.input_tokens > 0 and 0 < message.usage.output_tokens <= 16
+    assert message.usage.cache_read_input_tokens == 0 and message.usage.cache_creation_input_tokens == 0
+
+
+def test_stream_helpers_give_the_text_and_the_final_message(client, server):
+    body = {"max_tokens": 24, "system": "You are a poet.", "messages": [{"role": "user", "content": "Write a line about the sea."}]}
+    with client.messages.stream(model=MODEL, **body) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text and final.content[0].text == text and final.stop_reason in ("end_turn", "max_tokens")
+    raw = events(server, body)
+    assert [name for name, _ in raw[:2]] == ["message_start", "ping"] and [name for name, _ in raw[-2:]] == ["message_delta", "message_stop"]
+    typed = validated(raw)
+    assert {event.type for event in typed} == {"message_start", "content_block_start", "content_block_delta", "content_block_stop", "message_delta", "message_stop"}
+    assert typed[0].message.usage.input_tokens == final.usage.input_tokens
+
+
+def test_a_forced_tool_use_has_input_valid_against_its_schema(client, server):
+    message, _ = created(client, max_tokens=64, tools=[TOOL], tool_choice=FORCED, messages=ASK)
+    assert message.stop_reason == "tool_use"
+    (call,) = [block for block in message.content if block.type == "tool_use"]
+    assert call.id.startswith("toolu_") and call.name == "get_weather"
+    jsonschema.validate(call.input, WEATHER)
+    with client.messages.stream(model=MODEL, max_tokens=64, tools=[TOOL], tool_choice=FORCED, messages=ASK) as stream:
+        final = stream.get_final_message()
+    (streamed,) = [block for block in final.content if block.type == "tool_use"]
+    jsonschema.validate(streamed.input, WEATHER)
+    typed = validated(events(server, {"max_tokens": 64, "tools": [TOOL], "tool_choice": FORCED, "messages": ASK}))
+    assert any(event.type == "content_block_delta" and event.delta.type == "input_json_delta" for event in typed)
+    assert typed[-2].delta.stop_reason == "tool_use"
+
+
+def test_a_tool_result_is_read_and_answered(client):
+    call = {"type": "tool_use", "id": "toolu_01", "name": "get_weather", "input": {"city": "Paris"}}
+    result = {"type": "tool_result", "tool_use_id": "toolu_01", "content": [{"type": "text", "text": "Sunny, 24 degrees."}]}
+    turns = [*ASK, {"role": "assistant", "content": [call]}, {"role": "user", "content": [result]}]
+    message, _ = created(client, max_tokens=24, tools=[TOOL], messages=turns)
+    assert message.stop_reason in ("end_turn", "max_tokens", "tool_use") and message.content
+    without = client.messages.count_tokens(model=MODEL, tools=[TOOL], messages=ASK)
+    assert message.usage.input_tokens > without.input_tokens + 10  # the call and its result are in the prompt
+
+
+def test_count_tokens_equals_the_input_tokens_of_the_same_request(client):
+    body = {"system": [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}], "tools": [TOOL], "messages": ASK}
+    counted = client.messages.with_raw_response.count_tokens(model=MODEL, **body).http_response.json()
+    count = MessageTokensCount.model_validate(counted, strict=True)
+    message, _ = created(client, max_tokens=8, **body)
+    assert count.input_tokens == message.usage.input_tokens > 0
+
+
+def test_the_fields_claude_code_sends_are_accepted(client):
+    """Claude Code's request shape: the beta client (`?beta=true`, `anthropic-beta`), a system prompt in cached
+    blocks, adaptive thinking, effort, context management, metadata; `max_tokens` beyond the context is capped."""
+    message = client.beta.messages.create(
+        model=MODEL, max_tokens=32000, betas=["claude-code-20250219", "interleaved-thinking-2025-05-14"],
+        system=[{"type": "text", "text": "You are Claude Code.", "cache_control": {"type": "ephemeral"}}],
+        messages=[{"role": "user", "content": [{"type": "text", "text": "Say hi.", "cache_control": {"type": "ephemeral"}}]}],
+        thinking={"type": "adaptive"}, output_config={"effort": "high"}, context_management={"edits": []},
+        metadata={"user_id": "user_abc"}, temperature=1, stream=False,
+    )
+    assert message.content and message.stop_reason in ("end_turn", "model_context_window_exceeded")
+
+
+def test_stop_reasons(client):
+    message, _ = created(client, max_tokens=1, messages=[{"role": "user", "content": "Count to ten."}])
+    assert message.stop_reason == "max_tokens" and message.usage.output_tokens == 1
+    stops = [" ", "\n", ","]
+    message, _ = created(client, max_tokens=64, temperature=0, stop_sequences=stops, messages=[{"role": "user", "content": "Describe a cat."}])
+    assert message.stop_reason == "stop_sequence" and message.stop_sequence in stops
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"messages": [{"role": "user", "content": [{"type": "image", "source": {"type": "url", "url": "http://127.0.0.1/x.png"}}]}]}, "messages.0.content.0.type"),
+    ({"messages": ASK, "thinking": {"type": "enabled", "budget_tokens": 1024}}, "thinking.type"),
+    ({"messages": ASK, "tools": [{"type": "web_search_20250305", "name": "web_search"}]}, "tools.0"),
+    ({"messages": ASK, "mcp_servers": [{"type": "url", "url": "http://127.0.0.1:9/mcp", "name": "x"}]}, "mcp_servers"),
+    ({"messages": ASK, "container": "container_abc"}, "container"),
+    ({"messages": ASK, "tools": [TOOL], "tool_choice": {"type": "tool", "name": "other"}}, "tool_choice"),
+])
+def test_what_the_server_cannot_do_is_a_bad_request_naming_the_field(client, body, field):
+    with pytest.raises(anthropic.BadRequestError) as raised:
+        client.messages.create(model=MODEL, max_tokens=8, messages=body["messages"], extra_body={k: v for k, v in body.items() if k != "messages"})
+    error = raised.value.body
+    assert raised.value.status_code == 400 and error["type"] == "error" and error["error"]["type"] == "invalid_request_error"
+    assert error["error"]["message"].startswith(field), error
+    assert raised.value.request_id and raised.value.request_id.startswith("req_")
+
+
+def test_a_prompt_longer_than_the_context_is_an_invalid_request(client):
+    with pytest.raises(anthropic.BadRequestError) as raised:
+        client.messages.create(model=MODEL, max_tokens=8, messages=[{"role": "user", "content": "word " * 20000}])
+    assert raised.value.body["error"]["message"].startswith("prompt is too long")
+
+
+def test_an_unknown_model_is_not_found(client):
+    with pytest.raises(anthropic.NotFoundError) as raised:
+        client.messages.create(model="claude-sonnet-4-5", max_tokens=8, messages=ASK)
+    assert raised.value.body["error"]["type"] == "not_found_error" and "claude-sonnet-4-5" in raised.value.message
+
+
+def test_an_error_after_the_stream_began_is_an_error_event():
+    """A job the scheduler fails after its first text (here its events put by hand: the model stopping under it)."""
+    job = Job(prompt_tokens=[1, 2, 3], sampling=Sampling.from_parameters({"max_tokens": 8}))
+    job.events.put(("delta", "Once"))
+    job.events.put(("error", UnavailableError(f"Model '{MODEL}' is stopping.", code="model_stopping")))
+    raw = [(chunk.split(b"\n")[0].decode().removeprefix("event: "), json.loads(chunk.split(b"\n")[1].removeprefix(b"data: ")))
+           for chunk in anthropic_stream.stream(job, {"model": MODEL, "max_tokens": 8}, None)]
+    assert [name for name, _ in raw] == ["message_start", "ping", "content_block_start", "content_block_delta", "error"]
+    assert raw[-1][1] == {"type": "error", "error": {"type": "overloaded_error", "message": f"Model '{MODEL}' is stopping."}}
+
+
+def test_api_keys_come_as_x_api_key_or_bearer(tmp_path):
+    with LiveServer(tmp_path / "data", args=("--api-key", "sekret")) as keyed:
+        with anthropic.Anthropic(base_url=keyed.base_url, api_key="wrong", max_retries=0, timeout=PATIENT) as wrong:
+            with pytest.raises(anthropic.AuthenticationError) as raised:
+                wrong.messages.count_tokens(model=MODEL, messages=ASK)
+            assert raised.value.body["error"]["type"] == "authentication_error"
+        with anthropic.Anthropic(base_url=keyed.base_url, api_key="sekret", max_retries=0, timeout=PATIENT) as right:
+            assert right.messages.count_tokens(model=MODEL, messages=ASK).input_tokens > 0  # sent as x-api-key
+        with anthropic.Anthropic(base_url=keyed.base_url, auth_token="sekret", max_retries=0, timeout=PATIENT) as bearer:
+            assert bearer.messages.count_tokens(model=MODEL, messages=ASK).input_tokens > 0
+
+
+def test_langchain_chat_anthropic_invokes_streams_and_calls_a_forced_tool(server):
+    from langchain_anthropic import ChatAnthropic
+
+    chat = ChatAnthropic(model=MODEL, base_url=server.base_url, api_key="unused", max_tokens=64, max_retries=0, timeout=PATIENT.read)
+    assert chat.invoke("What is the capital of France?").content
+    assert "".join(chunk.text for chunk in chat.stream("Write a line about the sea."))
+    tooled = chat.bind_tools([TOOL], tool_choice="get_weather")
+    (call,) = tooled.invoke("What is the weather in Paris?").tool_calls
+    assert call["name"] == "get_weather"
+    jsonschema.validate(call["args"], WEATHER)
