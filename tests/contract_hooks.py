@@ -29,6 +29,9 @@ MAX_PROMPT_TOKENS = 64
 #: The bundled model's vocabulary size and embedding dimension (the schema cannot know them).
 VOCABULARY = 49152
 DIMENSIONS = 576
+#: The block types the Messages API takes and refuses (no vision or document model, no server tools), from the spec.
+UNSUPPORTED_BLOCKS = set(yaml.safe_load((Path(__file__).parent.parent / "specs" / "anthropic.yaml").read_text())["components"]["schemas"]
+                         ["UnsupportedBlockParam"]["properties"]["type"]["enum"])
 #: Nothing listens on the discard port: downloads there fail at once.
 CLOSED_PORT = "127.0.0.1:9"
 _MODELS_SPEC = yaml.safe_load((Path(__file__).parent.parent / "specs" / "models.yaml").read_text())
@@ -63,8 +66,14 @@ def refused_only_by_the_model(ctx, response, case) -> None:
     meta = getattr(case, "meta", None)
     if not fields or response.status_code != 400 or meta is None or not meta.generation.mode.is_positive or case.media_type != "application/json":
         return
-    param = (response.json().get("error") or {}).get("param") or ""
+    error = response.json().get("error") or {}
+    param = error.get("param") or anthropic_field(error.get("message") or "")
     assert param.split(".")[0] in fields, f"Schema-valid data refused for a reason the model does not decide: {response.text[:500]}"
+
+
+def anthropic_field(message: str) -> str:
+    """The field an Anthropic error message leads with (`messages.0.content: ...`); a prompt too long is `messages`'s."""
+    return "messages" if message.startswith("prompt is too long") else message.split(":")[0]
 
 
 def bounded(case) -> None:
@@ -78,6 +87,8 @@ def bounded(case) -> None:
         bounded_completion(body)
     elif operation == "createEmbedding":
         bounded_embedding(body)
+    elif operation in ("createAnthropicMessage", "countAnthropicMessageTokens"):
+        bounded_anthropic(body)
     elif operation == "createResponse":
         bounded_response(body)
         plain_in_flows(case, body)
@@ -249,3 +260,51 @@ def bounded_prompts(value, max_items: int):
     if len(value) <= max_items and all(isinstance(item, (str, list)) for item in value):
         return [bounded_prompts(item, max_items) for item in value[:MAX_PROMPTS]]
     return value
+
+
+def bounded_anthropic(body: dict) -> None:
+    """A Messages request kept cheap like a chat request, with what the schema takes but the server refuses by
+    design (image and document blocks: the model reads text only) turned into text blocks, and a named
+    tool_choice naming one of the tools."""
+    value = body.get("max_tokens")
+    if type(value) is int and MAX_TOKENS < value <= 1048576:
+        body["max_tokens"] = MAX_TOKENS
+    if isinstance(body.get("system"), str) and len(body["system"]) <= 1_000_000:
+        body["system"] = body["system"][:MAX_CHARS]
+    tools = body.get("tools")
+    if isinstance(tools, list) and len(tools) <= 128:
+        del tools[MAX_TOOLS:]
+        for tool in tools:
+            if isinstance(tool, dict) and isinstance(tool.get("input_schema"), dict):
+                tool["input_schema"] = {"type": "object"}
+            if isinstance(tool, dict) and isinstance(tool.get("description"), str) and len(tool["description"]) <= 100000:
+                tool["description"] = tool["description"][:MAX_CHARS]
+    names = [tool.get("name") for tool in tools if isinstance(tool, dict)] if isinstance(tools, list) else []
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict) and choice.get("type") == "tool" and names and isinstance(names[0], str) and choice.get("name") not in names:
+        choice["name"] = names[0]
+    messages = body.get("messages")
+    if not isinstance(messages, list) or len(messages) > 4096:
+        return
+    del messages[MAX_MESSAGES:]
+    for message in messages:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, str) and len(content) <= 1_000_000:
+            message["content"] = content[:MAX_CHARS]
+        elif isinstance(content, list):
+            text_only(content)
+
+
+def text_only(blocks: list) -> None:
+    """Each block the server refuses (the schema's UnsupportedBlockParam) made a text block; texts cut to MAX_CHARS."""
+    for index, block in enumerate(blocks):
+        if not isinstance(block, dict):
+            continue
+        if isinstance(block.get("type"), str) and block["type"] in UNSUPPORTED_BLOCKS:
+            blocks[index] = block = {"type": "text", "text": "x"}
+        if isinstance(block.get("text"), str) and len(block["text"]) <= 1_000_000:
+            block["text"] = block["text"][:MAX_CHARS]
+        if isinstance(block.get("content"), list):
+            text_only(block["content"])
+        elif isinstance(block.get("content"), str) and len(block["content"]) <= 1_000_000:
+            block["content"] = block["content"][:MAX_CHARS]

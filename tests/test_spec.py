@@ -66,6 +66,9 @@ ADDED_OPERATIONS = [
     ("listConversationItems", "get", "/conversations/{conversation_id}/items"),
     ("getConversationItem", "get", "/conversations/{conversation_id}/items/{item_id}"),
     ("deleteConversationItem", "delete", "/conversations/{conversation_id}/items/{item_id}"),
+    # Anthropic's Messages API (issue 28)
+    ("createAnthropicMessage", "post", "/messages"),
+    ("countAnthropicMessageTokens", "post", "/messages/count_tokens"),
 ]
 
 # The order in which the examples run: creates come before the operations that need their generated ids.
@@ -76,7 +79,7 @@ EXAMPLE_ORDER = [
     "listAssistants", "getAssistant", "modifyAssistant",
     "createMessage", "listMessages", "retrieveMessage", "listMessageFiles", "retrieveMessageFile",
     "modifyMessage", "deleteMessage", "deleteThread", "deleteAssistant",
-    "createCompletion", "createEmbedding",
+    "createCompletion", "createEmbedding", "createAnthropicMessage", "countAnthropicMessageTokens",
     "createResponse", "getResponse", "cancelResponse", "listInputItems",
     "createConversation", "createConversationItems", "listConversationItems", "getConversationItem",
     "getConversation", "updateConversation", "deleteConversationItem", "deleteConversation", "deleteResponse",
@@ -165,7 +168,8 @@ def test_every_operation_is_documented(served):
         for code, response in operation["responses"].items():
             if code[0] in "45" or code == "default":
                 schema = response["content"]["application/json"]["schema"]
-                assert schema["required"] == ["error"], f"{op_id} {code} is not the shared error shape"
+                shape = ["type", "error"] if "Anthropic Messages" in operation["tags"] else ["error"]  # Anthropic's envelope
+                assert schema["required"] == shape, f"{op_id} {code} is not the shared error shape"
         if "requestBody" in operation:
             media = operation["requestBody"]["content"]["application/json"]
             assert media.get("examples") or "example" in media, f"{op_id} has no request example"
@@ -199,6 +203,8 @@ def assert_conforms(operation: dict, response: httpx.Response) -> None:
     elif content_type == "text/event-stream" and '"type":"response.' in response.text:  # typed events end with the final response
         last = response.text.rstrip().splitlines()[-1]
         assert last.startswith(('data: {"type":"response.completed"', 'data: {"type":"response.incomplete"')), last[:200]
+    elif content_type == "text/event-stream" and response.text.startswith("event: message_start"):  # Anthropic's events
+        assert response.text.rstrip().endswith('data: {"type":"message_stop"}')
     elif content_type == "text/event-stream":
         assert response.text.rstrip().endswith("data: [DONE]")
     else:
