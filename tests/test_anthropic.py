@@ -123,6 +123,19 @@ def test_the_fields_claude_code_sends_are_accepted(client):
     assert message.content and message.stop_reason in ("end_turn", "model_context_window_exceeded")
 
 
+def test_claude_codes_turns_and_tool_schemas_are_taken(client):
+    """A system turn among the messages, tools marked `defer_loading`, and input schemas the grammar converter could
+    not take as they are: a property that only describes itself (any value) and a `maxLength` of 524288."""
+    workflow = {"name": "Workflow", "description": "Run a workflow.", "defer_loading": True, "input_schema": {
+        "type": "object", "required": ["script"],
+        "properties": {"script": {"type": "string", "maxLength": 524288}, "args": {"description": "Any value for the script."}}}}
+    turns = [{"role": "user", "content": "Run the hello workflow."}, {"role": "system", "content": [{"type": "text", "text": "# Environment"}]}]
+    message, _ = created(client, max_tokens=48, tools=[workflow, TOOL], tool_choice={"type": "tool", "name": "Workflow"}, messages=turns)
+    (call,) = [block for block in message.content if block.type == "tool_use"] or [None]
+    assert message.stop_reason in ("tool_use", "max_tokens")
+    assert call is None or (call.name == "Workflow" and isinstance(call.input["script"], str))
+
+
 def test_stop_reasons(client):
     message, _ = created(client, max_tokens=1, messages=[{"role": "user", "content": "Count to ten."}])
     assert message.stop_reason == "max_tokens" and message.usage.output_tokens == 1

@@ -35,3 +35,34 @@ STRICT_CHAR = 'char ::= [^"\\\\\\x7F\\x00-\\x1F] |'
 def strict_strings(gbnf: str) -> str:
     """The converter's grammar with JSON strings that cannot hold raw control characters."""
     return gbnf.replace(LAX_CHAR, STRICT_CHAR)
+
+
+#: The keywords from which llama-cpp-python's converter tells a schema's kind. A schema with none of them (e.g.
+#: `{"description": "…"}`, any value to JSON Schema, as Claude Code's tools have) it refuses.
+KINDS = frozenset({"type", "$ref", "oneOf", "anyOf", "allOf", "not", "const", "enum", "properties", "additionalProperties",
+                   "items", "prefixItems", "pattern", "format"})
+ANY_TYPE = ["string", "number", "integer", "boolean", "object", "array", "null"]
+#: The converter writes an upper bound of repeats as that many nested optional rules: Claude Code's `maxLength:
+#: 524288` makes 4 MB of grammar. Larger bounds are left out (the request's token limit bounds the output).
+MAX_REPEAT = 256
+BOUNDS = ("maxLength", "maxItems")
+
+
+def convertible(schema):
+    """The schema as the converter takes it: each subschema that names no kind given every JSON type (which means
+    the same), upper bounds over MAX_REPEAT left out."""
+    if not isinstance(schema, dict):
+        return schema
+    out = {key: value for key, value in schema.items() if not (key in BOUNDS and isinstance(value, int) and value > MAX_REPEAT)}
+    if not KINDS & out.keys():
+        out["type"] = ANY_TYPE
+    for key in ("properties", "$defs", "definitions"):
+        if isinstance(out.get(key), dict):
+            out[key] = {name: convertible(sub) for name, sub in out[key].items()}
+    for key in ("items", "additionalProperties", "not"):
+        if isinstance(out.get(key), dict):
+            out[key] = convertible(out[key])
+    for key in ("anyOf", "oneOf", "allOf", "prefixItems"):
+        if isinstance(out.get(key), list):
+            out[key] = [convertible(sub) for sub in out[key]]
+    return out

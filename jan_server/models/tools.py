@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Iterator, NamedTuple
 
 from jan_server.errors import InvalidRequestError
-from jan_server.models.grammar import strict_strings
+from jan_server.models.grammar import convertible, strict_strings
 
 TRIGGER = "<tool_call>"
 END = "</tool_call>"
@@ -93,7 +93,7 @@ def call_grammar(functions: list[dict], most: int = 1) -> str:
     try:
         for function in functions:
             # each schema's own `#/...` refs resolve against that schema, so resolve them before wrapping it
-            parameters = converter.resolve_refs(function.get("parameters") or {"type": "object"}, f"tool:{function['name']}")
+            parameters = converter.resolve_refs(convertible(function.get("parameters") or {"type": "object"}), f"tool:{function['name']}")
             calls.append({
                 "type": "object",
                 "properties": {"name": {"const": function["name"]}, "arguments": parameters},

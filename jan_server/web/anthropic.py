@@ -54,7 +54,7 @@ def text_of(content: str | list[dict]) -> str:
 
 def turn(message: dict, path: str) -> list[dict]:
     """A user turn as a user message (its text blocks joined) and a tool message per `tool_result`, in order; an
-    assistant turn as one message with its text and tool calls."""
+    assistant turn as one message with its text and tool calls; a system turn as a system message."""
     role, content = message["role"], message["content"]
     if isinstance(content, str):
         return [{"role": role, "content": content}]
@@ -75,8 +75,8 @@ def turn(message: dict, path: str) -> list[dict]:
             out.append({"role": "tool", "tool_call_id": block["tool_use_id"], "content": tool_output(block, f"{path}.content.{index}")})
         elif kind not in DROPPED_BLOCKS:
             refuse_block(kind, f"{path}.content.{index}")
-    if role == "assistant":
-        return [{"role": "assistant", "content": "\n".join(texts), **({"tool_calls": calls} if calls else {})}]
+    if role != "user":
+        return [{"role": role, "content": "\n".join(texts), **({"tool_calls": calls} if calls else {})}]
     if texts or not out:
         out.append({"role": "user", "content": "\n".join(texts)})
     return out
