@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from jan_server.models.aliases import Aliases
 from jan_server.models.downloads import DownloadManager, resume_interrupted
 from jan_server.models.lifecycle import ModelManager
 from jan_server.models.disk_cache import DiskCache
@@ -39,6 +40,7 @@ class Services:
             prompt_cache=HostCache(host_budget(settings.cache_ram), disk=DiskCache(settings.data_dir / "prompt-cache", settings.cache_disk * MiB)
                                    if settings.cache_disk else None),
             deterministic=settings.deterministic,
+            aliases=Aliases(settings.model_aliases),
         )
         store = Store.open(settings.sqlalchemy_url)
         responses = ResponseService(store, models)

@@ -116,6 +116,10 @@ class Settings:
     deterministic: bool = setting(False, "a seed gives the same text whatever else runs (seeded chats then batch less "
                                   "and reuse less of the prompt cache), unless a model's settings say otherwise",
                                   switch=True, shown="off")
+    #: See jan_server.models.aliases (which refuses one that is not PATTERN=MODEL when the server starts).
+    model_aliases: tuple[str, ...] = setting((), "serve requests for model names matching the glob PATTERN with MODEL, "
+                                             "e.g. 'claude-*=my-coder'; repeat for several (the first match wins)",
+                                             flag="--model-alias", many=True, metavar="PATTERN=MODEL", shown="none")
     #: Not settings of the command line. Worker threads bridging Flask to ASGI for chat and model requests: open
     #: streams each hold one, so keep well above the queue. Quick workers run every other request (store, /health)
     #: when the database is not SQLite; with SQLite those run on the event loop (see jan_server.web.bridge).

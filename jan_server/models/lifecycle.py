@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from jan_server.models import scheduler
+from jan_server.models.aliases import Aliases
 from jan_server.models.batching import Runner
 from jan_server.errors import ConflictError, InvalidRequestError, NotFoundError
 from jan_server.models.downloads import DownloadManager, requested_id, start_model_download
@@ -65,10 +66,12 @@ class ModelManager:
 
     def __init__(self, registry: Registry, *, n_threads: int | None = None, max_queued_requests: int = 32,
                  downloads: DownloadManager | None = None, loaded: Residency | None = None, upstreams: Upstreams | None = None,
-                 prompt_cache: HostCache | None = None, deterministic: bool = False):
+                 prompt_cache: HostCache | None = None, deterministic: bool = False,
+                 aliases: Aliases | None = None):
         self.registry = registry
         self.deterministic = deterministic  # the default of the models' settings.deterministic
         self.prompt_cache = prompt_cache if prompt_cache is not None else HostCache(0)  # shared by every running model
+        self.aliases = aliases or Aliases()
         self.downloads = downloads or DownloadManager()
         self.threads = ThreadBudget(n_threads)  # shared by every running model
         self.max_queued_requests = max_queued_requests
@@ -84,10 +87,15 @@ class ModelManager:
             self._reaper.start()
 
     def list(self) -> dict:
-        return {"object": "list", "data": [self._object(record) for record in self.registry.list()]}
+        return {"object": "list", "data": [self._aliased(self._object(record)) for record in self.registry.list()]}
 
     def describe(self, model_id: str) -> dict:
-        return self._object(self.registry.get(model_id))
+        return self._aliased(self._object(self.registry.get(model_id)))
+
+    def _aliased(self, model: dict) -> dict:
+        """The model with `aliases`, the patterns that name it, when some do."""
+        patterns = self.aliases.of(model["id"])
+        return {**model, "aliases": patterns} if patterns else model
 
     def running(self, model_id: str) -> Runner | None:
         return self.loaded.get(model_id)
@@ -150,8 +158,21 @@ class ModelManager:
             if gone.is_set():
                 log.info("stopped streaming the download progress of %s: its client left", model_id)
 
+    def resolve(self, name: str) -> str:
+        """The model a request's `model` names: a model's own id, else the target of the first alias matching it
+        (jan_server.models.aliases), else the name itself (which is then not found)."""
+        if not self.aliases.rules or self.loaded.get(name) is not None:
+            return name
+        try:
+            if self.registry.find(name) is not None:
+                return name
+        except InvalidRequestError:
+            pass  # not a model id: an alias may still match it
+        return self.aliases.target(name) or name
+
     def remote_for(self, model_id: str) -> Upstream | None:
         """The upstream serving a remote model; None for a local model (or an unknown id: runner_for says 404)."""
+        model_id = self.resolve(model_id)
         if self.loaded.get(model_id) is not None:
             return None
         upstream = self.upstreams.cached(model_id)
@@ -169,7 +190,9 @@ class ModelManager:
     @contextmanager
     def serving(self, model_id: str) -> Iterator[Runner]:
         """The running model, started on first use, and kept from being stopped to make room or for being idle
-        until the block ends: prepare and submit its job inside (from then on the job keeps the model busy)."""
+        until the block ends: prepare and submit its job inside (from then on the job keeps the model busy). An
+        alias serves its model."""
+        model_id = self.resolve(model_id)
         runner = self._lease(model_id) or self._start(self._valid(model_id), {}, leased=True)
         try:
             yield runner
