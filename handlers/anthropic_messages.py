@@ -24,7 +24,7 @@ def count_anthropic_message_tokens(body):
     asked = anthropic.request_of(body)
     with serving(body["model"]) as runner:
         job = runner.prepare(asked.messages, asked.parameters, asked.plan and asked.plan.tools)
-    return {"input_tokens": anthropic.usage(job)["input_tokens"]}
+    return {"input_tokens": len(job.prompt_tokens)}
 
 
 def serving(model: str):

@@ -155,13 +155,13 @@ def stop_reason(job: Job, called: bool, body: dict) -> tuple[str, str | None]:
 
 
 def usage(job: Job) -> dict:
-    """Anthropic's usage: `input_tokens` are the prompt's tokens not read from the cache."""
-    cached = 0  # no per-job count of the prompt tokens a slot reused yet
+    """Anthropic's usage: `input_tokens` are the prompt's tokens not reused from a slot's cache (those are
+    `cache_read_input_tokens`), so their sum is the prompt, as count_tokens counts it."""
     return {
-        "input_tokens": len(job.prompt_tokens) - cached,
+        "input_tokens": len(job.prompt_tokens) - job.cached_tokens,
         "output_tokens": job.completion_tokens,
         "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": cached,
+        "cache_read_input_tokens": job.cached_tokens,
     }
 
 

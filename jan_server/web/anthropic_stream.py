@@ -58,7 +58,9 @@ class Blocks:
 
 
 def stream(job: Job, body: dict, plan: tools.ToolPlan | None) -> Iterator[bytes]:
-    """The events of a submitted job's answer. A client that left ends it without a word (the job is cancelled)."""
+    """The events of a submitted job's answer. A client that left ends it without a word (the job is cancelled).
+    `message_start` tells the prompt's size before the job is seated; `message_delta` the whole usage, with the
+    prompt tokens the slot's cache reused, once it is."""
     head = {**anthropic.message(job, "", body, None), "stop_reason": None, "usage": {**anthropic.usage(job), "output_tokens": 0}}
     yield event({"type": "message_start", "message": head})
     yield event({"type": "ping"})
@@ -77,5 +79,5 @@ def stream(job: Job, body: dict, plan: tools.ToolPlan | None) -> Iterator[bytes]
         yield from blocks.add(piece)
     yield from blocks.close()
     reason, sequence = anthropic.stop_reason(job, bool(parser and parser.calls), body)
-    yield event({"type": "message_delta", "delta": {"stop_reason": reason, "stop_sequence": sequence}, "usage": {"output_tokens": job.completion_tokens}})
+    yield event({"type": "message_delta", "delta": {"stop_reason": reason, "stop_sequence": sequence}, "usage": anthropic.usage(job)})
     yield event({"type": "message_stop"})
