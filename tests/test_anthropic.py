@@ -186,6 +186,27 @@ def test_an_error_after_the_stream_began_is_an_error_event():
     assert raw[-1][1] == {"type": "error", "error": {"type": "overloaded_error", "message": f"Model '{MODEL}' is stopping."}}
 
 
+def test_a_client_that_leaves_stops_the_generation(server):
+    """A forced call whose input needs 400+ tokens (200 numbers), left after the first events."""
+    numbers = {"name": "numbers", "input_schema": {"type": "object", "required": ["numbers"], "properties": {
+        "numbers": {"type": "array", "items": {"type": "integer"}, "minItems": 200}}}}
+    body = {"model": MODEL, "max_tokens": 1000, "stream": True, "tools": [numbers], "tool_choice": {"type": "tool", "name": "numbers"},
+            "messages": [{"role": "user", "content": "List numbers."}]}
+    with httpx.Client(base_url=server.api_url, timeout=PATIENT) as api:
+        api.post("/messages", json={"model": MODEL, "max_tokens": 1, "messages": ASK})  # the model is running
+        before = api.get(f"/models/{MODEL}").json()["metadata"]
+        with api.stream("POST", "/messages", json=body) as response:
+            events = 0
+            for line in response.iter_lines():
+                events += line.startswith("data:")
+                if events == 6:
+                    break  # leave: closing the response drops the connection
+        assert api.post("/messages", json={"model": MODEL, "max_tokens": 5, "messages": ASK}).status_code == 200
+        after = api.get(f"/models/{MODEL}").json()["metadata"]
+    assert after["cancelled_requests"] == before["cancelled_requests"] + 1
+    assert after["generated_tokens"] - before["generated_tokens"] - 5 < 200  # the grammar needs 400+: stopped early
+
+
 def test_api_keys_come_as_x_api_key_or_bearer(tmp_path):
     with LiveServer(tmp_path / "data", args=("--api-key", "sekret")) as keyed:
         with anthropic.Anthropic(base_url=keyed.base_url, api_key="wrong", max_retries=0, timeout=PATIENT) as wrong:
