@@ -59,9 +59,10 @@ class Blocks:
 
 def stream(job: Job, body: dict, plan: tools.ToolPlan | None) -> Iterator[bytes]:
     """The events of a submitted job's answer. A client that left ends it without a word (the job is cancelled).
-    `message_start` tells the prompt's size before the job is seated; `message_delta` the whole usage, with the
-    prompt tokens the slot's cache reused, once it is."""
-    head = {**anthropic.message(job, "", body, None), "stop_reason": None, "usage": {**anthropic.usage(job), "output_tokens": 0}}
+    `message_start` counts the whole prompt as input (the scheduler may be seating the job meanwhile, so what it
+    reuses is not known yet); `message_delta` carries the whole usage, with the prompt tokens reused from the cache."""
+    unseated = {"input_tokens": len(job.prompt_tokens), "output_tokens": 0, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+    head = {**anthropic.message(job, "", body, None), "stop_reason": None, "usage": unseated}
     yield event({"type": "message_start", "message": head})
     yield event({"type": "ping"})
     parser = tools.ToolCallParser() if plan else None
