@@ -74,7 +74,7 @@ def test_stream_helpers_give_the_text_and_the_final_message(client, server):
     assert [name for name, _ in raw[:2]] == ["message_start", "ping"] and [name for name, _ in raw[-2:]] == ["message_delta", "message_stop"]
     typed = validated(raw)
     assert {event.type for event in typed} == {"message_start", "content_block_start", "content_block_delta", "content_block_stop", "message_delta", "message_stop"}
-    prompt, again = typed[0].message.usage.input_tokens, typed[-2].usage
+    prompt, again = typed[0].message.usage.input_tokens, typed[-2].usage  # message_start: the whole prompt, as input
     assert final.usage.input_tokens + final.usage.cache_read_input_tokens == prompt == again.input_tokens + again.cache_read_input_tokens
     assert again.cache_read_input_tokens > 0  # the same prompt again: its cells are reused from the slot
 
@@ -101,7 +101,8 @@ def test_a_tool_result_is_read_and_answered(client):
     message, _ = created(client, max_tokens=24, tools=[TOOL], messages=turns)
     assert message.stop_reason in ("end_turn", "max_tokens", "tool_use") and message.content
     without = client.messages.count_tokens(model=MODEL, tools=[TOOL], messages=ASK)
-    assert message.usage.input_tokens > without.input_tokens + 10  # the call and its result are in the prompt
+    prompt = message.usage.input_tokens + message.usage.cache_read_input_tokens
+    assert prompt > without.input_tokens + 10  # the call and its result are in the prompt
 
 
 def test_count_tokens_equals_the_input_tokens_of_the_same_request(client):
