@@ -5,7 +5,8 @@ into free slots (jan_server.models.seating: a job is seated where the cache hold
 only the rest), decodes one batch (jan_server.models.decoding: the next token of every generating sequence plus
 prompt chunks), samples each sequence, hands the text to its job's event queue and retires finished or cancelled
 sequences, freeing their slots at once. A free slot keeps its cells and its prompt's last logits as a cache
-(jan_server.models.slots).
+(jan_server.models.slots); cells a slot must give up go to the prompt cache beyond the slots, in host memory
+(jan_server.models.prompt_cache) and on disk (jan_server.models.disk_cache).
 
 Failures stay as small as they can: an error while seating or sampling one job fails that job alone (500
 `generation_failed`); a failed decode fails the sequences that were in that batch. If the thread itself dies,
