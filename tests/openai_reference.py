@@ -23,7 +23,7 @@ EXTRACT = Path(__file__).with_name("openai_schemas.json")
 SCHEMAS = [
     "CreateChatCompletionResponse", "CreateChatCompletionStreamResponse", "CreateCompletionResponse",
     "CreateEmbeddingResponse", "Response", "ResponseStreamEvent", "ResponseItemList", "ConversationResource",
-    "ConversationItem", "ConversationItemList",
+    "ConversationItem", "ConversationItemList", "OpenAIFile", "ListFilesResponse", "DeleteFileResponse",
 ]
 
 

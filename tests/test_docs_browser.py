@@ -105,9 +105,32 @@ def test_clicking_down_the_page_runs_every_first_example(console):
         if operation_id in NEEDS_THE_INTERNET:
             continue
         block = try_it_out(page, operation_id)
+        pick_a_file(block)
         status = execute(block)
         assert status.startswith("2"), f"{operation_id}: {status} {block.locator('.live-responses-table').first.inner_text()[:500]}"
         block.locator(".opblock-summary").first.click()  # close it again, as a user moving on would
+
+
+def pick_a_file(block) -> None:
+    """In an upload's form, pick a file, as a user would (a form without one is left as it is)."""
+    for picker in block.locator("input[type=file]").all():
+        picker.set_input_files({"name": "notes.md", "mimeType": "text/markdown", "buffer": b"# Notes\n\nHello, files.\n"})
+
+
+def choose_example(block, name: str, other: str) -> None:
+    """Choose another example, then `name`: the console fills it in anew, with the ids of now (the body an
+    earlier run left may name a file since deleted)."""
+    examples = block.locator("select.examples-select-element").first
+    examples.select_option(other)
+    examples.select_option(name)
+
+
+def upload_a_file(page) -> str:
+    """createFile from the console; the new file's id."""
+    block = try_it_out(page, "createFile")
+    pick_a_file(block)
+    assert execute(block).startswith("2")
+    return response_body(block)["id"]
 
 
 def test_try_it_out_list_models(console):
@@ -117,8 +140,11 @@ def test_try_it_out_list_models(console):
 
 def test_try_it_out_create_thread_with_its_example(console):
     page, _ = console
+    file_id = upload_a_file(page)
     block = try_it_out(page, "createThread")
-    assert "Hello, what is AI?" in block.locator("textarea.body-param__text").first.input_value()
+    choose_example(block, "withMessages", "empty")
+    example = block.locator("textarea.body-param__text").first.input_value()
+    assert "Hello, what is AI?" in example and file_id in example  # the example's file: the one just uploaded
     assert execute(block).startswith("2")
     assert "thread_" in block.locator(".live-responses-table .response .highlight-code").first.inner_text()
 
@@ -134,11 +160,11 @@ def test_no_request_leaves_the_host(console, server):
 def test_tags_come_in_the_order_a_user_meets_them(console, spec):
     page, _ = console
     sections = [text.split("\n")[0] for text in page.locator(".opblock-tag-section .opblock-tag").all_inner_texts()]
-    assert sections == ["Chat", "Models", "Threads", "Messages", "Assistants", "Completions", "Embeddings", "Responses", "Conversations", "Monitoring", "Clean up"]
+    assert sections == ["Chat", "Models", "Files", "Threads", "Messages", "Assistants", "Completions", "Embeddings", "Responses", "Conversations", "Monitoring", "Clean up"]
     assert [tag["name"] for tag in spec["tags"]] == sections[:-1] and all(tag["description"] for tag in spec["tags"])
     deletes = listed_operations(page.locator(".opblock-tag-section").last)
     assert deletes == ["deleteConversationItem", "deleteConversation", "deleteResponse",  # what the sections made, last
-                       "deleteAssistant", "deleteMessage", "deleteThread", "deleteModel"]
+                       "deleteAssistant", "deleteMessage", "deleteThread", "deleteFile", "deleteModel"]
 
 
 def test_schemas_are_shown_by_name(console):
@@ -160,13 +186,17 @@ def test_filter_shows_only_the_operations_of_a_tag(console, spec):
 
 
 def test_ids_carry_from_one_call_to_the_next(console):
-    """createThread, then getThread, createMessage and listMessages run with the id the console filled in."""
+    """createFile, createThread, then getThread, createMessage and listMessages run with the ids the console filled
+    in (the file's in the bodies' examples), and retrieveMessageFile with the message's and the file's."""
     page, _ = console
+    file_id = upload_a_file(page)
     created = try_it_out(page, "createThread")
     assert execute(created).startswith("2")
     thread_id = response_body(created)["id"]
     for operation_id in ("getThread", "createMessage", "listMessages"):
         block = try_it_out(page, operation_id)
+        if operation_id == "createMessage":
+            choose_example(block, "text", "parts")
         assert path_input(block, "thread_id").input_value() == thread_id, operation_id  # filled in, not typed
         assert execute(block).startswith("2"), operation_id
     message_id = response_body(page.locator("[id$='-createMessage']").first)["id"]
@@ -181,3 +211,7 @@ def test_ids_carry_from_one_call_to_the_next(console):
     retrieve.scroll_into_view_if_needed()
     page.screenshot(path="/tmp/docs-ids.png", full_page=False)
     assert execute(retrieve).startswith("2")
+    assert response_body(page.locator("[id$='-createMessage']").first)["file_ids"] == [file_id]
+    attached = try_it_out(page, "retrieveMessageFile")
+    assert path_input(attached, "file_id").input_value() == file_id
+    assert execute(attached).startswith("2")

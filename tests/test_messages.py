@@ -6,6 +6,7 @@ import pytest
 
 from tests import postgres
 from tests.test_app import assert_openai_error
+from tests.test_files import upload
 from tests.test_threads import new_thread
 
 pytestmark = pytest.mark.databases(*postgres.BOTH)
@@ -133,16 +134,18 @@ def test_list_messages_errors(api, thread_id):
 
 
 def test_message_files(api, thread_id):
-    message = new_message(api, thread_id, file_ids=["file-abc123", "file-def456"])
+    first, second = upload(api)["id"], upload(api)["id"]
+    message = new_message(api, thread_id, file_ids=[first, second])
     files = api.get(f"/threads/{thread_id}/messages/{message['id']}/files").json()
-    assert files["object"] == "list" and [f["id"] for f in files["data"]] == ["file-abc123", "file-def456"]
-    one = api.get(f"/threads/{thread_id}/messages/{message['id']}/files/file-def456").json()
-    assert one == {"id": "file-def456", "object": "thread.message.file", "created_at": message["created_at"], "message_id": message["id"]}
+    assert files["object"] == "list" and [f["id"] for f in files["data"]] == [first, second]
+    one = api.get(f"/threads/{thread_id}/messages/{message['id']}/files/{second}").json()
+    assert one == {"id": second, "object": "thread.message.file", "created_at": message["created_at"], "message_id": message["id"]}
 
 
 def test_message_files_errors(api, thread_id):
-    message = new_message(api, thread_id, file_ids=["file-abc123"])
+    file_id = upload(api)["id"]
+    message = new_message(api, thread_id, file_ids=[file_id])
     unknown_file = api.get(f"/threads/{thread_id}/messages/{message['id']}/files/file-other")
     assert assert_openai_error(unknown_file, 404)["code"] == "file_not_found"
     assert assert_openai_error(api.get(f"/threads/{thread_id}/messages/msg_missing/files"), 404)["code"] == "message_not_found"
-    assert assert_openai_error(api.get(f"/threads/thread_missing/messages/{message['id']}/files/file-abc123"), 404)["code"] == "thread_not_found"
+    assert assert_openai_error(api.get(f"/threads/thread_missing/messages/{message['id']}/files/{file_id}"), 404)["code"] == "thread_not_found"

@@ -3,6 +3,7 @@ real server."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import httpx
@@ -69,11 +70,18 @@ ADDED_OPERATIONS = [
     # Anthropic's Messages API (issue 28)
     ("createAnthropicMessage", "post", "/messages"),
     ("countAnthropicMessageTokens", "post", "/messages/count_tokens"),
+    # OpenAI's Files API (issue 30)
+    ("createFile", "post", "/files"),
+    ("listFiles", "get", "/files"),
+    ("retrieveFile", "get", "/files/{file_id}"),
+    ("deleteFile", "delete", "/files/{file_id}"),
+    ("downloadFile", "get", "/files/{file_id}/content"),
 ]
 
 # The order in which the examples run: creates come before the operations that need their generated ids.
 EXAMPLE_ORDER = [
     "listModels", "retrieveModel", "startModel", "createChatCompletion", "stopModel",
+    "createFile", "listFiles", "retrieveFile", "downloadFile",
     "createAssistant", "createThread", "listThreads", "getThread", "modifyThread",
     "postThreadAssistants", "getThreadAssistants", "listThreadMessage",
     "listAssistants", "getAssistant", "modifyAssistant",
@@ -83,13 +91,13 @@ EXAMPLE_ORDER = [
     "createResponse", "getResponse", "cancelResponse", "listInputItems",
     "createConversation", "createConversationItems", "listConversationItems", "getConversationItem",
     "getConversation", "updateConversation", "deleteConversationItem", "deleteConversation", "deleteResponse",
-    "getMetrics",
+    "deleteFile", "getMetrics",
 ]
 # Not run here: downloadModel's example fetches from the internet, and deleteModel's deletes that download.
 NOT_RUN = {"downloadModel", "deleteModel"}
 
 # Which create operation's result supplies each generated-id path parameter.
-ID_SOURCES = {"createThread": "thread_id", "createAssistant": "assistant_id", "createMessage": "message_id",
+ID_SOURCES = {"createFile": "file_id", "createThread": "thread_id", "createAssistant": "assistant_id", "createMessage": "message_id",
               "createResponse": "response_id", "createConversation": "conversation_id", "createConversationItems": "item_id"}
 ID_ALIASES = {"assistants_id": "assistant_id"}
 
@@ -171,7 +179,7 @@ def test_every_operation_is_documented(served):
                 shape = ["type", "error"] if "Anthropic Messages" in operation["tags"] else ["error"]  # Anthropic's envelope
                 assert schema["required"] == shape, f"{op_id} {code} is not the shared error shape"
         if "requestBody" in operation:
-            media = operation["requestBody"]["content"]["application/json"]
+            media = next(iter(operation["requestBody"]["content"].values()))
             assert media.get("examples") or "example" in media, f"{op_id} has no request example"
 
 
@@ -186,7 +194,7 @@ def test_path_parameters_are_named_as_in_the_template(served):
 def request_examples(operation: dict) -> list:
     if "requestBody" not in operation:
         return [None]
-    media = operation["requestBody"]["content"]["application/json"]
+    media = next(iter(operation["requestBody"]["content"].values()))
     if "examples" in media:
         return [example["value"] for example in media["examples"].values()]
     return [media["example"]]
@@ -207,10 +215,29 @@ def assert_conforms(operation: dict, response: httpx.Response) -> None:
         assert response.text.rstrip().endswith('data: {"type":"message_stop"}')
     elif content_type == "text/event-stream":
         assert response.text.rstrip().endswith("data: [DONE]")
+    elif content_type == "application/octet-stream":  # a file's bytes, as uploaded
+        assert response.content and int(response.headers["content-length"]) == len(response.content)
     else:
         assert declared_types[content_type] == "text/plain; version=0.0.4"
         assert response.headers["content-type"].startswith(declared_types[content_type])
         assert "# TYPE jan_requests_total counter" in response.text
+
+
+#: The example id of a kind, which the console replaces in a request body with the most recent id of that kind.
+PLACEHOLDERS = {"file-abc123": "file_id"}
+
+
+def send(api: httpx.Client, method: str, url: str, operation: dict, body, ids: dict) -> httpx.Response:
+    """The request "Try it out" sends for an example: JSON, or a multipart form whose `file` is the example's text."""
+    if "multipart/form-data" in operation.get("requestBody", {}).get("content", {}):
+        fields = {key: value for key, value in body.items() if key != "file"}
+        return api.request(method.upper(), url, data=fields, files={"file": ("example.txt", body["file"].encode())})
+    if body is None:
+        return api.request(method.upper(), url)
+    text = json.dumps(body)
+    for placeholder, kind in PLACEHOLDERS.items():
+        text = text.replace(json.dumps(placeholder), json.dumps(ids.get(kind, placeholder)))
+    return api.request(method.upper(), url, content=text, headers={"content-type": "application/json"})
 
 
 def test_documented_examples_work(served, api):
@@ -226,7 +253,7 @@ def test_documented_examples_work(served, api):
                 values[param["name"]] = param.get("example") or ids[ID_ALIASES.get(param["name"], param["name"])]
         url = path.format(**values).lstrip("/")
         for body in request_examples(operation):
-            response = api.request(method.upper(), url, json=body)
+            response = send(api, method, url, operation, body, ids)
             assert 200 <= response.status_code < 300, f"{op_id} with {body}: {response.status_code} {response.text}"
             assert_conforms(operation, response)
             if op_id in ID_SOURCES and ID_SOURCES[op_id] not in ids:
@@ -244,8 +271,7 @@ def test_unknown_ids_get_the_declared_404(served, api):
         if "{" not in path:
             continue
         url = path.format(**{name: UNKNOWN_IDS[name] for name in re.findall(r"{([^}]+)}", path)}).lstrip("/")
-        body = request_examples(operation)[0]
-        response = api.request(method.upper(), url, json=body)
+        response = send(api, method, url, operation, request_examples(operation)[0], {})
         assert response.status_code == 404, f"{op_id}: {response.status_code} {response.text}"
         assert_conforms(operation, response)
         assert response.json()["error"]["code"].endswith("_not_found")

@@ -8,6 +8,7 @@ import pytest
 from tests import postgres
 from tests.live_server import LiveServer
 from tests.test_app import assert_openai_error
+from tests.test_files import upload
 
 pytestmark = pytest.mark.databases(*postgres.BOTH)
 
@@ -25,10 +26,11 @@ def new_thread(api, **body) -> dict:
 
 
 def test_create_thread_with_messages_in_order(api):
+    file_id = upload(api)["id"]
     thread = new_thread(
         api,
         messages=[
-            {"role": "user", "content": "Hello, what is AI?", "file_ids": ["file-abc123"]},
+            {"role": "user", "content": "Hello, what is AI?", "file_ids": [file_id]},
             {"role": "assistant", "content": [{"type": "text", "text": "A field of computer science."}]},
         ],
         metadata={"project": "demo"},
@@ -40,7 +42,7 @@ def test_create_thread_with_messages_in_order(api):
     messages = api.get(f"/threads/{thread['id']}/messages", params={"order": "asc"}).json()["data"]
     assert [m["content"][0]["text"]["value"] for m in messages] == ["Hello, what is AI?", "A field of computer science."]
     assert [m["role"] for m in messages] == ["user", "assistant"]
-    assert messages[0]["file_ids"] == ["file-abc123"]
+    assert messages[0]["file_ids"] == [file_id]
 
 
 def test_create_thread_without_a_body(api):

@@ -8,6 +8,7 @@ from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
 from jan_server.errors import NotFoundError
 from jan_server.storage import db, records
+from jan_server.storage.files import existing, require_files
 from jan_server.storage.paging import Page, fetch, fetch_first
 from jan_server.storage.queries import Queries, by_id, require, require_child
 from jan_server.storage.tables import messages, threads
@@ -33,6 +34,13 @@ def message_row(thread_id: str, message: Mapping) -> dict:
     }
 
 
+def insert_messages(connection: Connection, rows: list[dict]) -> None:
+    """Insert message rows whose attached files all exist (NotFoundError for the first that does not)."""
+    require_files(connection, [file_id for row in rows for file_id in records.attached_file_ids(row)])
+    if rows:
+        connection.execute(insert(messages), rows)
+
+
 def message_in_thread(connection: Connection, thread_id: str, message_id: str):
     """The message's row; NotFoundError names the thread if that is what is missing."""
     return require_child(connection, MESSAGE_IN_THREAD, {"id": message_id, "thread_id": thread_id}, threads, thread_id, "thread", "message")
@@ -43,7 +51,7 @@ class Messages(Queries):
         row = message_row(thread_id, message)
         with self._writing() as connection:
             require(connection, threads, thread_id, "thread")
-            connection.execute(insert(messages), row)
+            insert_messages(connection, [row])
         return records.message_object(row)
 
     def get(self, thread_id: str, message_id: str) -> dict:
@@ -77,14 +85,15 @@ class Messages(Queries):
         return records.list_object([records.message_object(row) for row in rows], has_more)
 
     def files(self, thread_id: str, message_id: str) -> dict:
+        """The message's files that are still stored (a deleted file leaves its messages)."""
         with db.reading(self.engine) as connection:
             message = message_in_thread(connection, thread_id, message_id)
-        files = [records.message_file_object(file_id, message) for file_id in records.attached_file_ids(message)]
-        return records.list_object(files, has_more=False)
+            stored = existing(connection, records.attached_file_ids(message))
+        return records.list_object([records.message_file_object(file_id, message) for file_id in stored], has_more=False)
 
     def file(self, thread_id: str, message_id: str, file_id: str) -> dict:
         with db.reading(self.engine) as connection:
             message = message_in_thread(connection, thread_id, message_id)
-        if file_id not in records.attached_file_ids(message):
-            raise NotFoundError("file", file_id)
+            if file_id not in records.attached_file_ids(message) or not existing(connection, [file_id]):
+                raise NotFoundError("file", file_id)
         return records.message_file_object(file_id, message)

@@ -1,5 +1,5 @@
 """The store: one database, and the queries of each resource on it (threads, messages, assistants, responses,
-conversations)."""
+conversations, files)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from sqlalchemy import Engine
 from jan_server.storage import db
 from jan_server.storage.assistants import Assistants
 from jan_server.storage.conversations import Conversations
+from jan_server.storage.files import Files
 from jan_server.storage.messages import Messages
 from jan_server.storage.responses import Responses
 from jan_server.storage.threads import Threads
@@ -24,6 +25,7 @@ class Store:
         self.assistants = Assistants(engine, write_lock)
         self.responses = Responses(engine, write_lock)
         self.conversations = Conversations(engine, write_lock)
+        self.files = Files(engine, write_lock)
 
     @classmethod
     def open(cls, url: str) -> "Store":

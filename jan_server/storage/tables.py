@@ -5,7 +5,7 @@ Every table has an integer `seq`: many rows share a `created_at` second, and lis
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, Boolean, Column, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text, UniqueConstraint, false
+from sqlalchemy import JSON, BigInteger, Boolean, Column, Float, ForeignKey, Index, Integer, LargeBinary, MetaData, String, Table, Text, UniqueConstraint, false
 
 metadata = MetaData()
 
@@ -117,4 +117,26 @@ conversation_items = Table(
     Column("created_at", Integer, nullable=False),
     Column("item", JSON, nullable=False),
     Index("ix_conversation_items_order", "conversation_id", "created_at", "seq"),
+)
+
+# Uploaded files (migrations/versions/0004_files.py). Their bytes live in the database too, in `file_chunks` of up to
+# 1 MiB, so every replica on one database serves every file and a file is stored whole or not at all.
+files = Table(
+    "files",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("created_at", Integer, nullable=False),
+    Column("filename", Text, nullable=False),
+    Column("purpose", String(32), nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Index("ix_files_purpose", "purpose", "created_at", "seq"),
+)
+
+file_chunks = Table(
+    "file_chunks",
+    metadata,
+    Column("file_id", String(64), ForeignKey("files.id", ondelete="CASCADE"), primary_key=True),
+    Column("n", Integer, primary_key=True),
+    Column("data", LargeBinary, nullable=False),
 )

@@ -9,11 +9,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from jan_server.errors import ConflictError, NotFoundError
 from jan_server.storage import db, records
-from jan_server.storage.messages import THREAD_MESSAGES, message_row
+from jan_server.storage.messages import THREAD_MESSAGES, insert_messages, message_row
 from jan_server.storage.paging import Page, fetch
 from jan_server.storage.queries import Queries, require
 from jan_server.storage.tables import assistants, thread_assistants, threads
-from jan_server.storage.tables import messages as messages_table  # `messages` also names the methods' parameter
 
 # Hot reads are built once and run with bound values.
 THREAD_WITH_ATTACHED = (
@@ -50,8 +49,7 @@ class Threads(Queries):
         with self._writing() as connection:
             connection.execute(insert(threads), thread)
             _link(connection, links)
-            if new_messages:
-                connection.execute(insert(messages_table), new_messages)
+            insert_messages(connection, new_messages)
         return records.thread_object(thread, [records.thread_assistant(link["assistant_id"], link["overrides"]) for link in links])
 
     def get(self, thread_id: str) -> dict:
@@ -76,8 +74,7 @@ class Threads(Queries):
             if links is not None:
                 connection.execute(delete(thread_assistants).where(thread_assistants.c.thread_id == thread_id))
                 _link(connection, links)
-            if new_messages:
-                connection.execute(insert(messages_table), new_messages)
+            insert_messages(connection, new_messages)
             return _thread(connection, thread_id)
 
     def delete(self, thread_id: str) -> dict:

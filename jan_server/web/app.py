@@ -11,7 +11,7 @@ from connexion.jsonifier import Jsonifier
 from connexion.middleware import MiddlewarePosition
 from connexion.options import SwaggerUIOptions
 
-from jan_server.web import console, error_responses, metrics, security
+from jan_server.web import console, error_responses, metrics, security, uploads
 from jan_server.web.anthropic_errors import AnthropicConventions
 from jan_server.web.disconnect import DisconnectWatcher
 from jan_server.web.bridge import SplitWSGIBridge
@@ -41,7 +41,7 @@ def create_app(settings: Settings) -> connexion.FlaskApp:
     spec = bundle()
     metrics.install(app, services, spec["paths"])  # first: outermost, it sees every answer
     app.add_middleware(AnthropicConventions, position=MiddlewarePosition.BEFORE_EXCEPTION)  # outside the guards: their errors too
-    security.install(app, settings)
+    security.install(app, settings, uploads.middleware(settings.data_dir, API_BASE_PATH, spec["paths"]))
     app.add_api(
         spec,
         base_path=API_BASE_PATH,

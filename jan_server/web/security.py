@@ -39,9 +39,10 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def install(app: FlaskApp, settings: Settings) -> None:
+def install(app: FlaskApp, settings: Settings, uploads: tuple[type, dict]) -> None:
     """Outermost first: the Host check, the path check, CORS (so preflights skip the key check and errors carry CORS
-    headers), the API key check, the body limit."""
+    headers), the API key check, uploads to disk (jan_server.web.uploads: the body limit then sees what is left), the
+    body limit."""
     # The spec declares the bearer scheme (for the console's "Authorize") as optional; the key check is
     # ApiKeyMiddleware's, so Connexion's own security layer, which would only warn that it has no
     # x-bearerInfoFunc, is left out.
@@ -49,7 +50,7 @@ def install(app: FlaskApp, settings: Settings) -> None:
     guards = [(HostCheckMiddleware, {"bound_host": settings.host}), (PathCheckMiddleware, {}), cors_middleware(settings.cors_origins)]
     if settings.api_keys:
         guards.append((ApiKeyMiddleware, {"keys": settings.api_keys}))
-    guards.append((BodyLimitMiddleware, {"max_bytes": settings.max_body_bytes}))
+    guards += [uploads, (BodyLimitMiddleware, {"max_bytes": settings.max_body_bytes})]
     for middleware, options in guards:
         app.add_middleware(middleware, position=MiddlewarePosition.BEFORE_EXCEPTION, **options)
 

@@ -4,7 +4,9 @@
      that kind of id: the most recent one filled in (where the parameter has no example of its own), the
      others a click away. Which kind of id a schema carries or a parameter takes is stated in the spec by
      `x-jan-id-kind` (on the Thread, ThreadMessage, Assistant, Model and MessageFile schemas and on the
-     shared id parameters); nothing here names a parameter or an operation.
+     shared id parameters); nothing here names a parameter or an operation. In a request body, a kind's
+     example id (`"file-abc123"`, the example `id` of the schema that states the kind) becomes the most
+     recent id of that kind, so an example that attaches a file attaches the one just uploaded.
    - Lists operations so that clicking down the page works from an empty data dir: an operation that needs
      an id made further down (attaching an assistant to a thread) moves to the section of the operation that
      makes it, and deletes gather in a last "Clean up" section, in reverse section order.
@@ -48,6 +50,17 @@
         idsIn(spec, schema.properties[key], value[key], found, depth + 1);
       });
     }
+    return found;
+  }
+
+  /* {example id: kind}: the example `id` of each schema that states its kind (`file-abc123`: file). */
+  function placeholders(spec) {
+    var found = {};
+    var schemas = (spec.components && spec.components.schemas) || {};
+    Object.keys(schemas).forEach(function (name) {
+      var id = schemas[name][KIND] && schemas[name].properties && schemas[name].properties.id;
+      if (id && typeof id.example === "string") found[id.example] = schemas[name][KIND];
+    });
     return found;
   }
 
@@ -197,7 +210,7 @@
   function JanConsole(toolbox) {
     var React = toolbox.React;
     var Im = toolbox.Im;
-    var cache = {source: null, spec: null, layout: null};
+    var cache = {source: null, spec: null, layout: null, placeholders: {}};
     var filled = {};  // "path method in name" -> the id last filled in there
 
     function currentSpec() {
@@ -206,6 +219,7 @@
         cache.source = source;
         cache.spec = source && source.toJS ? source.toJS() : {};
         cache.layout = placement(cache.spec);
+        cache.placeholders = placeholders(cache.spec);
       }
       return cache.spec;
     }
@@ -223,6 +237,18 @@
       var actions = toolbox.getSystem().janIdsActions;
       if (body && body.deleted === true && typeof body.id === "string") actions.forgetId(body.id);
       else if (found.length) actions.rememberIds(found.reverse());  // a list's first item ends up the most recent
+    }
+
+    /* A request body with each placeholder id (in quotes) replaced by the most recent id of its kind. */
+    function withRecentIds(value) {
+      if (typeof value !== "string") return value;
+      currentSpec();
+      var selectors = toolbox.getSystem().janIdsSelectors;
+      Object.keys(cache.placeholders).forEach(function (placeholder) {
+        var recent = selectors.ids(cache.placeholders[placeholder]).first();
+        if (recent) value = value.split(JSON.stringify(placeholder)).join(JSON.stringify(recent));
+      });
+      return value;
     }
 
     function regroup(tagged) {
@@ -497,6 +523,15 @@
           wrapSelectors: {
             taggedOperations: function (original) {
               return function () { return regroup(original.apply(null, arguments)); };
+            },
+          },
+        },
+        oas3: {
+          wrapActions: {
+            setRequestBodyValue: function (original) {
+              return function (payload) {
+                return original(Object.assign({}, payload, {value: withRecentIds(payload && payload.value)}));
+              };
             },
           },
         },
