@@ -86,6 +86,9 @@ class Settings:
                                             metavar="ORIGINS", shown="any http(s)://localhost or 127.0.0.1 origin")
     max_body_bytes: int = setting(8 * 1024 * 1024, "largest request body accepted; bigger ones get 413", parse=int,
                                   shown="8 MiB")
+    #: Uploads are streamed to disk, so this limit is not bound by memory (see jan_server.web.uploads).
+    max_file_bytes: int = setting(512 * 1024 * 1024, "largest file an upload may hold; bigger ones get 413", parse=int,
+                                  shown="512 MiB")
     #: A non-streamed completion sends nothing until it is done, so the read limit is long.
     remote_connect_timeout: float = setting(10.0, "seconds to wait to connect to a remote engine", parse=float,
                                             metavar="SECONDS")

@@ -107,19 +107,64 @@ def test_messages_take_only_stored_files_and_list_them(api):
     assert assert_openai_error(gone, 404)["code"] == "file_not_found"
 
 
-def test_uploads_pass_the_json_body_limit(tmp_path, database_url):
-    """The JSON body limit is 64 KiB here: a file of 1 MiB passes, sent whole or chunked, and a JSON body over
-    64 KiB is still refused."""
-    args = ("--database-url", database_url, "--max-body-bytes", "65536")
+def test_uploads_pass_the_json_body_limit_and_stop_at_their_own(tmp_path, database_url):
+    """The JSON body limit is 64 KiB here and the upload limit 1 MiB: a file of 1 MiB passes, sent whole or chunked,
+    one byte more is a 413 either way, and a JSON body over 64 KiB is still refused."""
+    args = ("--database-url", database_url, "--max-body-bytes", "65536", "--max-file-bytes", str(1024 * 1024))
     with LiveServer(tmp_path / "data", args=args) as server, httpx.Client(base_url=server.api_url, timeout=PATIENT) as api:
         content = os.urandom(1024 * 1024)
         file = upload(api, content, purpose="user_data")
         assert api.get(f"/files/{file['id']}/content").content == content
-        chunked = api.post("/files", content=_multipart_stream(content), headers={"content-type": "multipart/form-data; boundary=b0undary"})
-        assert chunked.status_code == 200, chunked.text
-        assert api.get(f"/files/{chunked.json()['id']}/content").content == content
+        streamed = api.post("/files", content=_multipart_stream(content), headers={"content-type": "multipart/form-data; boundary=b0undary"})
+        assert streamed.status_code == 200, streamed.text
+        assert api.get(f"/files/{streamed.json()['id']}/content").content == content
+        too_large = api.post("/files", files={"file": ("big.bin", content + b"!")}, data={"purpose": "user_data"})
+        assert assert_openai_error(too_large, 413)["code"] == "file_too_large"
+        chunked = api.post("/files", content=_multipart_stream(content + b"!"), headers={"content-type": "multipart/form-data; boundary=b0undary"})
+        assert assert_openai_error(chunked, 413)["code"] == "file_too_large"
+        assert {f["id"] for f in api.get("/files").json()["data"]} == {file["id"], streamed.json()["id"]}
         assert api.post("/threads", json={"title": "x" * 70_000}).status_code == 413
         assert list((tmp_path / "data" / "uploads").iterdir()) == []  # nothing staged is left behind
+
+
+def peak_memory_bytes(server: LiveServer) -> int:
+    """The server process's peak resident memory so far (Linux's VmHWM)."""
+    with open(f"/proc/{server.process.pid}/status") as status_file:
+        status = status_file.read()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) * 1024
+
+
+def test_a_large_file_never_sits_whole_in_memory(tmp_path, database_url):
+    """A 128 MiB upload and download raise the server's peak memory by far less than the file: it goes through a
+    chunk at a time (a server holding it whole, as the body limit and Connexion's form parsing would, grows by
+    its size at least)."""
+    size = 128 * 1024 * 1024
+    block = os.urandom(1024 * 1024)
+    with LiveServer(tmp_path / "data", args=("--database-url", database_url)) as server, openai_at(server.api_url) as client:
+        client.files.list()  # the first request's own allocations come first
+        before = peak_memory_bytes(server)
+        body = (b'--b0undary\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nuser_data\r\n'
+                b'--b0undary\r\nContent-Disposition: form-data; name="file"; filename="big.bin"\r\n\r\n')
+        stream = iter([body, *(block for _ in range(size // len(block))), b"\r\n--b0undary--\r\n"])
+        headers = {"content-type": "multipart/form-data; boundary=b0undary"}
+        file = httpx.post(f"{server.api_url}/files", content=stream, headers=headers, timeout=PATIENT).json()
+        assert file["bytes"] == size
+        with httpx.stream("GET", f"{server.api_url}/files/{file['id']}/content", timeout=PATIENT) as response:
+            assert sum(len(chunk) for chunk in response.iter_bytes()) == size
+        assert peak_memory_bytes(server) - before < size // 4
+
+
+def test_a_client_cannot_name_a_staged_file(server, api):
+    """The header that names an upload's staged file is the server's own: a client's is dropped, so a form with an
+    empty file does not store what another upload staged."""
+    staged = server.data_dir / "uploads" / "0123456789abcdef0123456789abcdef"
+    staged.write_bytes(b"another client's upload")
+    try:
+        response = api.post("/files", files={"file": ("x.txt", b"")}, data={"purpose": "assistants"},
+                            headers={"x-jan-staged-file": staged.name})
+        assert assert_openai_error(response, 400)["param"] == "file"
+    finally:
+        staged.unlink()
 
 
 def _multipart_stream(content: bytes):

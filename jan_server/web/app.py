@@ -41,7 +41,7 @@ def create_app(settings: Settings) -> connexion.FlaskApp:
     spec = bundle()
     metrics.install(app, services, spec["paths"])  # first: outermost, it sees every answer
     app.add_middleware(AnthropicConventions, position=MiddlewarePosition.BEFORE_EXCEPTION)  # outside the guards: their errors too
-    security.install(app, settings, uploads.middleware(settings.data_dir, API_BASE_PATH, spec["paths"]))
+    security.install(app, settings, uploads.middleware(settings, API_BASE_PATH, spec["paths"]))
     app.add_api(
         spec,
         base_path=API_BASE_PATH,

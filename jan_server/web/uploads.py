@@ -17,11 +17,10 @@ from pathlib import Path
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from jan_server.settings import Settings
 from jan_server.web.security import header, replay, send_error
 
 STAGED_HEADER = b"x-jan-staged-file"
-#: The largest file an upload may hold (OpenAI's limit); the JSON body limit is much smaller.
-MAX_FILE_BYTES = 512 * 1024 * 1024
 #: Multipart framing and the form's other fields, on top of the file itself.
 FORM_OVERHEAD_BYTES = 64 * 1024
 #: Staged files older than this at start-up were left by a crash.
@@ -40,9 +39,10 @@ def staging_dir(data_dir: Path) -> Path:
     return data_dir / "uploads"
 
 
-def middleware(data_dir: Path, base_path: str, paths: dict) -> tuple[type, dict]:
+def middleware(settings: Settings, base_path: str, paths: dict) -> tuple[type, dict]:
     """UploadMiddleware and its options."""
-    return UploadMiddleware, {"paths": upload_paths(base_path, paths), "staging_dir": staging_dir(data_dir), "max_bytes": MAX_FILE_BYTES}
+    options = {"paths": upload_paths(base_path, paths), "staging_dir": staging_dir(settings.data_dir), "max_bytes": settings.max_file_bytes}
+    return UploadMiddleware, options
 
 
 class UploadMiddleware:
