@@ -10,11 +10,13 @@ from jan_server.storage.paging import Page
 from jan_server.web.uploads import STAGED_HEADER, staging_dir
 
 
-def create_file(body, file):
+def create_file(body, file=None):
     """The upload middleware has written the file part to a staging file and named it in STAGED_HEADER."""
     staged = request.headers.get(STAGED_HEADER.decode())
-    path = staging_dir(services().settings.data_dir) / staged if staged else None
-    if path is None or not path.stat().st_size:
+    if not staged:
+        raise InvalidRequestError("Send `file` as a file part of the form, with a filename.", param="file")
+    path = staging_dir(services().settings.data_dir) / staged
+    if not path.stat().st_size:
         raise InvalidRequestError("The file is empty.", param="file")
     return services().store.files.create(path, file.filename or "upload", body["purpose"])
 

@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import httpx
 import schemathesis
 import yaml
 
@@ -34,6 +35,8 @@ UNSUPPORTED_BLOCKS = set(yaml.safe_load((Path(__file__).parent.parent / "specs" 
                          ["UnsupportedBlockParam"]["properties"]["type"]["enum"])
 #: Nothing listens on the discard port: downloads there fail at once.
 CLOSED_PORT = "127.0.0.1:9"
+#: An object id's rule (a file id's among them), read from the spec.
+OBJECT_ID = re.compile(yaml.safe_load((Path(__file__).parent.parent / "specs" / "common.yaml").read_text())["components"]["schemas"]["ObjectId"]["pattern"])
 _MODELS_SPEC = yaml.safe_load((Path(__file__).parent.parent / "specs" / "models.yaml").read_text())
 #: The model generated responses use, and the rule of a model id, read from the spec.
 BUNDLED_MODEL = "smollm2-135m-instruct"
@@ -76,6 +79,40 @@ def anthropic_field(message: str) -> str:
     return "messages" if message.startswith("prompt is too long") else message.split(":")[0]
 
 
+def positive(case) -> bool:
+    """Whether the case is meant to be schema-valid (the stateful phase's carry no generation mode: they are)."""
+    meta = getattr(case, "meta", None)
+    return meta is None or meta.generation.mode.is_positive
+
+
+def stored_file_id() -> str:
+    """A file the server under test stores, uploaded now (the run may delete any file it learnt the id of)."""
+    response = httpx.post(f"{UPSTREAM}/files", files={"file": ("contract.txt", b"contract")}, data={"purpose": "assistants"}, timeout=60)
+    return response.json()["id"]
+
+
+def attached_files_stored(message) -> None:
+    """A message's well-formed file ids (in `file_ids` and `attachments`) name a stored file: one that names none is a
+    404 the schema cannot state, which schemathesis would take for the thread gone missing."""
+    if not isinstance(message, dict):
+        return
+    attachments = message.get("attachments")
+    attachments = [a for a in attachments if isinstance(a, dict)] if isinstance(attachments, list) else []
+    file_ids = message.get("file_ids") if isinstance(message.get("file_ids"), list) else []
+    if not any(well_formed_id(file_id) for file_id in [*file_ids, *(a.get("file_id") for a in attachments)]):
+        return
+    stored = stored_file_id()
+    if file_ids:
+        message["file_ids"] = [stored if well_formed_id(file_id) else file_id for file_id in file_ids]
+    for attachment in attachments:
+        if well_formed_id(attachment.get("file_id")):
+            attachment["file_id"] = stored
+
+
+def well_formed_id(value) -> bool:
+    return isinstance(value, str) and len(value) <= 64 and bool(OBJECT_ID.fullmatch(value))
+
+
 def bounded(case) -> None:
     body = case.body
     if not isinstance(body, dict):
@@ -94,6 +131,13 @@ def bounded(case) -> None:
         plain_in_flows(case, body)
     elif operation in ("createConversation", "createConversationItems") and isinstance(body.get("items"), list):
         clipped_items(body["items"])
+    elif operation == "createMessage":
+        attached_files_stored(body)
+    elif operation in ("createThread", "modifyThread") and isinstance(body.get("messages"), list):
+        for message in body["messages"]:
+            attached_files_stored(message)
+    elif operation == "createFile" and body.get("file") == b"" and positive(case):
+        body["file"] = b"x"  # an empty file is a 400 the schema cannot state (a binary part has no minLength)
     url = body.get("source_url")
     if isinstance(url, str) and len(url) <= 4096 and SOURCE_URL.search(url):
         body["source_url"] = urlunsplit(urlsplit(url)._replace(netloc=CLOSED_PORT))

@@ -73,12 +73,25 @@ def test_a_binary_file_comes_back_byte_for_byte(api):
         ({"file": ("a.txt", b"x")}, {"purpose": "fine-tune"}, "purpose"),
         ({"file": ("a.txt", b"x")}, {}, "purpose"),
         ({"purpose": (None, "assistants")}, {}, "file"),  # a form without a file
+        ({"file": (None, "text, not a file part")}, {"purpose": "assistants"}, "file"),
     ],
 )
 def test_bad_uploads_are_400_and_store_nothing(api, files, data, param):
     before = api.get("/files", params={"limit": 100}).json()["data"]
     response = api.post("/files", files=files, data=data)
     assert assert_openai_error(response, 400)["param"] == param
+    assert api.get("/files", params={"limit": 100}).json()["data"] == before
+
+
+@pytest.mark.parametrize("body", [
+    b'--b0undary\r\nContent-Disposition: form-data; name="file"; filename="cut.txt"\r\n\r\nthe upload stops here',
+    b"--b0undary\r\nNone--b0undary--\r\n",
+    b"not a form",
+])
+def test_a_broken_or_cut_off_form_is_400_and_stores_nothing(api, body):
+    before = api.get("/files", params={"limit": 100}).json()["data"]
+    response = api.post("/files", content=body, headers={"content-type": "multipart/form-data; boundary=b0undary"})
+    assert assert_openai_error(response, 400)["message"] == "The body is not a complete multipart form."
     assert api.get("/files", params={"limit": 100}).json()["data"] == before
 
 

@@ -14,7 +14,8 @@ import secrets
 import time
 from pathlib import Path
 
-from python_multipart.multipart import MultipartParser, parse_options_header
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from jan_server.settings import Settings
@@ -77,11 +78,17 @@ class UploadMiddleware:
                 message = await receive()
                 if message["type"] == "http.disconnect":
                     return
-                if not form.feed(message.get("body", b"")):
-                    await self.too_large(send)
-                    return
+                try:
+                    if not form.feed(message.get("body", b"")):
+                        await self.too_large(send)
+                        return
+                except MultipartParseError:
+                    break
                 if not message.get("more_body", False):
                     break
+            if not form.complete():
+                await send_error(send, 400, "The body is not a complete multipart form.", "invalid_request_error", None)
+                return
             body, boundary = form.rewritten()
             headers = [(k, v) for k, v in headers if k not in (b"content-length", b"content-type", b"transfer-encoding")]
             headers += [(b"content-type", b"multipart/form-data; boundary=" + boundary), (b"content-length", str(len(body)).encode())]
@@ -122,6 +129,10 @@ class _Form:
         """Parse `data`; False once the file outgrew the limit (or the text fields FORM_OVERHEAD_BYTES)."""
         self.parser.write(data)
         return self.size <= self.max_bytes and self.text_size <= FORM_OVERHEAD_BYTES
+
+    def complete(self) -> bool:
+        """Whether the body parsed up to its closing boundary."""
+        return self.parser.state == MultipartState.END
 
     def _add(self, name: str, data: bytes) -> None:
         setattr(self, name, getattr(self, name) + data)
