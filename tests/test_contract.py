@@ -9,8 +9,8 @@ report with a `curl` reproduction. The run is bounded: no example database, MAX_
 worker; tests/schemathesis.toml sizes the stateful phase. The seed is fixed, so that a run fails only for what
 changed; JAN_CONTRACT_SEED=<seed> runs another (seeds 7 and 11 pass), and `random` a new one, which the report prints.
 tests/contract_hooks.py keeps chat completions to a few tokens, points download URLs at a closed loopback port and
-remote models at the server itself, has generated messages attach a file the server stores and generated uploads
-hold a byte, without changing whether a request is valid; a schema-valid request may get a
+remote models at the server itself, and has generated messages attach a file the server stores, without changing
+whether a request is valid; a schema-valid request may get a
 400 only for a field its operation lists as `x-jan-model-dependent` (the hooks' refused_only_by_the_model check).
 
 The same command with schemathesis's default stateful settings (inferred links too) also passes locally
