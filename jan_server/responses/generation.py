@@ -20,8 +20,8 @@ STATUS = {"stop": "completed", "length": "incomplete", None: "cancelled"}
 
 
 def response_object(response_id: str, body: dict, job: Job, conversation_id: str | None) -> dict:
-    """A new response, in progress, echoing the request's settings as OpenAI's Response object does (`usage`
-    comes once it ends: OpenAI's schema has no null for it)."""
+    """A new response, in progress, echoing the request's settings with every field Open Responses' and OpenAI's
+    Response objects require (null where unknown; `usage` is null until it ends)."""
     return {
         "id": response_id,
         "object": "response",
@@ -42,6 +42,14 @@ def response_object(response_id: str, body: dict, job: Job, conversation_id: str
         "background": bool(body.get("background")),
         "temperature": job.sampling.temperature,
         "top_p": job.sampling.top_p,
+        "presence_penalty": job.sampling.presence_penalty,
+        "frequency_penalty": job.sampling.frequency_penalty,
+        "top_logprobs": 0,
+        "max_tool_calls": None,
+        "service_tier": "default",
+        "safety_identifier": body.get("safety_identifier"),
+        "prompt_cache_key": body.get("prompt_cache_key"),
+        "usage": None,
         "text": {"format": (body.get("text") or {}).get("format") or {"type": "text"}},
         "tool_choice": body.get("tool_choice") or "auto",
         "tools": [{"type": "function", "description": None, "parameters": None, "strict": None, **tool} for tool in body.get("tools") or []],

@@ -40,6 +40,19 @@ def input_items(given: str | Iterable[Mapping]) -> list[dict]:
     return [_stored(item) for item in given]
 
 
+def check_text_only(given: str | Iterable[Mapping], model: str) -> None:
+    """A 400 for an image in the input: the server's models read text only."""
+    for at, item in enumerate([] if isinstance(given, str) else given):
+        content = item.get("content")
+        for part_at, part in enumerate(content if isinstance(content, list) else []):
+            if part.get("type") == "input_image":
+                raise InvalidRequestError(
+                    f"The model '{model}' cannot read images: it reads text only (input[{at}].content[{part_at}] is an input_image).",
+                    param=f"input[{at}].content[{part_at}]",
+                    code="image_input_unsupported",
+                )
+
+
 def _stored(item: Mapping) -> dict:
     kind = item.get("type", "message")
     if kind == "function_call":

@@ -55,6 +55,8 @@ def parameters_of(body: dict) -> dict:
         "max_tokens": body.get("max_output_tokens"),
         "temperature": body.get("temperature"),
         "top_p": body.get("top_p"),
+        "presence_penalty": body.get("presence_penalty"),
+        "frequency_penalty": body.get("frequency_penalty"),
         "grammar": grammar_of(text_format, schema_param="text.format.schema"),
     }
     return {name: value for name, value in given.items() if value is not None}
@@ -137,6 +139,7 @@ class ResponseService:
             context = self.store.conversations.context(conversation_id)
         else:
             context = []
+        items.check_text_only(body["input"], body["model"])
         new_items = items.input_items(body["input"])
         items.check_call_outputs(context + new_items)
         plan, functions = tool_plan(body)
