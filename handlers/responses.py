@@ -4,6 +4,7 @@ The 200 of createResponse has two media types, so it returns explicit Flask resp
 from flask import request
 
 from jan_server.handlers import event_stream, json_response, services
+from jan_server.responses import compaction
 from jan_server.storage.paging import Page
 from jan_server.web import responses
 from jan_server.web.disconnect import disconnected
@@ -33,3 +34,11 @@ def cancel_response(response_id):
 
 def list_input_items(response_id, limit=20, order="desc", after=None, before=None):
     return services().store.responses.input_items(response_id, Page(limit, order, after, before))
+
+
+def compact_response(body):
+    return compaction.compact(services().responses, body, cancelled=disconnected(request.environ))
+
+
+def count_response_input_tokens(body):
+    return compaction.input_tokens(services().responses, body)

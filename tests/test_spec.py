@@ -76,6 +76,9 @@ ADDED_OPERATIONS = [
     ("retrieveFile", "get", "/files/{file_id}"),
     ("deleteFile", "delete", "/files/{file_id}"),
     ("downloadFile", "get", "/files/{file_id}/content"),
+    # Coding agents on the Responses API (issue 29)
+    ("compactResponse", "post", "/responses/compact"),
+    ("countResponseInputTokens", "post", "/responses/input_tokens"),
 ]
 
 # The order in which the examples run: creates come before the operations that need their generated ids.
@@ -88,7 +91,7 @@ EXAMPLE_ORDER = [
     "createMessage", "listMessages", "retrieveMessage", "listMessageFiles", "retrieveMessageFile",
     "modifyMessage", "deleteMessage", "deleteThread", "deleteAssistant",
     "createCompletion", "createEmbedding", "createAnthropicMessage", "countAnthropicMessageTokens",
-    "createResponse", "getResponse", "cancelResponse", "listInputItems",
+    "createResponse", "getResponse", "cancelResponse", "listInputItems", "compactResponse", "countResponseInputTokens",
     "createConversation", "createConversationItems", "listConversationItems", "getConversationItem",
     "getConversation", "updateConversation", "deleteConversationItem", "deleteConversation", "deleteResponse",
     "deleteFile", "getMetrics",

@@ -43,8 +43,15 @@ def test_parse_whole_output():
     assert [json.loads(call.arguments) for call in calls] == [{"city": 'Pa"ris}'}, {"city": "Rome"}]
     assert all(call.id.startswith("call_") for call in calls) and calls[0].id != calls[1].id
     assert tools.parse("Just text.") == ("Just text.", [])
-    cut = '<tool_call>\n{"name": "get_weather", "arguments": {"ci'
-    assert tools.parse(cut) == (cut, [])  # a call cut off by the token limit stays text
+
+
+
+def test_a_call_cut_short_is_a_partial_call_never_markup():
+    """The token limit stops a call: the call as far as it got once its name was written, else the text before it."""
+    content, [call] = tools.parse('Sure.<tool_call>\n{"name": "get_weather", "arguments": {"ci')
+    assert content is None and (call.name, call.arguments) == ("get_weather", '{"ci')
+    assert tools.parse('Sure.<tool_call>\n{"name": "get_wea') == ("Sure.", [])
+    assert tools.parse("<tool_call>\n{") == (None, [])
 
 
 def test_streamed_output_gives_the_same_calls_in_pieces():

@@ -167,6 +167,11 @@ class ToolCallParser:
                 return
             yield from step
 
+    @property
+    def cut(self) -> ToolCall | None:
+        """The call the output stopped in (its name read, its arguments so far), if it stopped in one."""
+        return ToolCall(**self._current) if self._state in ("arguments", "tail") else None
+
     def close(self) -> Iterator[tuple]:
         rest, self._buffer = self._buffer, ""
         if self._state == "text" and rest and not self.calls:
@@ -232,9 +237,12 @@ class ToolCallParser:
 
 
 def parse(text: str) -> tuple[str | None, list[ToolCall]]:
-    """A whole output's completed calls, and its text: None beside calls, all of it (a cut-off call too) without."""
+    """A whole output's calls, the last one as far as it got if the output was cut short in it (once its name
+    was written), and its text: None beside calls, else the text before any call markup (never the markup)."""
     parser = ToolCallParser()
-    list(parser.feed(text))  # the events are for streams; `calls` is what is wanted here
-    if parser.calls:
-        return None, parser.calls
-    return (text if text.strip() else None), []
+    events = [*parser.feed(text), *parser.close()]
+    calls = parser.calls + ([parser.cut] if parser.cut else [])
+    if calls:
+        return None, calls
+    content = "".join(event[1] for event in events if event[0] == "content")
+    return (content if content.strip() else None), []

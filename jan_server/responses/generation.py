@@ -82,6 +82,7 @@ class Generation:
     input_items: list[dict]
     store: Store
     plan: tools.ToolPlan | None = None
+    context: list[dict] = field(default_factory=list)  # the items before the input (chain or conversation)
     owner: str | None = None  # the process that runs it, for a background response (stored before it ends)
     stored: bool = False  # inserted: from then on only updated
     on_first_text: Callable[["Generation"], None] | None = None
@@ -167,6 +168,11 @@ class Generation:
             self.fail(exc)
             raise
         return self.response
+
+    @property
+    def chain(self) -> list[dict]:
+        """The whole context a response continuing this one starts from (once it ended)."""
+        return self.context + self.input_items + self.response["output"]
 
     def fail(self, error: ApiError) -> dict:
         self.response = {**self.response, "status": "failed", "error": {"code": "server_error", "message": error.message}, "usage": usage_of(self.job)}

@@ -5,7 +5,8 @@ A client's message may be a bare string or an "easy" message ({role, content}) w
 parts; stored, every message is a full item with an id, a status and typed parts: `input_text` for user,
 system and developer messages, `output_text` for the assistant's. Function calls and their outputs are stored
 as OpenAI's `function_call` / `function_call_output` items; in the chat they become an assistant message's
-`tool_calls` and `tool` messages (jan_server.models.tools writes them into the prompt).
+`tool_calls` and `tool` messages (jan_server.models.tools writes them into the prompt); a `compaction` item
+(jan_server.responses.compaction) becomes a system message holding its summary.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from collections.abc import Iterable, Mapping
 
 from jan_server.errors import InvalidRequestError
 from jan_server.storage.records import new_id
+
+#: What heads a compaction's summary in the chat (see jan_server.responses.compaction).
+COMPACTED = "Summary of the conversation so far:"
 
 
 def output_text(text: str) -> dict:
@@ -31,6 +35,10 @@ def function_call(call_id: str, name: str, arguments: str, item_id: str | None =
 
 def function_call_output(call_id: str, output: str) -> dict:
     return {"id": new_id("fco_"), "type": "function_call_output", "call_id": call_id, "output": output, "status": "completed"}
+
+
+def compaction(summary: str) -> dict:
+    return {"id": new_id("cmp_"), "type": "compaction", "encrypted_content": summary}
 
 
 def input_items(given: str | Iterable[Mapping]) -> list[dict]:
@@ -59,6 +67,8 @@ def _stored(item: Mapping) -> dict:
         return function_call(item["call_id"], item["name"], item["arguments"])
     if kind == "function_call_output":
         return function_call_output(item["call_id"], text_of(item["output"]))
+    if kind == "compaction":
+        return compaction(item["encrypted_content"])
     return message(item["role"], text_of(item["content"]))
 
 
@@ -92,6 +102,8 @@ def chat_messages(items: Iterable[Mapping]) -> list[dict]:
                 messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
         elif item["type"] == "function_call_output":
             messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": item["output"]})
+        elif item["type"] == "compaction":
+            messages.append({"role": "system", "content": f"{COMPACTED}\n{item['encrypted_content']}"})
         else:
             messages.append({"role": "system" if item["role"] == "developer" else item["role"], "content": text_of(item["content"])})
     return messages

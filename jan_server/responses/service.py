@@ -130,18 +130,30 @@ class ResponseService:
             running[0].job.cancel()
         return deleted
 
-    def create(self, body: dict, cancelled: threading.Event | None = None) -> Generation:
-        """A generation for the request, submitted to its model; `cancelled` (the client left) stops it."""
+    def context(self, body: dict, held: list[dict] | None = None) -> tuple[list[dict], list[dict]]:
+        """The context a request continues (`held`: its previous response's chain as the caller kept it, else the
+        stored `previous_response_id` chain or the conversation's items) and its new input items; 400 for an
+        image, or a call output that answers no call."""
         conversation_id = conversation_id_of(body)
-        if body.get("previous_response_id"):
+        if held is not None:
+            context = held
+        elif body.get("previous_response_id"):
             context = self.store.responses.chain(body["previous_response_id"])
         elif conversation_id:
             context = self.store.conversations.context(conversation_id)
         else:
             context = []
-        items.check_text_only(body["input"], body["model"])
-        new_items = items.input_items(body["input"])
+        given = body.get("input") or []
+        items.check_text_only(given, body["model"])
+        new_items = items.input_items(given)
         items.check_call_outputs(context + new_items)
+        return context, new_items
+
+    def create(self, body: dict, cancelled: threading.Event | None = None, held: list[dict] | None = None) -> Generation:
+        """A generation for the request, submitted to its model; `cancelled` (the client left) stops it. `held`:
+        see context()."""
+        conversation_id = conversation_id_of(body)
+        context, new_items = self.context(body, held)
         plan, functions = tool_plan(body)
         parameters = {**parameters_of(body), **(plan.parameters() if plan else {})}
         with self.models.serving(body["model"]) as runner:  # not stopped to make room or for being idle meanwhile
@@ -149,7 +161,7 @@ class ResponseService:
             if cancelled is not None:
                 job.cancelled = cancelled
             runner.submit(job)
-        generation = Generation(response_object(new_id("resp_"), body, job, conversation_id), job, new_items, self.store, plan)
+        generation = Generation(response_object(new_id("resp_"), body, job, conversation_id), job, new_items, self.store, plan, context=context)
         if body.get("background"):
             generation.owner = self.owner
             try:

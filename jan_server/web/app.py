@@ -16,6 +16,7 @@ from jan_server.web.anthropic_errors import AnthropicConventions
 from jan_server.web.disconnect import DisconnectWatcher
 from jan_server.web.bridge import SplitWSGIBridge
 from jan_server.web.dispatch import VALIDATORS, TagResolver, connexion_middlewares, prepare_operations
+from jan_server.web.responses_socket import ResponsesSocket
 from jan_server.web.run_modes import RunModes
 from jan_server.services import Services
 from jan_server.settings import Settings
@@ -54,6 +55,8 @@ def create_app(settings: Settings) -> connexion.FlaskApp:
     )
     paths = app.middleware.apis[-1].specification["paths"]  # resolved by add_api, rather than resolved twice
     run_modes = RunModes(paths)
+    body_schema = paths["/responses"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    app.add_middleware(ResponsesSocket, MiddlewarePosition.BEFORE_EXCEPTION, service=services.responses, body_schema=body_schema)  # inside the guards
     app._middleware_app.asgi_app = SplitWSGIBridge(  # replaces FlaskApp's own bridge: see jan_server.web.bridge
         app.app.wsgi_app, run_modes.on_worker, settings.wsgi_workers,
         inline=settings.sqlalchemy_url.startswith("sqlite"), quick_workers=settings.quick_workers,

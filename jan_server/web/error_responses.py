@@ -25,7 +25,7 @@ _STATUS_TYPES = {401: "authentication_error", 403: "permission_error", 429: "rat
 _STATUS_CODES = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large", 415: "unsupported_media_type"}
 
 
-def _param_from_detail(detail: str) -> str | None:
+def param_from_detail(detail: str) -> str | None:
     """Name the offending field in Connexion's validation messages, as OpenAI's `param` does."""
     for pattern in (r" - '([^']+)'$", r"parameter '([^']+)'", r"^'([^']+)' is a required property", r"\('([^']+)'[^)]* unexpected\)"):
         match = re.search(pattern, detail)
@@ -37,7 +37,7 @@ def _param_from_detail(detail: str) -> str | None:
 def _http_error(status: int, message: str, headers=None) -> ConnexionResponse:
     message = message.split("\n\n")[0]  # drop jsonschema's dump of the schema and instance
     error_type = _STATUS_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-    param = _param_from_detail(message) if status == 400 else None
+    param = param_from_detail(message) if status == 400 else None
     body = error_body(message, error_type, param, _STATUS_CODES.get(status))
     return json_response(status, body, dict(headers or {}))
 

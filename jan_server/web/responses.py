@@ -4,7 +4,8 @@ response.output_item.added, its content (a message: response.content_part.added,
 response.output_text.done, response.content_part.done; a function call: response.function_call_arguments.delta...,
 response.function_call_arguments.done) and response.output_item.done, then response.completed (or
 response.incomplete at max_output_tokens, or response.failed with the error). A client that leaves stops the
-generation, which is stored as cancelled."""
+generation, which is stored as cancelled. `events` yields the same events as dicts, for the WebSocket mode
+(jan_server.web.responses_socket)."""
 
 from __future__ import annotations
 
@@ -23,12 +24,18 @@ MESSAGE = "message"  # in `opened`, beside the indexes of function calls
 
 
 def stream(generation: Generation) -> Iterator[bytes]:
+    with contextlib.closing(events(generation)) as each:  # closed at once when the client leaves
+        for event in each:
+            yield sse.event(event, event["type"])
+
+
+def events(generation: Generation) -> Iterator[dict]:
     numbers = itertools.count()
 
-    def event(kind: str, **fields) -> bytes:
-        return sse.event({"type": kind, "sequence_number": next(numbers), **fields}, kind)
+    def event(kind: str, **fields) -> dict:
+        return {"type": kind, "sequence_number": next(numbers), **fields}
 
-    def added(entry) -> Iterator[bytes]:
+    def added(entry) -> Iterator[dict]:
         opened.append(entry)
         at = len(opened) - 1
         if entry == MESSAGE:
@@ -37,7 +44,7 @@ def stream(generation: Generation) -> Iterator[bytes]:
         else:
             yield event("response.output_item.added", output_index=at, item=generation.call(entry))
 
-    def done(at: int, item: dict) -> Iterator[bytes]:
+    def done(at: int, item: dict) -> Iterator[dict]:
         if item["type"] == "message":
             where = {"item_id": item["id"], "output_index": at, "content_index": 0}
             yield event("response.output_text.done", **where, text=item["content"][0]["text"], logprobs=[])

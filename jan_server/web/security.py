@@ -61,11 +61,19 @@ def cors_middleware(origins: tuple[str, ...]) -> tuple[type, dict]:
     return CORSMiddleware, {**allowed, **options}
 
 
-async def send_error(send: Send, status: int, message: str, error_type: str, code: str | None, headers=()) -> None:
+async def send_error(send: Send, status: int, message: str, error_type: str, code: str | None, headers=(), scope: Scope | None = None) -> None:
+    """The error as an HTTP answer; to a WebSocket upgrade (`scope` given), as the answer refusing it, where the
+    server can send one (ASGI's denial response), else by closing it (a 403)."""
     body = json.dumps(error_body(message, error_type, None, code)).encode()
     response_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers]
-    await send({"type": "http.response.start", "status": status, "headers": response_headers})
-    await send({"type": "http.response.body", "body": body})
+    prefix = "http"
+    if scope is not None and scope["type"] == "websocket":
+        if "websocket.http.response" not in scope.get("extensions", {}):
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        prefix = "websocket.http"
+    await send({"type": f"{prefix}.response.start", "status": status, "headers": response_headers})
+    await send({"type": f"{prefix}.response.body", "body": body})
 
 
 def header(scope: Scope, name: bytes) -> bytes | None:
@@ -85,11 +93,11 @@ class HostCheckMiddleware:
         self.allowed = None if host in WILDCARD_HOSTS else {host} | (LOOPBACK_NAMES if is_loopback(host) else set())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and self.allowed is not None:
+        if scope["type"] in ("http", "websocket") and self.allowed is not None:
             host = (header(scope, b"host") or b"").decode("latin-1")
             if host_name(host) not in self.allowed:
                 message = f"This server does not answer for host '{host}'."
-                await send_error(send, 421, message, "invalid_request_error", "invalid_host")
+                await send_error(send, 421, message, "invalid_request_error", "invalid_host", scope=scope)
                 return
         await self.app(scope, receive, send)
 
@@ -129,10 +137,10 @@ class ApiKeyMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        guarded = scope["type"] == "http" and (path == API_BASE_PATH or path.startswith(f"{API_BASE_PATH}/")) and path not in OPEN_API_PATHS
+        guarded = scope["type"] in ("http", "websocket") and (path == API_BASE_PATH or path.startswith(f"{API_BASE_PATH}/")) and path not in OPEN_API_PATHS
         if guarded and not self.authorized(bearer(header(scope, b"authorization")), header(scope, b"x-api-key")):
             message = "Missing or incorrect API key. Send it as `Authorization: Bearer <key>` (or `x-api-key: <key>`)."
-            await send_error(send, 401, message, "authentication_error", "invalid_api_key", [(b"www-authenticate", b"Bearer")])
+            await send_error(send, 401, message, "authentication_error", "invalid_api_key", [(b"www-authenticate", b"Bearer")], scope)
             return
         await self.app(scope, receive, send)
 
