@@ -123,6 +123,8 @@ def bounded(case) -> None:
     elif operation == "createResponse":
         bounded_response(body)
         plain_in_flows(case, body)
+    elif operation in ("compactResponse", "countResponseInputTokens"):
+        bounded_response(body)
     elif operation in ("createConversation", "createConversationItems") and isinstance(body.get("items"), list):
         clipped_items(body["items"])
     elif operation == "createMessage":
