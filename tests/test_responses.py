@@ -26,10 +26,21 @@ WEATHER = {"type": "function", "name": "get_weather", "description": "The curren
 SETTLE_S = 300
 
 
+def published(body: dict) -> dict:
+    """A response, or an event with one, as OpenAI's published schema has it: Open Responses requires `usage: null`
+    until a response ends, which that schema (usage optional, never null) does not name; checked, and left out."""
+    if body.get("object") != "response":
+        return {**body, "response": published(body["response"])} if "response" in body else body
+    if body.get("usage", 0) is not None:
+        return body
+    assert body["status"] in ("queued", "in_progress")
+    return {key: value for key, value in body.items() if key != "usage"}
+
+
 def create(openai_client: openai.OpenAI, **fields):
     """responses.create, returning the SDK object after validating the raw body against OpenAI's `Response`."""
     raw = openai_client.responses.with_raw_response.create(model=MODEL, **fields)
-    assert_valid(raw.http_response.json(), "Response")
+    assert_valid(published(raw.http_response.json()), "Response")
     return raw.parse()
 
 
@@ -95,7 +106,7 @@ def test_stream_sends_openais_events_in_order(server):
             if line.startswith("data: "):
                 events.append(json.loads(line.removeprefix("data: ")))
     for event in events:
-        assert_valid(event, "ResponseStreamEvent")
+        assert_valid(published(event), "ResponseStreamEvent")
     assert [event["sequence_number"] for event in events] == list(range(len(events)))
     kinds = [event["type"] for event in events]
     deltas = kinds.count("response.output_text.delta")
@@ -244,7 +255,7 @@ def test_a_streamed_function_call(server, openai_client):
     with httpx.stream("POST", f"{server.api_url}/responses", json=body, timeout=PATIENT) as stream:
         events = [json.loads(line[6:]) for line in stream.iter_lines() if line.startswith("data: ")]
     for event in events:
-        assert_valid(event, "ResponseStreamEvent")
+        assert_valid(published(event), "ResponseStreamEvent")
     kinds = [event["type"] for event in events]
     deltas = kinds.count("response.function_call_arguments.delta")
     assert deltas >= 1 and kinds == [

@@ -11,7 +11,7 @@ from typing import Iterator
 from jan_server.errors import ApiError
 from jan_server.models import tools
 from jan_server.models.jobs import Job
-from jan_server.responses import items
+from jan_server.responses import hosted, items
 from jan_server.storage.records import new_id
 from jan_server.storage.store import Store
 
@@ -52,7 +52,7 @@ def response_object(response_id: str, body: dict, job: Job, conversation_id: str
         "usage": None,
         "text": {"format": (body.get("text") or {}).get("format") or {"type": "text"}},
         "tool_choice": body.get("tool_choice") or "auto",
-        "tools": [{"type": "function", "description": None, "parameters": None, "strict": None, **tool} for tool in body.get("tools") or []],
+        "tools": [{"type": "function", "description": None, "parameters": None, "strict": None, **tool} for tool in hosted.offered(body.get("tools"))],
         "truncation": body.get("truncation") or "disabled",
         "metadata": body.get("metadata") or {},
     }

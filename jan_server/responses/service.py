@@ -22,7 +22,7 @@ from jan_server.models.grammar import grammar_of
 from jan_server.models import tools
 from jan_server.models.jobs import Job
 from jan_server.models.lifecycle import ModelManager
-from jan_server.responses import items
+from jan_server.responses import hosted, items
 from jan_server.responses.generation import Generation, response_object
 from jan_server.storage.records import new_id
 from jan_server.storage.responses import UNFINISHED
@@ -66,9 +66,10 @@ def tool_plan(body: dict) -> tuple[tools.ToolPlan | None, list[dict]]:
     """The request's function tools in chat's shape, and what they ask of this generation (None: no calls)."""
     functions = [
         {"type": "function", "function": {key: tool[key] for key in ("name", "description", "parameters") if tool.get(key) is not None}}
-        for tool in body.get("tools") or []
+        for tool in hosted.offered(body.get("tools"))
     ]
     choice = body.get("tool_choice")
+    hosted.check_choice(choice)
     if isinstance(choice, dict):
         choice = {"type": "function", "function": {"name": choice["name"]}}
     plan = tools.plan(functions, choice, body.get("parallel_tool_calls"))
