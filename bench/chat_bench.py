@@ -42,6 +42,25 @@ def raw_stream(llama, max_tokens: int) -> tuple[int, float, float]:
     return tokens, first - start, time.perf_counter() - start
 
 
+def rates(runs: list[tuple]) -> list[float]:
+    """Tokens/s of (tokens, TTFT, total seconds) runs."""
+    return [tokens / total for tokens, _, total in runs]
+
+
+def ttfts(runs: list[tuple]) -> list[float]:
+    """TTFT in ms of (tokens, TTFT, total seconds) runs."""
+    return [ttft * 1000 for _, ttft, _ in runs]
+
+
+def print_streams(contenders: dict[str, list[tuple]]) -> None:
+    """Best and median tokens/s and TTFT of each contender's (tokens, TTFT, total seconds) runs."""
+    width = max(map(len, contenders)) + 1
+    print(f"{'contender':{width}} {'best tok/s':>10} {'median':>8} {'TTFT best ms':>13} {'median':>7}")
+    for name, runs in contenders.items():
+        print(f"{name:{width}} {max(rates(runs)):10.1f} {statistics.median(rates(runs)):8.1f} "
+              f"{min(ttfts(runs)):13.1f} {statistics.median(ttfts(runs)):7.1f}")
+
+
 def server_stream(client: httpx.Client, max_tokens: int, model: str = BUNDLED_MODEL_ID) -> tuple[int, float, float]:
     """(tokens, TTFT, total seconds) for one streamed chat completion of PROMPT through the server."""
     return chat_stream(client, PROMPT, max_tokens, model)[:3]
@@ -122,11 +141,8 @@ def main() -> None:
         finally:
             server.stop()
 
-    def rates(runs):
-        return [tokens / total for tokens, _, total in runs]
-
     raw_rate, server_rate = rates(raw), rates(served)
-    raw_ttft, server_ttft = [r[1] * 1000 for r in raw], [r[1] * 1000 for r in served]
+    raw_ttft, server_ttft = ttfts(raw), ttfts(served)
     many_rate = [tokens / wall for tokens, wall in many]
     best_raw, median_raw = max(raw_rate), statistics.median(raw_rate)
     rows = [

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx  # noqa: E402
 
-from bench.chat_bench import PROMPT, server_stream  # noqa: E402
+from bench.chat_bench import PROMPT, print_streams, rates, server_stream, ttfts  # noqa: E402
 from jan_server.models.registry import BUNDLED_MODEL_ID  # noqa: E402
 from tests.live_server import LiveServer  # noqa: E402
 
@@ -63,18 +63,9 @@ def main() -> None:
                 chat.append(server_stream(client, args.max_tokens))
                 messages.append(messages_stream(client, args.max_tokens))
 
-    def rates(runs):
-        return [tokens / total for tokens, _, total in runs]
-
-    def ttfts(runs):
-        return [ttft * 1000 for _, ttft, _ in runs]
-
     print(f"SmolLM2-135M-Instruct Q4_1, threads {args.n_threads or os.cpu_count()}, {args.max_tokens} tokens per stream, "
           f"{args.rounds} rounds, tokens per stream: chat {chat[0][0]}, messages {messages[0][0]}")
-    print(f"{'contender':22} {'best tok/s':>10} {'median':>8} {'TTFT best ms':>13} {'median':>7}")
-    for name, runs in (("chat completions", chat), ("Anthropic Messages", messages)):
-        print(f"{name:22} {max(rates(runs)):10.1f} {statistics.median(rates(runs)):8.1f} "
-              f"{min(ttfts(runs)):13.1f} {statistics.median(ttfts(runs)):7.1f}")
+    print_streams({"chat completions": chat, "Anthropic Messages": messages})
     print(f"messages / chat tokens/s: best {max(rates(messages)) / max(rates(chat)):.3f}, "
           f"median {statistics.median(rates(messages)) / statistics.median(rates(chat)):.3f} (target >= 0.95)")
     print(f"messages / chat TTFT: best {min(ttfts(messages)) / min(ttfts(chat)):.3f}, "

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx  # noqa: E402
 
-from bench.chat_bench import server_stream  # noqa: E402
+from bench.chat_bench import print_streams, rates, server_stream, ttfts  # noqa: E402
 from jan_server.models.registry import BUNDLED_MODEL_ID  # noqa: E402
 from tests.live_server import LiveServer  # noqa: E402
 
@@ -50,18 +50,9 @@ def main() -> None:
                     direct.append(server_stream(to_upstream, args.max_tokens))
                     forwarded.append(server_stream(to_front, args.max_tokens, REMOTE_ID))
 
-    def rates(runs):
-        return [tokens / total for tokens, _, total in runs]
-
-    def ttfts(runs):
-        return [ttft * 1000 for _, ttft, _ in runs]
-
     print(f"SmolLM2-135M-Instruct Q4_1, upstream threads {args.n_threads or os.cpu_count()}, {args.max_tokens} tokens per stream, "
           f"{args.rounds} rounds, tokens per stream: direct {direct[0][0]}, forwarded {forwarded[0][0]}")
-    print(f"{'contender':36} {'best tok/s':>10} {'median':>8} {'TTFT best ms':>13} {'median':>7}")
-    for name, runs in (("upstream directly", direct), ("through jan-server (remote engine)", forwarded)):
-        print(f"{name:36} {max(rates(runs)):10.1f} {statistics.median(rates(runs)):8.1f} "
-              f"{min(ttfts(runs)):13.1f} {statistics.median(ttfts(runs)):7.1f}")
+    print_streams({"upstream directly": direct, "through jan-server (remote engine)": forwarded})
     print(f"forwarded / direct tokens/s: best {max(rates(forwarded)) / max(rates(direct)):.2f}, "
           f"median {statistics.median(rates(forwarded)) / statistics.median(rates(direct)):.2f} (target >= 0.95)")
     print(f"TTFT forwarded - direct: best {min(ttfts(forwarded)) - min(ttfts(direct)):+.1f} ms, "

@@ -216,18 +216,28 @@ def bounded_chat(body: dict) -> None:
     if body.get("max_tokens") is None and body.get("max_completion_tokens") is None:
         body["max_tokens"] = MAX_TOKENS
     consistent_tools(body)
+    bounded_messages(body, cut_texts)
+
+
+def bounded_messages(body: dict, bound_parts) -> None:
+    """At most MAX_MESSAGES messages, each text cut to MAX_CHARS and each list of parts given to `bound_parts`
+    (more messages or a longer text is a negative case: kept)."""
     messages = body.get("messages")
     if not isinstance(messages, list) or len(messages) > 4096:
         return
     del messages[MAX_MESSAGES:]
     for message in messages:
         content = message.get("content") if isinstance(message, dict) else None
-        if isinstance(content, str) and len(content) <= 1_000_000:  # longer is a negative case: keep it
+        if isinstance(content, str) and len(content) <= 1_000_000:
             message["content"] = content[:MAX_CHARS]
         elif isinstance(content, list):
-            for part in content:
-                if isinstance(part, dict) and isinstance(part.get("text"), str):
-                    part["text"] = part["text"][:MAX_CHARS]
+            bound_parts(content)
+
+
+def cut_texts(parts: list) -> None:
+    for part in parts:
+        if isinstance(part, dict) and isinstance(part.get("text"), str):
+            part["text"] = part["text"][:MAX_CHARS]
 
 
 def consistent_tools(body: dict) -> None:
@@ -321,16 +331,7 @@ def bounded_anthropic(body: dict) -> None:
     choice = body.get("tool_choice")
     if isinstance(choice, dict) and choice.get("type") == "tool" and names and isinstance(names[0], str) and choice.get("name") not in names:
         choice["name"] = names[0]
-    messages = body.get("messages")
-    if not isinstance(messages, list) or len(messages) > 4096:
-        return
-    del messages[MAX_MESSAGES:]
-    for message in messages:
-        content = message.get("content") if isinstance(message, dict) else None
-        if isinstance(content, str) and len(content) <= 1_000_000:
-            message["content"] = content[:MAX_CHARS]
-        elif isinstance(content, list):
-            text_only(content)
+    bounded_messages(body, text_only)
 
 
 def text_only(blocks: list) -> None:
