@@ -19,7 +19,7 @@ from jan_server.web.disconnect import SCOPE_KEY
 from jan_server.web.dispatch import handler_name
 from jan_server.web.run_modes import RunModes, routed_operation
 from jan_server.web.spec_bundle import bundle
-from tests.test_spec import UNKNOWN_IDS, operations, request_examples
+from tests.test_spec import UNKNOWN_IDS, example_request, operations, request_examples
 
 CHAT = "jan_server.handlers.chat.create_chat_completion"
 THREADS = "jan_server.handlers.threads.create_thread"
@@ -172,7 +172,7 @@ def test_every_operation_runs_where_the_spec_declares(tmp_path):
         async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
             for _op_id, method, path, operation in operations(spec):
                 url = "/v1" + re.sub(r"{([^}]+)}", lambda m: UNKNOWN_IDS[m.group(1)], path)
-                response = await client.request(method.upper(), url, json=request_examples(operation)[0])
+                response = await client.request(method.upper(), url, **example_request(operation, request_examples(operation)[0], {}))
                 assert response.status_code == 204, f"{method} {url}: {response.status_code} {response.text}"
             assert (await client.get("/v1/no-such-thing")).status_code == 204
         return threading.current_thread().name

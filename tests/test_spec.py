@@ -231,16 +231,21 @@ PLACEHOLDERS = {"file-abc123": "file_id"}
 
 
 def send(api: httpx.Client, method: str, url: str, operation: dict, body, ids: dict) -> httpx.Response:
-    """The request "Try it out" sends for an example: JSON, or a multipart form whose `file` is the example's text."""
+    return api.request(method.upper(), url, **example_request(operation, body, ids))
+
+
+def example_request(operation: dict, body, ids: dict) -> dict:
+    """httpx's arguments for the request "Try it out" sends for an example: JSON, or a multipart form whose `file`
+    is the example's text."""
     if "multipart/form-data" in operation.get("requestBody", {}).get("content", {}):
         fields = {key: value for key, value in body.items() if key != "file"}
-        return api.request(method.upper(), url, data=fields, files={"file": ("example.txt", body["file"].encode())})
+        return {"data": fields, "files": {"file": ("example.txt", body["file"].encode())}}
     if body is None:
-        return api.request(method.upper(), url)
+        return {}
     text = json.dumps(body)
     for placeholder, kind in PLACEHOLDERS.items():
         text = text.replace(json.dumps(placeholder), json.dumps(ids.get(kind, placeholder)))
-    return api.request(method.upper(), url, content=text, headers={"content-type": "application/json"})
+    return {"content": text, "headers": {"content-type": "application/json"}}
 
 
 def test_documented_examples_work(served, api):
