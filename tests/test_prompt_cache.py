@@ -72,7 +72,6 @@ def one_slot(models, **settings):
     return models.running(MODEL)
 
 
-MODEL = BUNDLED_MODEL_ID
 #: A system prompt long enough (over 64 tokens) that a seeded job's cells of it count as exact with flash attention.
 SYSTEM = {"role": "system", "content": "You are a patient astronomy tutor. " * 3 + "Answer in plain words, briefly, and "
           "never invent numbers you are unsure of. Prefer short sentences. Mention one fact a child would enjoy. " * 3}
@@ -132,10 +131,11 @@ def stats_of(server: LiveServer) -> dict:
     return httpx.get(f"{server.api_url}/models/{MODEL}", timeout=PATIENT).json()["metadata"]
 
 
-def test_a_conversation_resumes_from_disk_after_a_restart_and_a_damaged_entry_is_skipped(tmp_path, openai_client):
+def test_a_conversation_resumes_from_disk_after_a_restart_and_a_damaged_entry_is_skipped(tmp_path):
     """The server stops with the conversation in a slot: its cells go to disk. After a restart its next turn
-    restores them and reads only the new message, with the text it gets in a slot it never left (the session's
-    server); from a copy of the data dir whose entry was damaged, the entry is deleted and the prompt read."""
+    restores them and reads only the new message, with the text a fresh server gets from a slot it never left
+    (not the session's server, whose cache of other prompts would split this one's reading differently); from a
+    copy of the data dir whose entry was damaged, the entry is deleted and the prompt read."""
     with LiveServer(tmp_path / "data") as first:
         turn = openai_at(first.api_url).chat.completions.create(model=MODEL, messages=FIRST, **GREEDY)
     answer = turn.choices[0].message.content
@@ -153,8 +153,10 @@ def test_a_conversation_resumes_from_disk_after_a_restart_and_a_damaged_entry_is
     cached = resumed.usage.prompt_tokens_details.cached_tokens
     assert cached == stats["restored_prompt_tokens"] == stats["cached_prompt_tokens"] >= turn.usage.prompt_tokens
     assert stats["prompt_tokens_read"] == resumed.usage.prompt_tokens - cached <= 30  # the new message and its markup
-    openai_client.chat.completions.create(model=MODEL, messages=FIRST, **GREEDY)
-    kept = openai_client.chat.completions.create(model=MODEL, messages=follow_up, **GREEDY)
+    with LiveServer(tmp_path / "reference") as reference:
+        kept_in_slot = openai_at(reference.api_url)
+        kept_in_slot.chat.completions.create(model=MODEL, messages=FIRST, **GREEDY)
+        kept = kept_in_slot.chat.completions.create(model=MODEL, messages=follow_up, **GREEDY)
     assert resumed.choices[0].message.content == kept.choices[0].message.content
 
     with LiveServer(tmp_path / "damaged") as skipping:
