@@ -134,9 +134,10 @@ def test_claude_codes_turns_and_tool_schemas_are_taken(client):
         "properties": {"script": {"type": "string", "maxLength": 524288}, "args": {"description": "Any value for the script."}}}}
     turns = [{"role": "user", "content": "Run the hello workflow."}, {"role": "system", "content": [{"type": "text", "text": "# Environment"}]}]
     message, _ = created(client, max_tokens=48, tools=[workflow, TOOL], tool_choice={"type": "tool", "name": "Workflow"}, messages=turns)
-    (call,) = [block for block in message.content if block.type == "tool_use"] or [None]
-    assert message.stop_reason in ("tool_use", "max_tokens")
-    assert call is None or (call.name == "Workflow" and isinstance(call.input["script"], str))
+    calls = [block for block in message.content if block.type == "tool_use"]
+    assert message.stop_reason in ("tool_use", "max_tokens") and all(call.name == "Workflow" for call in calls)
+    if message.stop_reason == "tool_use":  # a call cut by max_tokens comes back with the input written so far
+        assert calls and all(isinstance(call.input["script"], str) for call in calls)
 
 
 def test_stop_reasons(client):
