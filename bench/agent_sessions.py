@@ -5,7 +5,7 @@ Both servers run at once on the bundled model with the same threads; every turn 
 server then the other (the order alternating), so the two time-to-first-token (TTFT) figures of a turn are taken
 seconds apart. `--concurrency` sessions run at a time, each turn adding `--turn-tokens` of fresh text. llama-server
 runs at its defaults (4 slots sharing the model's trained context, 8 GiB host prompt cache); jan-server with
-`--slots` slots of `--ctx-len` cells. Printed: first-turn and later-turn TTFT p50/p90 of each, the ratio, the TTFT
+`--slots` slots sharing its default context (the trained one), or `--ctx-len` cells. Printed: first-turn and later-turn TTFT p50/p90 of each, the ratio, the TTFT
 of reading `--turn-tokens` tokens alone on jan-server (the limit a later turn can reach), and jan-server's prompt
 tokens read and restored. With `--restart`, jan-server is then restarted on the same data dir: the next turn of
 each of `--restart-sessions` sessions (restored from disk) against the same conversation read cold (its system
@@ -42,7 +42,7 @@ from tests.live_server import LiveServer, free_port  # noqa: E402
 
 def start_jan(data_dir: Path, args) -> LiveServer:
     server = LiveServer(data_dir).start()
-    settings = {"n_parallel": args.slots, "ctx_len": args.ctx_len, "n_threads": args.threads}
+    settings = {"n_parallel": args.slots, "n_threads": args.threads, **({"ctx_len": args.ctx_len} if args.ctx_len else {})}
     httpx.put(f"{server.api_url}/models/{BUNDLED_MODEL_ID}/start", json=settings, timeout=600).raise_for_status()
     return server
 
@@ -139,7 +139,7 @@ def main() -> None:
     parser.add_argument("--answer-tokens", type=int, default=32)
     parser.add_argument("--concurrency", type=int, default=2, help="sessions running at a time")
     parser.add_argument("--slots", type=int, default=4, help="jan-server's n_parallel (llama-server's default is 4)")
-    parser.add_argument("--ctx-len", type=int, default=4096, help="jan-server's cells per slot")
+    parser.add_argument("--ctx-len", type=int, help="jan-server's cells, shared by its slots (default: the model's own)")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--restart", action="store_true", help="then measure jan-server's restart from disk")
     parser.add_argument("--restart-sessions", type=int, default=4)

@@ -9,7 +9,7 @@ import pytest
 from jan_server.models.registry import BUNDLED_MODEL_ID
 
 MODEL = BUNDLED_MODEL_ID
-LONG = "word " * 10000  # more than the bundled model's context (8,192 tokens trained, 2,048 by default)
+LONG = "word " * 10000  # more than the bundled model's context (8,192 tokens, its trained context)
 
 
 @pytest.mark.parametrize("stream", [False, True])

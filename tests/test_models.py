@@ -25,7 +25,7 @@ def test_bundled_model_is_listed_ready(api):
     model = next(m for m in listed["data"] if m["id"] == BUNDLED_MODEL_ID)
     assert model["object"] == "model" and isinstance(model["created"], int) and model["owned_by"]
     assert model["state"] in ("downloaded", "running")
-    assert model["settings"]["ctx_len"] == 2048 and "temperature" in model["parameters"]
+    assert "ctx_len" not in model["settings"] and "temperature" in model["parameters"]  # the trained context
     metadata = model["metadata"]
     assert metadata["size"] == bundled_weights().stat().st_size
     assert (metadata["quantization"], metadata["engine"], metadata["bundled"]) == ("Q4_1", "llamacpp", True)

@@ -196,7 +196,7 @@ def test_a_client_that_leaves_a_stream_stops_it(server, openai_client):
 
 
 def test_truncation(openai_client):
-    long_ago = {"role": "user", "content": "word " * 3000}  # more than the bundled model's 2048-token context
+    long_ago = {"role": "user", "content": "word " * 9000}  # more than the bundled model's 8,192-token context
     given = [long_ago, {"role": "assistant", "content": "Noted."}, {"role": "user", "content": "Say hi."}]
     with pytest.raises(openai.BadRequestError) as refused:
         openai_client.responses.create(model=MODEL, input=given, max_output_tokens=8)

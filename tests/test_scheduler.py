@@ -18,6 +18,7 @@ from jan_server.errors import ApiError, ConflictError, RateLimitError, ServerErr
 from jan_server.models import jobs
 from jan_server.models import scheduler as scheduler_module
 from jan_server.models.jobs import Job, Sampling
+from jan_server.models.kv import Cells
 from jan_server.models.prompt_cache import HostCache
 from jan_server.models.scheduler import Scheduler
 from jan_server.models.slots import COPY_GAIN, SlotCache
@@ -45,8 +46,10 @@ class FakeSampler:
 class FakeBackend:
     """Records what the scheduler asks; `delay` seconds per decode; `fail_next_clear`, `crash` inject faults."""
 
-    def __init__(self, delay: float = 0.0, min_chunk: int = 2):
+    def __init__(self, delay: float = 0.0, min_chunk: int = 2, cells: int = 0):
         self.delay = delay
+        self.cells = Cells(cells) if cells else None  # shared cells (a unified cache) of that many, or per slot
+        self._counts: dict[bytes, int] = {}  # the cells each saved state holds
         self.rows: list[list[tuple]] = []  # every decode's rows
         self.seated: list[int | None] = []  # the seed of each job given a sampler, in order
         self.cleared: list[tuple[int, int]] = []
@@ -73,16 +76,24 @@ class FakeBackend:
             self.fail_next_clear = False
             raise RuntimeError("could not clear the cells")
         self.cleared.append((seq_id, start))
+        if self.cells:
+            self.cells.clear(seq_id, start)
 
     def copy(self, source, target):
         self.copied.append((source, target))
+        if self.cells:
+            self.cells.copy(source, target)
 
     def save(self, seq_id):
         self.saved.append(seq_id)
-        return f"cells of slot {seq_id}, save {len(self.saved)}".encode()
+        state = f"cells of slot {seq_id}, save {len(self.saved)}".encode()
+        self._counts[state] = self.cells.held(seq_id) if self.cells else 0
+        return state
 
     def restore(self, seq_id, state):
         self.restored.append((seq_id, state))
+        if self.cells:
+            self.cells.restore(seq_id, self._counts[state])
 
     def decode(self, rows, exact):
         if self.crash:
@@ -90,6 +101,9 @@ class FakeBackend:
         if self.delay:
             time.sleep(self.delay)
         self.rows.append([(seq_id, position, list(tokens), logits) for seq_id, position, tokens, logits in rows])
+        for seq_id, position, tokens, _ in rows if self.cells else ():
+            assert self.cells.free >= len(tokens), "a decode with no room for its tokens"
+            self.cells.grow(seq_id, position, len(tokens))
 
     def logits(self, row):
         return ("logits", row)
@@ -110,12 +124,13 @@ class FakeBackend:
 
 @pytest.fixture()
 def make():
-    """make(n_slots, max_queued=8, delay=0, n_batch=8, min_chunk=2, cache_bytes=0) -> (scheduler, backend), with a
-    host cache of `cache_bytes`; every scheduler is closed at the end."""
+    """make(n_slots, max_queued=8, delay=0, n_batch=8, min_chunk=2, cache_bytes=0, cells=0) -> (scheduler, backend),
+    with a host cache of `cache_bytes` and, given `cells`, that many cells shared by the slots; every scheduler is
+    closed at the end."""
     made = []
 
-    def make(n_slots, max_queued=8, delay=0.0, n_batch=8, min_chunk=2, cache_bytes=0):
-        backend = FakeBackend(delay, min_chunk)
+    def make(n_slots, max_queued=8, delay=0.0, n_batch=8, min_chunk=2, cache_bytes=0, cells=0):
+        backend = FakeBackend(delay, min_chunk, cells)
         scheduler = Scheduler(backend, model_id="fake", n_slots=n_slots, n_batch=n_batch, max_queued=max_queued,
                               cache=HostCache(cache_bytes), cache_key="fake")
         made.append(scheduler)
@@ -180,7 +195,7 @@ def test_more_jobs_than_slots_reuse_the_slots(make):
     assert [outcome(done) for done in submitted] == [("<1><2><3>", "length")] * 6
     assert {row[0] for rows in backend.rows for row in rows} == {0, 1}
     assert scheduler.stats() == {"generated_tokens": 18, "prompt_tokens_read": 12, "cached_prompt_tokens": 0,
-                                 "restored_prompt_tokens": 0, "prompt_cache_bytes": 0,
+                                 "restored_prompt_tokens": 0, "prompt_cache_bytes": 0, "preempted_sequences": 0,
                                  "completed_requests": 6, "cancelled_requests": 0, "queued_requests": 0, "busy_slots": 0}
     assert backend.freed == 6
 

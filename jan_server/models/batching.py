@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 
 from jan_server.errors import ConflictError, InvalidRequestError
-from jan_server.models import raw_prompt
+from jan_server.models import kv, raw_prompt
 from jan_server.models.jobs import Job, Sampling, choice_jobs
 from jan_server.models.prompt import PromptFormatter
 from jan_server.models.prompt_cache import HostCache
@@ -34,13 +34,18 @@ class Runner:
         self.load_settings = load_settings
         self.max_queued = max_queued
         self.usage = usage or Usage()
-        self.n_ctx = load_settings["ctx_len"]
         self.n_slots = load_settings["n_parallel"]
+        unified = not load_settings["deterministic"]
+        try:
+            self.n_ctx = load_settings["ctx_len"] = context_size(model, load_settings["ctx_len"], 1 if unified else self.n_slots)
+        except BaseException:
+            model.close()
+            raise
         self._closing = threading.Lock()  # held while a request thread tokenizes: close() frees the vocabulary
         self._closed = False
         self._embedder = None  # opened on the first embedding request (see embedder())
         self.backend = LlamaBackend(model, n_ctx=self.n_ctx, n_slots=self.n_slots, n_batch=load_settings["n_batch"], n_threads=load_settings["n_threads"],
-                                    flash_attn=load_settings["flash_attn"])
+                                    flash_attn=load_settings["flash_attn"], unified=unified)
         try:
             self.prompts = PromptFormatter(model, self.n_ctx)
             self.scheduler = Scheduler(self.backend, model_id=record.id, n_slots=self.n_slots, n_batch=self.backend.n_batch, max_queued=max_queued,
@@ -146,9 +151,22 @@ class Runner:
         self.backend.close()
 
 
+def context_size(model, ctx_len: int, copies: int) -> int:
+    """The model's context: `ctx_len`, or (0) its trained one where `copies` KV caches of it fit; a ValueError if
+    they do not fit in the memory available (jan_server.models.kv)."""
+    import llama_cpp
+
+    weights = model.model
+    size = kv.cell_bytes(llama_cpp.llama_model_n_layer(weights), llama_cpp.llama_model_n_embd(weights),
+                         llama_cpp.llama_model_n_head(weights), llama_cpp.llama_model_n_head_kv(weights))
+    n_ctx = ctx_len or kv.default_context(llama_cpp.llama_model_n_ctx_train(weights), size, copies)
+    kv.check_fits(n_ctx, size, copies)
+    return n_ctx
+
+
 def cache_key(record: ModelRecord, load_settings: dict) -> str:
     """What a model's cells depend on: its weights file (path, size, modification time) and the settings the
     context was made with. Entries of the prompt cache are kept under it (jan_server.models.prompt_cache)."""
     weights = record.weights.stat()
-    context = {key: load_settings[key] for key in ("ctx_len", "flash_attn")}
+    context = {key: load_settings[key] for key in ("ctx_len", "flash_attn", "deterministic")}
     return f"{record.weights.resolve()}:{weights.st_size}:{weights.st_mtime_ns}:{sorted(context.items())}"

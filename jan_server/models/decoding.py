@@ -30,6 +30,9 @@ class Decoding:
         """One decode: every generating sequence's next token, then prompt chunks with what room is left."""
         for sequence in [s for s in self._live if s.job.cancelled.is_set()]:
             self._retire(sequence, None)
+        cells = self.backend.cells  # shared (unified), or None: each slot has its own
+        if cells is not None:
+            self._fit_generating()
         rows: list[Row] = []
         read: list[tuple[Sequence, list[int]]] = []  # the prompt chunks of the batch
         sampling: list[tuple[int, Sequence]] = []  # (row, sequence) of the rows whose logits are sampled
@@ -41,11 +44,13 @@ class Decoding:
                 sequence.next_token = None
         generating = count = len(rows)  # the first rows: one generated token each
         for sequence in self._live:
-            room = self.n_batch - count
-            if room == 0:
-                break
             if not sequence.unread:
                 continue
+            room = self.n_batch - count
+            if cells is not None:  # as many tokens as there are (or can be made) free cells
+                room = min(room, self._make_room(count + min(room, len(sequence.unread))) - count)
+            if room <= 0:
+                break
             size = min(room, len(sequence.unread))
             if size < len(sequence.unread):  # never leave a chunk shorter than min_chunk
                 size = min(size, len(sequence.unread) - self.backend.min_chunk)
@@ -61,6 +66,9 @@ class Decoding:
             sequence.position += len(chunk)
             count += len(chunk)
         if not rows:
+            victim = self._victim() if cells is not None and any(s.unread for s in self._live) else None
+            if victim is not None and sum(1 for s in self._live if cells.held(s.seq_id)) > 1:
+                self._preempt(victim)  # readers stuck on each other's cells: the newest gives way
             return
         try:
             self.backend.decode(rows, {s.seq_id for s in self._live if s.job.exact})

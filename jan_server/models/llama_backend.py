@@ -1,7 +1,10 @@
 """The scheduler's backend on llama.cpp: one context holding every sequence of a model, its batch and the samplers.
 
-The context has `n_seq_max` = the model's `n_parallel` slots of `ctx_len` cells each (not unified, so a sequence
-never crowds out another). Samplers are built as `Llama` builds them, each sequence its own chain. With flash
+The context has `n_seq_max` = the model's `n_parallel` slots. Unified (the default), they share `n_ctx` cells
+(llama.cpp's unified KV cache), whose use `cells` keeps count of (jan_server.models.kv) so that the scheduler
+makes room before a decode; a whole step is then one llama_decode. A deterministic model's slots have `n_ctx`
+cells each instead (not unified: `n_parallel` times the memory), because batch invariance needs llama.cpp's
+`split_equal`, below. Samplers are built as `Llama` builds them, each sequence its own chain. With flash
 attention off, the logits are the ones a single-sequence `Llama` (whose default it is) would give.
 
 A non-unified cache makes llama.cpp split a batch of several sequences into ubatches holding equally many
@@ -35,16 +38,18 @@ from llama_cpp.llama_grammar import LlamaGrammar
 
 from jan_server.models.jobs import Sampling, TokenLogprob
 from jan_server.models.backend import Row, batch_size
+from jan_server.models.kv import Cells
 
 PENALTY_LAST_N = 64  # llama_cpp.Llama's default window for presence/frequency penalties
 FLASH_TILE = 64  # ggml's CPU flash-attention tile (GGML_FA_TILE_Q): chunks of at least this many rows agree
 
 
 class LlamaBackend:
-    """A llama.cpp context for n_slots sequences of n_ctx cells, decoding batches of up to `self.n_batch` tokens:
-    `n_batch`, or enough for every slot's token and two prompt chunks of `min_chunk` (the scheduler's batch_size)."""
+    """A llama.cpp context for n_slots sequences sharing n_ctx cells (`unified`; else n_ctx cells each), decoding
+    batches of up to `self.n_batch` tokens: `n_batch`, or enough for every slot's token and two prompt chunks of
+    `min_chunk` (the scheduler's batch_size)."""
 
-    def __init__(self, model, *, n_ctx: int, n_slots: int, n_batch: int, n_threads: int, flash_attn: bool):
+    def __init__(self, model, *, n_ctx: int, n_slots: int, n_batch: int, n_threads: int, flash_attn: bool, unified: bool):
         self.model = model
         self.flash_attn = flash_attn
         #: The fewest tokens of a prompt chunk whose cells are those of any other split (a lone token's differ).
@@ -54,11 +59,11 @@ class LlamaBackend:
         self.batch = None
         try:
             params = llama_cpp.llama_context_default_params()
-            params.n_ctx = n_ctx * n_slots
+            params.n_ctx = n_ctx if unified else n_ctx * n_slots
             params.n_seq_max = n_slots
             params.n_batch = params.n_ubatch = n_batch
             params.n_threads = params.n_threads_batch = n_threads
-            params.kv_unified = False  # each sequence has its own n_ctx cells
+            params.kv_unified = unified
             params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
             params.no_perf = True
             self.ctx = llama_cpp.llama_init_from_model(model.model, params)
@@ -66,6 +71,8 @@ class LlamaBackend:
                 self.ctx = None
                 raise ValueError(f"could not create a context of {params.n_ctx} cells for {n_slots} sequences")
             self.memory = llama_cpp.llama_get_memory(self.ctx)
+            #: The shared cells in use (None: each sequence has its own).
+            self.cells = Cells(llama_cpp.llama_n_ctx(self.ctx)) if unified else None
             self.batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
             self.vocab = model.vocab
             self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
@@ -136,9 +143,15 @@ class LlamaBackend:
 
     def clear(self, seq_id: int, start: int) -> None:
         llama_cpp.llama_memory_seq_rm(self.memory, seq_id, start, -1)
+        if self.cells:
+            self.cells.clear(seq_id, start)
 
     def copy(self, source: int, target: int) -> None:
-        """All of the source's cells (a copy across sequences of a non-unified cache must take the whole range)."""
+        """All of the source's cells (a copy across sequences of a non-unified cache must take the whole range; a
+        unified one adds the target to the source's cells, so its own must go first)."""
+        if self.cells:
+            self.clear(target, 0)
+            self.cells.copy(source, target)
         llama_cpp.llama_memory_seq_cp(self.memory, source, target, -1, -1)
 
     def save(self, seq_id: int) -> bytes:
@@ -153,12 +166,21 @@ class LlamaBackend:
         """The saved cells into the sequence (llama.cpp drops its own first; on a failure it is left empty)."""
         buffer = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
         if llama_cpp.llama_state_seq_set_data(self.ctx, buffer, len(state), seq_id) == 0:
-            llama_cpp.llama_memory_seq_rm(self.memory, seq_id, -1, -1)
+            self.clear(seq_id, 0)
             raise RuntimeError(f"could not restore the cells of sequence {seq_id}")
+        if self.cells:
+            self.cells.restore(seq_id, llama_cpp.llama_memory_seq_pos_max(self.memory, seq_id) + 1)
 
     def decode(self, rows: list[Row], exact: set[int]) -> None:
-        """Decode the rows, one llama_decode per row length; with flash attention, each lone token of a sequence
-        in `exact` in one of its own (see the module's docstring)."""
+        """Decode the rows: unified, in one llama_decode; else one per row length, and with flash attention each
+        lone token of a sequence in `exact` in one of its own (see the module's docstring)."""
+        if self.cells:
+            self._ends, self._saved = [], {}
+            self._decode(rows)
+            for seq_id, position, tokens, _ in rows:
+                self._ends.append((self._ends[-1] if self._ends else -1) + len(tokens))
+                self.cells.grow(seq_id, position, len(tokens))
+            return
         lengths: dict[int, list[int]] = {}
         alone: list[list[int]] = []
         for index, (seq_id, _, tokens, _) in sorted(enumerate(rows), key=lambda item: item[1][0]):

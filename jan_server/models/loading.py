@@ -47,10 +47,10 @@ class ThreadBudget:
 def load_settings(record: ModelRecord, overrides: dict, deterministic: bool = False) -> dict:
     """What the model loads with: the start request's overrides, else its model.json, else DEFAULT_SETTINGS (a zero
     or missing value means the default; `flash_attn` is a boolean, so only a missing one does; a missing
-    `deterministic` is the server's `deterministic`). `n_threads` is
-    what the model asks for, None for the whole budget."""
+    `deterministic` is the server's `deterministic`). `n_threads` is what the model asks for, None for the whole
+    budget; `ctx_len` 0, the trained context (the Runner sizes it once the weights are read)."""
     settings = {**record.settings, **overrides}
-    loaded = {key: int(settings.get(key) or DEFAULT_SETTINGS[key]) for key in LOAD_KEYS}
+    loaded = {key: int(settings.get(key) or DEFAULT_SETTINGS.get(key, 0)) for key in LOAD_KEYS}
     loaded["n_threads"] = int(settings["n_threads"]) if settings.get("n_threads") else None
     loaded["flash_attn"] = bool(DEFAULT_SETTINGS["flash_attn"] if settings.get("flash_attn") is None else settings["flash_attn"])
     loaded["deterministic"] = bool(deterministic if settings.get("deterministic") is None else settings["deterministic"])

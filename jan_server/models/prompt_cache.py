@@ -35,12 +35,16 @@ def host_budget(mib: int | None) -> int:
     DEFAULT_MAX)."""
     if mib is not None:
         return max(0, mib) * MiB
+    return min(DEFAULT_MAX, available_memory() // 4)
+
+
+def available_memory() -> int:
+    """The bytes of memory available now."""
     try:  # Linux's estimate of what can be had without swapping (free memory alone leaves out the page cache)
         with open("/proc/meminfo") as meminfo:
-            available = next(int(line.split()[1]) * 1024 for line in meminfo if line.startswith("MemAvailable:"))
+            return next(int(line.split()[1]) * 1024 for line in meminfo if line.startswith("MemAvailable:"))
     except (OSError, StopIteration, ValueError):
-        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 0
-    return min(DEFAULT_MAX, available // 4)
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 0
 
 
 @dataclass

@@ -29,7 +29,8 @@ _QUANTIZATION = re.compile(r"(?<![A-Za-z0-9])(I?Q\d(?:_[A-Z0-9]+)*|BF16|F16|F32)
 
 #: The one table of model defaults: what a model loads with unless its model.json or its start request says
 #: otherwise. `n_threads` is not here: by default a model takes what is left of the thread budget (see loading.py).
-DEFAULT_SETTINGS = {"ctx_len": 2048, "ngl": 0, "n_parallel": 8, "n_batch": 512, "flash_attn": True, "embedding": False}
+#: No `ctx_len`: a model's default context is its trained one, where its KV cache fits (jan_server.models.kv).
+DEFAULT_SETTINGS = {"ngl": 0, "n_parallel": 8, "n_batch": 512, "flash_attn": True, "embedding": False}
 DEFAULT_PARAMETERS = {"temperature": 0.7, "top_p": 0.95, "max_tokens": 2048, "stop": []}
 
 

@@ -6,7 +6,9 @@ only the rest), decodes one batch (jan_server.models.decoding: the next token of
 prompt chunks), samples each sequence, hands the text to its job's event queue and retires finished or cancelled
 sequences, freeing their slots at once. A free slot keeps its cells and its prompt's last logits as a cache
 (jan_server.models.slots); cells a slot must give up go to the prompt cache beyond the slots, in host memory
-(jan_server.models.prompt_cache) and on disk (jan_server.models.disk_cache).
+(jan_server.models.prompt_cache) and on disk (jan_server.models.disk_cache). When the slots share their cells
+(a unified KV cache), idle slots give their cells up as others need them, and if generating sequences still run
+out, the newest is preempted and resumes later from the prompt cache (jan_server.models.room).
 
 Failures stay as small as they can: an error while seating or sampling one job fails that job alone (500
 `generation_failed`); a failed decode fails the sequences that were in that batch. If the thread itself dies,
@@ -36,6 +38,7 @@ from jan_server.models.backend import Backend, batch_size
 from jan_server.models.decoding import Decoding
 from jan_server.models.jobs import Job
 from jan_server.models.prompt_cache import HostCache
+from jan_server.models.room import Room
 from jan_server.models.seating import Seating, Sequence
 from jan_server.models.slots import FreeSlots
 
@@ -44,7 +47,7 @@ DECODE_NICE = 5
 CLOSE_TIMEOUT = 60.0  # seconds close() waits for the decode under way: far longer than a step takes
 
 
-class Scheduler(Seating, Decoding):
+class Scheduler(Seating, Room, Decoding):
     """The FIFO of waiting jobs, the slots and the thread that batches them on one backend. Its state (the queue,
     the live sequences, the free slots) is the thread's alone, but for the queue and flags that submit and close
     touch under `_ready`; seating and the decode step are parts of it (mixins) kept in modules of their own."""
@@ -60,6 +63,7 @@ class Scheduler(Seating, Decoding):
         self._waiting: collections.deque[list[Job]] = collections.deque()  # groups of jobs
         self._ready = threading.Condition()  # guards _waiting, _stopping, _failed, cancelled_requests
         self._live: list[Sequence] = []
+        self._preempted: collections.deque[Sequence] = collections.deque()  # to resume before any new job
         self._free = FreeSlots(n_slots)
         self._stopping = False
         self._failed = False
@@ -67,6 +71,8 @@ class Scheduler(Seating, Decoding):
         self.prompt_tokens_read = 0  # prompt tokens decoded
         self.cached_prompt_tokens = 0  # prompt tokens found in a slot's cells, not decoded
         self.restored_prompt_tokens = 0  # of those, the tokens restored from the host cache into a slot
+        self.preempted_sequences = 0  # times a sequence gave its cells up to others (jan_server.models.room)
+        self.admitted = 0
         self.completed_requests = 0
         self.cancelled_requests = 0
         self.thread = threading.Thread(target=self._run, name=f"model:{model_id}", daemon=True)
@@ -79,6 +85,7 @@ class Scheduler(Seating, Decoding):
             "cached_prompt_tokens": self.cached_prompt_tokens,
             "restored_prompt_tokens": self.restored_prompt_tokens,
             "prompt_cache_bytes": self.cache.used,
+            "preempted_sequences": self.preempted_sequences,
             "completed_requests": self.completed_requests,
             "cancelled_requests": self.cancelled_requests,
             "queued_requests": len(self._waiting),
@@ -152,13 +159,14 @@ class Scheduler(Seating, Decoding):
     def _loop(self) -> None:
         while True:
             with self._ready:
-                while not self._live and not self._waiting and not self._stopping:
+                while not self._live and not self._waiting and not self._preempted and not self._stopping:
                     self._ready.wait()
                 if self._stopping:
                     return
-                while self._waiting and len(self._free) >= len(self._waiting[0]):
+                while not self._preempted and self._waiting and len(self._free) >= len(self._waiting[0]):
                     self._admit(self._waiting.popleft())
             try:
+                self._resume_preempted()
                 self._step()
             except Exception as exc:  # a fault of the scheduler itself: fail the live sequences, serve the next jobs
                 log.exception("generation failed on model %s", self.model_id)
@@ -173,7 +181,7 @@ class Scheduler(Seating, Decoding):
             waiting, self._waiting = [job for group in self._waiting for job in group], collections.deque()
         for job in waiting:
             job.events.put(("error", error))
-        for sequence in list(self._live):
+        for sequence in [*self._live, *self._preempted]:
             self._release(sequence, cache=False)
             sequence.job.events.put(("error", error))
 

@@ -30,8 +30,9 @@ log = logging.getLogger(__name__)
 class Sequence:
     """A job in a slot: its sequence id, sampler, unread prompt, decoded tokens and text state."""
 
-    def __init__(self, job: Job, seq_id: int, sampler: object):
+    def __init__(self, job: Job, seq_id: int, sampler: object, order: int = 0):
         self.job = job
+        self.order = order  # when it was admitted: the newest gives way first (jan_server.models.room)
         self.seq_id = seq_id
         self.sampler = sampler
         self.unread: list[int] = []  # prompt tokens not decoded yet
@@ -71,14 +72,17 @@ class Seating:
         prompt, exact = live[0].prompt_tokens, live[0].exact
         busy = {sequence.seq_id for sequence in self._live}
         seq_id, cache, shared = self._free.take(prompt, exact, busy)
-        leader = Sequence(live[0], seq_id, samplers[0])
+        self.admitted += 1
+        leader = Sequence(live[0], seq_id, samplers[0], self.admitted)
         source, held, source_exact = self._holding(prompt, exact)
         entry, stored = self.cache.best(self.cache_key, prompt, exact, beyond=max(shared, held) + COPY_GAIN) if self.cache.enabled else (None, 0)
         busy.add(seq_id)
         for job, sampler in zip(live[1:], samplers[1:]):
             followed = self._free.take_any(busy)
             self._keep_evicted(followed[0], followed[1], 0)
-            leader.followers.append(Sequence(job, followed[0], sampler))
+            if self.backend.cells is not None:  # shared cells: until the leader's are copied, these only take room
+                self.backend.clear(followed[0], 0)
+            leader.followers.append(Sequence(job, followed[0], sampler, self.admitted))
             busy.add(leader.followers[-1].seq_id)
         self._live += [leader, *leader.followers]
         keeps = {"slot": self._keepable(live[0], shared), "copy": self._keepable(live[0], held), "restore": self._keepable(live[0], stored)}
@@ -98,7 +102,11 @@ class Seating:
 
     def _restore(self, seq_id: int, entry, shared: int) -> tuple[SlotCache, int]:
         """Restore a cache entry's cells into the slot: what it then holds, and how much of the prompt. An entry
-        llama.cpp refuses (from another build of it, say) is dropped, and the prompt read instead."""
+        llama.cpp refuses (from another build of it, say) is dropped, and the prompt read instead; so is one the
+        shared cells have no room for (kept)."""
+        needed = len(entry.cells.tokens)
+        if self.backend.cells is not None and self._make_room(needed) < needed:
+            return SlotCache(), 0
         try:
             self.backend.restore(seq_id, entry.state)
             return entry.cells, shared

@@ -33,8 +33,8 @@ import collections
 from dataclasses import dataclass, field
 
 SIMILARITY = 0.1  # llama-server's default --slot-prompt-similarity
-#: A copy between slots moves the whole per-slot buffer (about 47 MB for SmolLM2 at 2,048 cells: milliseconds);
-#: reading this many tokens costs more.
+#: A copy between slots shares the cells of a unified cache, and moves the whole per-slot buffer of a deterministic
+#: model's (about 190 MB for SmolLM2 at 8,192 cells: tens of milliseconds); reading this many tokens costs more.
 COPY_GAIN = 16
 
 

@@ -1,0 +1,103 @@
+"""Room in a unified KV cache, whose cells all slots share (jan_server.models.kv): idle slots' cells give way
+first, then, if generating sequences still lack cells, the newest sequences are preempted.
+
+Before a step decodes, every generating sequence gets a cell for its token and each prompt chunk only as many
+tokens as there are cells for: idle slots (free, but holding a conversation) have their cells saved to the
+host prompt cache and cleared, least recently freed first (`_make_room`). If the generating sequences still
+lack cells, or no sequence can read or generate at all, the newest sequence holding cells is preempted
+(`_preempt`): its cells go to the prompt cache, the slot is freed, and it waits, with its sampler, decoded text
+and pending token, ahead of every new job. It resumes (`_resume`) once its tokens fit again: restored from the
+prompt cache where an entry holds them, the rest read again, and it then goes on exactly where it stopped (its
+last token's logits are computed anew, so its text is what it would have been). A prompt that cannot fit even
+alone never gets here: it is a 400 `context_length_exceeded` when it is prepared.
+
+With per-slot cells (a deterministic model: `backend.cells` is None) none of this applies.
+
+`Room` is a part of the Scheduler (a mixin), run by its thread only.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from jan_server.models.seating import Sequence
+from jan_server.models.slots import COPY_GAIN, SlotCache
+
+log = logging.getLogger(__name__)
+HEADROOM = 64  # cells beyond its tokens that a preempted sequence waits for, so it does not give way again at once
+
+
+class Room:
+    """Making room in the shared cells: evicting idle slots, preempting and resuming sequences."""
+
+    def _make_room(self, wanted: int) -> int:
+        """The free cells, after clearing idle slots (their cells saved to the prompt cache), least recently freed
+        first, until `wanted` are free."""
+        cells = self.backend.cells
+        for seq_id, cache in self._free.items():
+            if cells.free >= wanted:
+                break
+            if cells.own(seq_id):
+                self._keep_evicted(seq_id, cache, 0)
+                self.backend.clear(seq_id, 0)
+                self._free.put(seq_id, SlotCache())
+        return cells.free
+
+    def _fit_generating(self) -> None:
+        """A cell for every generating sequence's next token, preempting the newest sequences if need be."""
+        needed = sum(1 for sequence in self._live if sequence.next_token is not None)
+        while self._make_room(needed) < needed and (victim := self._victim()) is not None:
+            needed -= victim.next_token is not None
+            self._preempt(victim)
+
+    def _victim(self) -> Sequence | None:
+        """The newest live sequence holding cells whose group has no one waiting for its prompt."""
+        held = [sequence for sequence in self._live if sequence.cached and not sequence.followers]
+        return max(held, key=lambda sequence: sequence.order, default=None)
+
+    def _preempt(self, sequence: Sequence) -> None:
+        """Save the sequence's cells to the prompt cache, free its slot and queue it to resume (see the module)."""
+        read = sequence.prompt_logits is not None
+        self._keep_evicted(sequence.seq_id, SlotCache(sequence.cached, sequence.prompt_logits, len(sequence.job.prompt_tokens) if read else 0, sequence.exact), 0)
+        self._live.remove(sequence)
+        self.backend.clear(sequence.seq_id, 0)
+        self._free.put(sequence.seq_id, SlotCache())
+        pending = [sequence.next_token] if sequence.next_token is not None else []
+        sequence.unread = sequence.cached + pending + sequence.unread
+        sequence.cached, sequence.position, sequence.next_token = [], 0, None
+        self._preempted.append(sequence)
+        self.preempted_sequences += 1
+
+    def _resume_preempted(self) -> None:
+        """Resume the preempted sequences, oldest first, while each has a free slot and room."""
+        while self._preempted and len(self._free):
+            sequence = self._preempted[0]
+            if sequence.job.cancelled.is_set():
+                self._retire(self._preempted.popleft(), None)
+                continue
+            wanted = min(len(sequence.unread) + HEADROOM, self.backend.cells.size)
+            if self._make_room(wanted) < wanted and self._live:
+                return
+            self._resume(self._preempted.popleft())
+
+    def _resume(self, sequence: Sequence) -> None:
+        """Seat a preempted sequence: its tokens' cells from a slot or the prompt cache, the rest (at least its last
+        token, whose logits give its next one) to read."""
+        tokens = sequence.unread
+        busy = {live.seq_id for live in self._live}
+        seq_id, cache, shared = self._free.take(tokens, False, busy)
+        entry, stored = self.cache.best(self.cache_key, tokens, False, beyond=shared + COPY_GAIN) if self.cache.enabled else (None, 0)
+        sequence.seq_id = seq_id
+        self._live.append(sequence)
+        try:
+            if entry is not None and stored >= shared + COPY_GAIN:
+                self._keep_evicted(seq_id, cache, 0)
+                shared = self._restore(seq_id, entry, stored)[1]
+                self.restored_prompt_tokens += min(shared, len(tokens) - 1)
+            else:
+                self._keep_evicted(seq_id, cache, min(shared, len(tokens) - 1))
+            kept = min(shared, len(tokens) - 1)
+            self.backend.clear(seq_id, kept)
+            sequence.cached, sequence.position, sequence.unread = tokens[:kept], kept, tokens[kept:]
+        except Exception as exc:
+            self._fail(sequence, exc)
