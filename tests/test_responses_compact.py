@@ -54,13 +54,3 @@ def test_model_is_required(api: httpx.Client, path):
 def test_an_unknown_previous_response_is_a_404(openai_client):
     with pytest.raises(openai.NotFoundError):
         openai_client.responses.compact(model=MODEL, previous_response_id="resp_nowhere")
-
-
-def test_hosted_tools_are_left_out_and_cannot_be_forced(openai_client):
-    weather = {"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}
-    hosted = [{"type": "web_search"}, {"type": "file_search", "vector_store_ids": ["vs_1"]}, {"type": "code_interpreter", "container": {"type": "auto"}}]
-    response = openai_client.responses.create(model=MODEL, input="Hi.", tools=[*hosted, weather], tool_choice="none", max_output_tokens=4)
-    assert [tool.type for tool in response.tools] == ["function"]
-    with pytest.raises(openai.BadRequestError) as refused:
-        openai_client.responses.create(model=MODEL, input="Hi.", tools=[*hosted, weather], tool_choice={"type": "web_search"}, max_output_tokens=4)
-    assert refused.value.body["param"] == "tool_choice" and "web_search" in refused.value.body["message"]

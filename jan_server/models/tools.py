@@ -8,6 +8,14 @@ Calls are written as Hermes/Qwen-style blocks, which models trained for tools em
     {"name": "get_weather", "arguments": {"city": "Paris"}}
     </tool_call>
 
+A custom (freeform) tool's call carries its input as plain text after the name, in the tool's format (a grammar
+from jan_server.models.freeform):
+
+    <tool_call>
+    {"name": "apply_patch"}
+    *** Begin Patch ...
+    </tool_call>
+
 For `required` and a named function the grammar holds from the first token, so the reply is one call (named) or
 up to MAX_CALLS calls (`required`; one without `parallel_tool_calls`) whose arguments validate against the
 function's parameters. For `auto` the same grammar is lazy: the model writes text freely, and once it writes
@@ -23,6 +31,7 @@ from dataclasses import dataclass
 from typing import Iterator, NamedTuple
 
 from jan_server.errors import InvalidRequestError
+from jan_server.models import freeform
 from jan_server.models.grammar import convertible, strict_strings
 
 TRIGGER = "<tool_call>"
@@ -41,6 +50,10 @@ INSTRUCTIONS = (
     "<tool_call></tool_call> XML tags:\n<tool_call>\n"
     '{{"name": <function-name>, "arguments": <args-json-object>}}\n</tool_call>'
 )
+CUSTOM_INSTRUCTIONS = (
+    "\n\nA tool of type custom takes plain text instead of JSON arguments: call it as\n<tool_call>\n"
+    '{"name": <tool-name>}\n<the input, as its format says>\n</tool_call>'
+)
 
 
 class ToolCall(NamedTuple):
@@ -53,7 +66,7 @@ class ToolCall(NamedTuple):
 class ToolPlan:
     """How one generation may call tools: `grammar` (GBNF) constrains the calls; when `lazy`, only from TRIGGER on."""
 
-    tools: list[dict]  # OpenAI tool objects, {"type": "function", "function": {...}}
+    tools: list[dict]  # chat's tool objects, {"type": "function", "function": {...}} or {"type": "custom", "custom": {...}}
     grammar: str
     lazy: bool
 
@@ -66,26 +79,51 @@ def call_id() -> str:
     return f"call_{uuid.uuid4().hex[:24]}"
 
 
-def plan(tools: list[dict] | None, tool_choice: str | dict | None = None, parallel_tool_calls: bool | None = True) -> ToolPlan | None:
+def plan(tools: list[dict] | None, tool_choice: str | dict | None = None, parallel_tool_calls: bool | None = True,
+         max_calls: int | None = None) -> ToolPlan | None:
     """What `tools` + `tool_choice` ask of this generation; None when no tool may be called (no tools, `none`).
+    `max_calls` bounds the calls of one reply (below MAX_CALLS).
 
-    Raises InvalidRequestError (param `tool_choice`) for a named function that is not in `tools`, and (param
-    `tools`) for parameters the grammar cannot express."""
+    Raises InvalidRequestError (param `tool_choice`) for a named tool that is not in `tools`, and (param
+    `tools`) for parameters or a custom tool's format the grammar cannot express."""
     if not tools or tool_choice == "none":
         return None
     choice = tool_choice or "auto"
-    functions = [tool["function"] for tool in tools]
+    offered = [tool[tool.get("type", "function")] for tool in tools]
     if isinstance(choice, dict):
-        name = choice["function"]["name"]
-        functions = [function for function in functions if function["name"] == name]
-        if not functions:
-            raise InvalidRequestError(f"Tool choice '{name}' is not one of the functions in `tools`.", param="tool_choice")
-    most = 1 if isinstance(choice, dict) or parallel_tool_calls is False else MAX_CALLS
-    return ToolPlan(tools=tools, grammar=call_grammar(functions, most), lazy=choice == "auto")
+        name = choice[choice.get("type", "function")]["name"]
+        offered = [tool for tool in offered if tool["name"] == name]
+        if not offered:
+            raise InvalidRequestError(f"Tool choice '{name}' is not one of the tools in `tools`.", param="tool_choice")
+    most = 1 if isinstance(choice, dict) or parallel_tool_calls is False else min(MAX_CALLS, max_calls or MAX_CALLS)
+    customs = {tool["custom"]["name"] for tool in tools if tool.get("type") == "custom"}
+    functions = [tool for tool in offered if tool["name"] not in customs]
+    return ToolPlan(tools=tools, grammar=call_grammar(functions, most, [tool for tool in offered if tool["name"] in customs]), lazy=choice == "auto")
 
 
-def call_grammar(functions: list[dict], most: int = 1) -> str:
-    """GBNF for 1..`most` call blocks, each naming one of `functions` with arguments that match its parameters."""
+def call_grammar(functions: list[dict], most: int = 1, customs: list[dict] = ()) -> str:
+    """GBNF for 1..`most` call blocks, each naming one of `functions` with arguments that match its parameters,
+    or one of `customs` (chat's custom tools) with an input in its format."""
+    block = f'"{TRIGGER}\\n" space call space "\\n{END}"'
+    rules, blocks = "", [block] if functions else []
+    for at, custom in enumerate(customs):
+        try:
+            input_rules, input_root = freeform.gbnf(custom.get("format"), f"custom{at}")
+        except freeform.UnsupportedGrammar as exc:
+            raise InvalidRequestError(f"The format of the custom tool '{custom['name']}' cannot be translated to a grammar: {exc}.",
+                                      param="tools", code="unsupported_grammar") from None
+        head = freeform.literal(f'{TRIGGER}\n{{"name": {json.dumps(custom["name"], ensure_ascii=False)}}}\n')
+        rules += input_rules
+        blocks.append(f'{head} {input_root} "\\n{END}"')
+    if functions:
+        rules = function_rules(functions) + "\n" + rules
+    one = blocks[0] if len(blocks) == 1 else "(" + " | ".join(blocks) + ")"
+    more = f' ("\\n" {one}){{0,{most - 1}}}' if most > 1 else ""
+    return f"{rules}\nroot ::= {one}{more}\n"
+
+
+def function_rules(functions: list[dict]) -> str:
+    """The rules whose `call` is a call object naming one of `functions` with arguments that match its parameters."""
     from llama_cpp.llama_grammar import SchemaConverter
 
     converter = SchemaConverter(prop_order={"name": 0, "arguments": 1}, allow_fetch=False, dotall=False, raw_pattern=False)
@@ -101,12 +139,9 @@ def call_grammar(functions: list[dict], most: int = 1) -> str:
                 "additionalProperties": False,
             })
         converter.visit(calls[0] if len(calls) == 1 else {"anyOf": calls}, "call")
-        rules = strict_strings(converter.format_grammar())
+        return strict_strings(converter.format_grammar())
     except Exception as exc:  # the converter raises bare Exceptions and KeyErrors on schemas it cannot handle
         raise InvalidRequestError(f"Unsupported function parameters: {exc}", param="tools", code="invalid_function_parameters") from None
-    block = f'"{TRIGGER}\\n" space call space "\\n{END}"'
-    more = f' ("\\n" {block}){{0,{most - 1}}}' if most > 1 else ""
-    return f"{rules}\nroot ::= {block}{more}\n"
 
 
 def prompt_messages(messages: list[dict], tools: list[dict] | None) -> list[dict]:
@@ -116,14 +151,15 @@ def prompt_messages(messages: list[dict], tools: list[dict] | None) -> list[dict
     for message in messages:
         role, content = message["role"], message.get("content") or ""
         if role == "assistant" and message.get("tool_calls"):
-            blocks = [block(call["function"]["name"], call["function"]["arguments"]) for call in message["tool_calls"]]
+            blocks = [block(call["function"]["name"], call["function"]["arguments"]) if call.get("type", "function") == "function"
+                      else custom_block(call["custom"]["name"], call["custom"]["input"]) for call in message["tool_calls"]]
             content = "\n".join(([content] if content else []) + blocks)
         elif role == "tool":
             role, content = "user", f"<tool_response>\n{content}\n</tool_response>"
         out.append({"role": role, "content": content})
     if tools:
         listed = "\n".join(json.dumps(tool, ensure_ascii=False) for tool in tools)
-        instructions = INSTRUCTIONS.format(tools=listed)
+        instructions = INSTRUCTIONS.format(tools=listed) + (CUSTOM_INSTRUCTIONS if any(tool.get("type") == "custom" for tool in tools) else "")
         if out and out[0]["role"] == "system":
             out[0] = {"role": "system", "content": f"{out[0]['content']}\n\n{instructions}"}
         else:
@@ -140,14 +176,27 @@ def block(name: str, arguments: str) -> str:
     return f'{TRIGGER}\n{{"name": {json.dumps(name, ensure_ascii=False)}, "arguments": {arguments}}}\n{END}'
 
 
-_HEAD = re.compile(r'\s*\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"\s*,\s*"arguments"\s*:\s*')
+def custom_block(name: str, text: str) -> str:
+    """One custom tool's call as the model writes it."""
+    return f'{TRIGGER}\n{{"name": {json.dumps(name, ensure_ascii=False)}}}\n{text}\n{END}'
+
+
+_HEAD = re.compile(r'\s*\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"\s*(?:,\s*"arguments"\s*:\s*|(\}\n))')
+def held(text: str, marker: str) -> int:
+    """How many of `text`'s last characters may begin `marker` (held back until the next text tells)."""
+    return next((size for size in range(min(len(marker) - 1, len(text)), 0, -1) if text.endswith(marker[:size])), 0)
+
+
+#: Where a custom call's input ends.
+INPUT_END = f"\n{END}"
 
 
 class ToolCallParser:
     """Reads the model's output as it streams and tells text from calls.
 
     `feed(text)` yields events: ("content", text) for text outside calls (none after the first call), ("call",
-    index, id, name) once a call's name is read, ("arguments", index, fragment) for the pieces of its arguments.
+    index, id, name) once a call's name is read, ("arguments", index, fragment) for the pieces of its arguments
+    (of a custom tool's call: its input).
     `close()` yields what was held back. `calls` holds the completed calls."""
 
     def __init__(self):
@@ -170,7 +219,7 @@ class ToolCallParser:
     @property
     def cut(self) -> ToolCall | None:
         """The call the output stopped in (its name read, its arguments so far), if it stopped in one."""
-        return ToolCall(**self._current) if self._state in ("arguments", "tail") else None
+        return ToolCall(**self._current) if self._state in ("arguments", "input", "tail") else None
 
     def close(self) -> Iterator[tuple]:
         rest, self._buffer = self._buffer, ""
@@ -180,8 +229,7 @@ class ToolCallParser:
     def _text(self):
         start = self._buffer.find(TRIGGER)
         if start < 0:
-            hold = next((size for size in range(min(len(TRIGGER) - 1, len(self._buffer)), 0, -1) if self._buffer.endswith(TRIGGER[:size])), 0)
-            cut = len(self._buffer) - hold
+            cut = len(self._buffer) - held(self._buffer, TRIGGER)
             text, self._buffer = self._buffer[:cut], self._buffer[cut:]
             return [("content", text)] if text and not self.calls else None
         text, self._buffer, self._state = self._buffer[:start], self._buffer[start + len(TRIGGER):], "head"
@@ -193,7 +241,7 @@ class ToolCallParser:
             return None
         name = json.loads(f'"{match.group(1)}"')
         self._current = {"id": call_id(), "name": name, "arguments": ""}
-        self._buffer, self._state = self._buffer[match.end():], "arguments"
+        self._buffer, self._state = self._buffer[match.end():], "input" if match.group(2) else "arguments"
         self._depth, self._in_string, self._escaped = 0, False, False
         return [("call", len(self.calls), self._current["id"], name)]
 
@@ -226,6 +274,18 @@ class ToolCallParser:
         if end is not None:
             self._state = "tail"
         return [("arguments", len(self.calls), fragment)]
+
+    def _input(self):
+        end = self._buffer.find(INPUT_END)
+        if end < 0:
+            end = len(self._buffer) - held(self._buffer, INPUT_END)
+            if not end:
+                return None
+        else:
+            self._state = "tail"
+        fragment, self._buffer = self._buffer[:end], self._buffer[end:]
+        self._current["arguments"] += fragment
+        return [("arguments", len(self.calls), fragment)] if fragment else []
 
     def _tail(self):
         end = self._buffer.find(END)

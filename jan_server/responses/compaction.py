@@ -10,9 +10,9 @@ from __future__ import annotations
 import threading
 import time
 
-from jan_server.responses import items
+from jan_server.responses import items, tooling
 from jan_server.responses.generation import usage_of
-from jan_server.responses.service import ResponseService, prepare, tool_plan
+from jan_server.responses.service import ResponseService, prepare
 from jan_server.storage.records import new_id
 
 #: The request that closes the context for the summarising pass, and the most tokens the summary may take.
@@ -44,7 +44,7 @@ def compact(service: ResponseService, body: dict, cancelled: threading.Event | N
 
 def input_tokens(service: ResponseService, body: dict) -> dict:
     context, new_items = service.context(body)
-    _, functions = tool_plan(body)
+    offered = tooling.offer(body).chat_tools
     with service.models.serving(body["model"]) as runner:
-        job = prepare(runner, body.get("instructions"), context + new_items, {}, body.get("truncation") or "disabled", functions)
+        job = prepare(runner, body.get("instructions"), context + new_items, {}, body.get("truncation") or "disabled", offered)
     return {"object": "response.input_tokens", "input_tokens": len(job.prompt_tokens)}

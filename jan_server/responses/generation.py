@@ -11,7 +11,7 @@ from typing import Iterator
 from jan_server.errors import ApiError
 from jan_server.models import tools
 from jan_server.models.jobs import Job
-from jan_server.responses import hosted, items
+from jan_server.responses import items, tooling
 from jan_server.storage.records import new_id
 from jan_server.storage.store import Store
 
@@ -45,14 +45,14 @@ def response_object(response_id: str, body: dict, job: Job, conversation_id: str
         "presence_penalty": job.sampling.presence_penalty,
         "frequency_penalty": job.sampling.frequency_penalty,
         "top_logprobs": 0,
-        "max_tool_calls": None,
+        "max_tool_calls": body.get("max_tool_calls"),
         "service_tier": "default",
         "safety_identifier": body.get("safety_identifier"),
         "prompt_cache_key": body.get("prompt_cache_key"),
         "usage": None,
         "text": {"format": (body.get("text") or {}).get("format") or {"type": "text"}},
         "tool_choice": body.get("tool_choice") or "auto",
-        "tools": [{"type": "function", "description": None, "parameters": None, "strict": None, **tool} for tool in hosted.offered(body.get("tools"))],
+        "tools": tooling.echoed(body),
         "truncation": body.get("truncation") or "disabled",
         "metadata": body.get("metadata") or {},
     }
@@ -74,8 +74,9 @@ class Generation:
     """A response being generated. `outputs()` yields its output as it comes; `finish()` or `fail()` gives the
     final object and stores it (when `store`; a conversation gets the input and output appended either way).
 
-    With a tool plan (jan_server.models.tools) the model's text is read as message text and function calls: the
-    message (if it has any text) comes first, then the calls, in order."""
+    With a tool plan (jan_server.models.tools) the model's text is read as message text and tool calls
+    (`function_call` and `custom_tool_call` items, named as `tools` has them): the message (if it has any text)
+    comes first, then the calls, in order."""
 
     response: dict
     job: Job
@@ -83,13 +84,14 @@ class Generation:
     store: Store
     plan: tools.ToolPlan | None = None
     context: list[dict] = field(default_factory=list)  # the items before the input (chain or conversation)
+    tools: tooling.Offer = field(default_factory=lambda: tooling.Offer(None))  # the tools offered, by the names the model calls them
     owner: str | None = None  # the process that runs it, for a background response (stored before it ends)
     stored: bool = False  # inserted: from then on only updated
     on_first_text: Callable[["Generation"], None] | None = None
     message_id: str = field(default_factory=lambda: new_id("msg_"))
     text: str = ""  # the message's text
     raw: str = ""  # all the model wrote
-    calls: list[dict] = field(default_factory=list)  # the function_call items, as they stream
+    calls: list[dict] = field(default_factory=list)  # the call items, as they stream
 
     def __post_init__(self):
         self._parser = tools.ToolCallParser() if self.plan is not None else None
@@ -99,8 +101,8 @@ class Generation:
         return self.response["id"]
 
     def outputs(self) -> Iterator[tuple]:
-        """("text", delta) for the message's text, ("call", index) when function call `index` starts, ("arguments",
-        index, fragment) for its arguments; raises the job's ApiError if generation fails."""
+        """("text", delta) for the message's text, ("call", index) when call `index` starts, ("arguments", index,
+        fragment) for its arguments (a custom tool's call: its input); raises the job's ApiError if generation fails."""
         for delta in self.job:
             if not self.raw and self.on_first_text is not None:
                 self.on_first_text(self)
@@ -121,11 +123,13 @@ class Generation:
             yield ("text", event[1])
         elif event[0] == "call":
             _, index, call_id, name = event
-            self.calls.append(items.function_call(call_id, name, "", status="in_progress"))
+            tool = self.tools.called(name)
+            make = items.custom_tool_call if tool.kind == "custom" else items.function_call
+            self.calls.append(make(call_id, tool.name, "", status="in_progress", namespace=tool.namespace))
             yield ("call", index)
         else:
             _, index, fragment = event
-            self.calls[index]["arguments"] += fragment
+            self.calls[index][items.CALL_TEXT[self.calls[index]["type"]]] += fragment
             yield ("arguments", index, fragment)
 
     @property
@@ -138,7 +142,7 @@ class Generation:
         return items.message("assistant", self.text, self.message_id, status)
 
     def call(self, index: int) -> dict:
-        """Function call `index` as it stands: completed once the model closed it."""
+        """Call `index` as it stands: completed once the model closed it."""
         completed = self._parser is not None and index < len(self._parser.calls)
         return {**self.calls[index], "status": "completed" if completed else "in_progress"}
 

@@ -1,6 +1,7 @@
 """OpenAI's hosted tools, which run on OpenAI's side, and what this server does with each: none of them runs here
 yet, so a request may list them (Codex CLI sends `web_search` with every request) and they are left out: not
-offered to the model, not in the response's `tools` echo; a `tool_choice` forcing one is a 400. To make one
+offered to the model, not in the response's `tools` echo; a `tool_choice` forcing one is a 400, and so is
+`required` when only hosted tools are given (jan_server.responses.tooling). To make one
 runnable, give it a runner here and offer it (the `file_search` tool, once vector stores exist)."""
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ LEFT_OUT = {
 
 
 def offered(tools: list[dict] | None) -> list[dict]:
-    """The tools the model is offered: the request's function tools (the hosted ones are left out)."""
+    """The tools the model is offered: the request's tools but the hosted ones, which are left out."""
     return [tool for tool in tools or [] if tool.get("type", "function") not in LEFT_OUT]
 
 

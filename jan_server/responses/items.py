@@ -4,7 +4,8 @@ context of items gives the model.
 A client's message may be a bare string or an "easy" message ({role, content}) whose content is a string or
 parts; stored, every message is a full item with an id, a status and typed parts: `input_text` for user,
 system and developer messages, `output_text` for the assistant's. Function calls and their outputs are stored
-as OpenAI's `function_call` / `function_call_output` items; in the chat they become an assistant message's
+as OpenAI's `function_call` / `function_call_output` items (a namespace's function: `namespace` beside its `name`),
+a custom tool's as `custom_tool_call` / `custom_tool_call_output`; in the chat they become an assistant message's
 `tool_calls` and `tool` messages (jan_server.models.tools writes them into the prompt); a `compaction` item
 (jan_server.responses.compaction) becomes a system message holding its summary.
 """
@@ -18,6 +19,10 @@ from jan_server.storage.records import new_id
 
 #: What heads a compaction's summary in the chat (see jan_server.responses.compaction).
 COMPACTED = "Summary of the conversation so far:"
+#: The field holding what the model wrote, by call item type.
+CALL_TEXT = {"function_call": "arguments", "custom_tool_call": "input"}
+#: The output item type answering each call item type.
+OUTPUTS = {"function_call_output": "function_call", "custom_tool_call_output": "custom_tool_call"}
 
 
 def output_text(text: str) -> dict:
@@ -29,12 +34,23 @@ def message(role: str, text: str, item_id: str | None = None, status: str = "com
     return {"id": item_id or new_id("msg_"), "type": "message", "role": role, "status": status, "content": [part]}
 
 
-def function_call(call_id: str, name: str, arguments: str, item_id: str | None = None, status: str = "completed") -> dict:
-    return {"id": item_id or new_id("fc_"), "type": "function_call", "call_id": call_id, "name": name, "arguments": arguments, "status": status}
+def function_call(call_id: str, name: str, arguments: str, item_id: str | None = None, status: str = "completed", namespace: str | None = None) -> dict:
+    item = {"id": item_id or new_id("fc_"), "type": "function_call", "call_id": call_id, "name": name, "arguments": arguments, "status": status}
+    return {**item, "namespace": namespace} if namespace else item
 
 
-def function_call_output(call_id: str, output: str) -> dict:
-    return {"id": new_id("fco_"), "type": "function_call_output", "call_id": call_id, "output": output, "status": "completed"}
+def qualified(name: str, namespace: str | None) -> str:
+    """The name the model calls a tool by: a namespace's function or custom tool as `<namespace>.<name>`."""
+    return f"{namespace}.{name}" if namespace else name
+
+
+def custom_tool_call(call_id: str, name: str, input: str, status: str = "completed", namespace: str | None = None) -> dict:
+    item = {"id": new_id("ctc_"), "type": "custom_tool_call", "call_id": call_id, "name": name, "input": input, "status": status}
+    return {**item, "namespace": namespace} if namespace else item
+
+
+def function_call_output(call_id: str, output: str, kind: str = "function_call_output") -> dict:
+    return {"id": new_id("fco_" if kind == "function_call_output" else "ctco_"), "type": kind, "call_id": call_id, "output": output, "status": "completed"}
 
 
 def compaction(summary: str) -> dict:
@@ -64,9 +80,11 @@ def check_text_only(given: str | Iterable[Mapping], model: str) -> None:
 def _stored(item: Mapping) -> dict:
     kind = item.get("type", "message")
     if kind == "function_call":
-        return function_call(item["call_id"], item["name"], item["arguments"])
-    if kind == "function_call_output":
-        return function_call_output(item["call_id"], text_of(item["output"]))
+        return function_call(item["call_id"], item["name"], item["arguments"], namespace=item.get("namespace"))
+    if kind == "custom_tool_call":
+        return custom_tool_call(item["call_id"], item["name"], item["input"], namespace=item.get("namespace"))
+    if kind in OUTPUTS:
+        return function_call_output(item["call_id"], text_of(item["output"]), kind)
     if kind == "compaction":
         return compaction(item["encrypted_content"])
     return message(item["role"], text_of(item["content"]))
@@ -80,27 +98,32 @@ def text_of(content: str | Iterable[Mapping]) -> str:
 
 
 def check_call_outputs(items: Iterable[Mapping]) -> None:
-    """Every function_call_output answers a function_call earlier in the context (400 otherwise)."""
+    """Every function_call_output (custom_tool_call_output) answers a function_call (custom_tool_call) earlier in
+    the context (400 otherwise)."""
     calls = set()
     for item in items:
-        if item["type"] == "function_call":
-            calls.add(item["call_id"])
-        elif item["type"] == "function_call_output" and item["call_id"] not in calls:
-            raise InvalidRequestError(f"No function_call found for the function_call_output with call_id '{item['call_id']}'.", param="input", code="call_not_found")
+        if item["type"] in CALL_TEXT:
+            calls.add((item["type"], item["call_id"]))
+        elif item["type"] in OUTPUTS and (OUTPUTS[item["type"]], item["call_id"]) not in calls:
+            raise InvalidRequestError(f"No {OUTPUTS[item['type']]} found for the {item['type']} with call_id '{item['call_id']}'.", param="input", code="call_not_found")
 
 
 def chat_messages(items: Iterable[Mapping]) -> list[dict]:
     """The chat template's messages for a context of stored items (`developer` is the template's `system`);
-    consecutive function calls make one assistant message with several `tool_calls`."""
+    consecutive calls make one assistant message with several `tool_calls` (a namespace's named as offered)."""
     messages: list[dict] = []
     for item in items:
-        if item["type"] == "function_call":
-            call = {"id": item["call_id"], "type": "function", "function": {"name": item["name"], "arguments": item["arguments"]}}
+        if item["type"] in CALL_TEXT:
+            name = qualified(item["name"], item.get("namespace"))
+            if item["type"] == "function_call":
+                call = {"id": item["call_id"], "type": "function", "function": {"name": name, "arguments": item["arguments"]}}
+            else:
+                call = {"id": item["call_id"], "type": "custom", "custom": {"name": name, "input": item["input"]}}
             if messages and messages[-1].get("tool_calls"):
                 messages[-1]["tool_calls"].append(call)
             else:
                 messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
-        elif item["type"] == "function_call_output":
+        elif item["type"] in OUTPUTS:
             messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": item["output"]})
         elif item["type"] == "compaction":
             messages.append({"role": "system", "content": f"{COMPACTED}\n{item['encrypted_content']}"})

@@ -19,10 +19,9 @@ import time
 from jan_server.errors import ApiError, InvalidRequestError, ServerError
 from jan_server.models.batching import Runner
 from jan_server.models.grammar import grammar_of
-from jan_server.models import tools
 from jan_server.models.jobs import Job
 from jan_server.models.lifecycle import ModelManager
-from jan_server.responses import hosted, items
+from jan_server.responses import items, tooling
 from jan_server.responses.generation import Generation, response_object
 from jan_server.storage.records import new_id
 from jan_server.storage.responses import UNFINISHED
@@ -62,41 +61,25 @@ def parameters_of(body: dict) -> dict:
     return {name: value for name, value in given.items() if value is not None}
 
 
-def tool_plan(body: dict) -> tuple[tools.ToolPlan | None, list[dict]]:
-    """The request's function tools in chat's shape, and what they ask of this generation (None: no calls)."""
-    functions = [
-        {"type": "function", "function": {key: tool[key] for key in ("name", "description", "parameters") if tool.get(key) is not None}}
-        for tool in hosted.offered(body.get("tools"))
-    ]
-    choice = body.get("tool_choice")
-    hosted.check_choice(choice)
-    if isinstance(choice, dict):
-        choice = {"type": "function", "function": {"name": choice["name"]}}
-    plan = tools.plan(functions, choice, body.get("parallel_tool_calls"))
-    if plan is not None and parameters_of(body).get("grammar"):
-        raise InvalidRequestError("A JSON text.format cannot be combined with tools the model may call.", param="text.format")
-    return plan, functions
-
-
 def conversation_id_of(body: dict) -> str | None:
     conversation = body.get("conversation")
     return conversation.get("id") if isinstance(conversation, dict) else conversation
 
 
-def prepare(runner: Runner, instructions: str | None, context: list[dict], parameters: dict, truncation: str, functions: list[dict]) -> Job:
-    """The job for the context, offering `functions`; with truncation `auto` the oldest items are dropped until
+def prepare(runner: Runner, instructions: str | None, context: list[dict], parameters: dict, truncation: str, offered: list[dict]) -> Job:
+    """The job for the context, offering `offered` (chat's tools); with truncation `auto` the oldest items are dropped until
     the prompt fits, with `disabled` a prompt that does not fit is a 400 `context_length_exceeded`."""
     head = [{"role": "system", "content": instructions}] if instructions else []
     messages = items.chat_messages(context)
     for start in range(len(messages)):
         try:
-            return runner.prepare(head + messages[start:], parameters, functions or None)
+            return runner.prepare(head + messages[start:], parameters, offered or None)
         except InvalidRequestError as exc:
             if exc.code != "context_length_exceeded":
                 raise
             if truncation != "auto" or start == len(messages) - 1:
                 raise InvalidRequestError(exc.message.replace("messages", "input"), param="input", code="context_length_exceeded") from None
-    return runner.prepare(head, parameters, functions or None)  # no items at all: the instructions alone
+    return runner.prepare(head, parameters, offered or None)  # no items at all: the instructions alone
 
 
 class ResponseService:
@@ -155,14 +138,17 @@ class ResponseService:
         see context()."""
         conversation_id = conversation_id_of(body)
         context, new_items = self.context(body, held)
-        plan, functions = tool_plan(body)
+        offer = tooling.offer(body)
+        plan = offer.plan
+        if plan is not None and parameters_of(body).get("grammar"):
+            raise InvalidRequestError("A JSON text.format cannot be combined with tools the model may call.", param="text.format")
         parameters = {**parameters_of(body), **(plan.parameters() if plan else {})}
         with self.models.serving(body["model"]) as runner:  # not stopped to make room or for being idle meanwhile
-            job = prepare(runner, body.get("instructions"), context + new_items, parameters, body.get("truncation") or "disabled", functions)
+            job = prepare(runner, body.get("instructions"), context + new_items, parameters, body.get("truncation") or "disabled", offer.chat_tools)
             if cancelled is not None:
                 job.cancelled = cancelled
             runner.submit(job)
-        generation = Generation(response_object(new_id("resp_"), body, job, conversation_id), job, new_items, self.store, plan, context=context)
+        generation = Generation(response_object(new_id("resp_"), body, job, conversation_id), job, new_items, self.store, plan, context=context, tools=offer)
         if body.get("background"):
             generation.owner = self.owner
             try:

@@ -2,7 +2,8 @@
 Events, each with its `sequence_number`: response.created, response.in_progress, then per output item
 response.output_item.added, its content (a message: response.content_part.added, response.output_text.delta...,
 response.output_text.done, response.content_part.done; a function call: response.function_call_arguments.delta...,
-response.function_call_arguments.done) and response.output_item.done, then response.completed (or
+response.function_call_arguments.done; a custom tool's call: response.custom_tool_call_input.delta...,
+response.custom_tool_call_input.done) and response.output_item.done, then response.completed (or
 response.incomplete at max_output_tokens, or response.failed with the error). A client that leaves stops the
 generation, which is stored as cancelled. `events` yields the same events as dicts, for the WebSocket mode
 (jan_server.web.responses_socket)."""
@@ -49,6 +50,8 @@ def events(generation: Generation) -> Iterator[dict]:
             where = {"item_id": item["id"], "output_index": at, "content_index": 0}
             yield event("response.output_text.done", **where, text=item["content"][0]["text"], logprobs=[])
             yield event("response.content_part.done", **where, part=item["content"][0])
+        elif item["type"] == "custom_tool_call":
+            yield event("response.custom_tool_call_input.done", item_id=item["id"], output_index=at, input=item["input"])
         else:
             yield event("response.function_call_arguments.done", item_id=item["id"], name=item["name"], output_index=at, arguments=item["arguments"])
         yield event("response.output_item.done", output_index=at, item=item)
@@ -72,7 +75,9 @@ def events(generation: Generation) -> Iterator[dict]:
                 yield from added(args[0])
             else:
                 index, fragment = args
-                yield event("response.function_call_arguments.delta", item_id=generation.calls[index]["id"], output_index=opened.index(index), delta=fragment)
+                call = generation.calls[index]
+                kind = "response.custom_tool_call_input.delta" if call["type"] == "custom_tool_call" else "response.function_call_arguments.delta"
+                yield event(kind, item_id=call["id"], output_index=opened.index(index), delta=fragment)
     except ApiError as exc:
         yield event(FINAL_EVENT["failed"], response=generation.fail(exc))
         return
