@@ -97,6 +97,7 @@ def test_a_streamed_custom_tool_call_with_a_regex_grammar(server):
     ("lark", "start: undefined_rule", "does not load"),
     ("regex", r"(a)\1", "back-references"),
     ("regex", r"a{100000}", "over 256"),
+    ("regex", r"(?i)yes", "case-insensitive"),
 ])
 def test_a_grammar_that_cannot_be_translated_is_a_400_naming_it(openai_client, syntax, definition, named):
     tool = {"type": "custom", "name": "odd", "format": {"type": "grammar", "syntax": syntax, "definition": definition}}

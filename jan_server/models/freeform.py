@@ -45,6 +45,8 @@ def regex(pattern: str, flags: int = 0) -> str:
         tree = sre_parse.parse(pattern, flags)
     except re.error as exc:
         raise UnsupportedGrammar(f"the regex {pattern!r} does not parse: {exc}") from None
+    if tree.state.flags & re.IGNORECASE:
+        raise UnsupportedGrammar(f"the case-insensitive regex {pattern!r} cannot be translated")
     items = list(tree)
     while items and items[0] == (sre.AT, sre.AT_BEGINNING) or items and items[0] == (sre.AT, sre.AT_BEGINNING_STRING):
         items.pop(0)
@@ -70,6 +72,8 @@ def _node(op, value, dotall: bool) -> str:
         return _char_class([(sre.CATEGORY, value)])
     if op is sre.BRANCH:
         return "(" + " | ".join(_sequence(branch, dotall) or '""' for branch in value[1]) + ")"
+    if op is sre.SUBPATTERN and value[1] & re.IGNORECASE:
+        raise UnsupportedGrammar("a case-insensitive regex group cannot be translated")
     if op is sre.SUBPATTERN:
         return f"({_sequence(value[3], dotall) or chr(34) * 2})"
     if op in (sre.MAX_REPEAT, sre.MIN_REPEAT):
