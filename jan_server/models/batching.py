@@ -68,7 +68,7 @@ class Runner:
                 raise ConflictError(f"Model '{self.record.id}' is stopping.", param="model", code="model_stopping")
             tokens = self.prompts.tokenize(prompt)
         sampling.max_tokens = min(sampling.max_tokens, self.n_ctx - len(tokens))
-        return Job(prompt_tokens=tokens, sampling=sampling, deterministic=self.load_settings["deterministic"])
+        return Job(prompt_tokens=tokens, sampling=sampling, deterministic=self.load_settings["deterministic"], **routing(parameters))
 
     # Prompts without a chat template (completions) and embeddings: jan_server.models.raw_prompt and .embedding.
     def prepare_text(self, prompt: raw_prompt.Prompt, parameters: dict, suffix: str | None = None) -> Job:
@@ -82,7 +82,7 @@ class Runner:
                 tokens = raw_prompt.fill_in_the_middle(self.model, tokens, raw_prompt.tokens_of(self.model, suffix, param="suffix"))
         raw_prompt.fits(tokens, self.n_ctx, param="prompt", room=1)
         sampling.max_tokens = min(sampling.max_tokens, self.n_ctx - len(tokens))
-        return Job(prompt_tokens=tokens, sampling=sampling, deterministic=self.load_settings["deterministic"])
+        return Job(prompt_tokens=tokens, sampling=sampling, deterministic=self.load_settings["deterministic"], **routing(parameters))
 
     def detokenize(self, tokens: list[int]) -> str:
         with self._closing:
@@ -149,6 +149,11 @@ class Runner:
         if self._embedder is not None:
             self._embedder.close()  # waits for an embedding under way
         self.backend.close()
+
+
+def routing(parameters: dict) -> dict:
+    """The job's `route` and `label` from its parameters (a wire layer's `route`, and `label` if it differs)."""
+    return {"route": parameters.get("route"), "label": parameters.get("label", parameters.get("route"))}
 
 
 def context_size(model, ctx_len: int, copies: int) -> int:

@@ -79,6 +79,10 @@ class Job:
     deterministic: bool = False
     #: Prompt tokens whose cells were reused (from a slot) rather than read; set by the scheduler when it seats the job.
     cached_tokens: int = 0
+    #: The conversation the job continues and the name it leaves on its slot, as the client gave them
+    #: (`prompt_cache_key`, a Responses `conversation` or `previous_response_id`: jan_server.models.slots).
+    route: str | None = None
+    label: str | None = None
     finish_reason: str | None = None
     stop_sequence: str | None = None  # the stop string that ended it, if one did
     logprobs: list[TokenLogprob] = field(default_factory=list)
@@ -116,6 +120,11 @@ class Job:
 
     def result(self) -> str:
         return "".join(self)
+
+
+def route(kind: str, name: str | None) -> str | None:
+    """A job's `route` or `label` from what the client named (kind: `key`, `conversation`, `response`)."""
+    return None if name is None else f"{kind}:{name}"
 
 
 def next_event(events: queue.SimpleQueue, alive: Callable[[], bool]):

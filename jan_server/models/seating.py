@@ -71,7 +71,7 @@ class Seating:
             return
         prompt, exact = live[0].prompt_tokens, live[0].exact
         busy = {sequence.seq_id for sequence in self._live}
-        seq_id, cache, shared = self._free.take(prompt, exact, busy)
+        seq_id, cache, shared = self._free.take(prompt, exact, busy, live[0].route)
         self.admitted += 1
         leader = Sequence(live[0], seq_id, samplers[0], self.admitted)
         source, held, source_exact = self._holding(prompt, exact)
@@ -185,7 +185,7 @@ class Seating:
         (once, whatever fails)."""
         if sequence in self._live:
             self._live.remove(sequence)
-            kept = SlotCache(sequence.cached, sequence.prompt_logits, len(sequence.job.prompt_tokens), sequence.exact) if cache else SlotCache()
+            kept = SlotCache(sequence.cached, sequence.prompt_logits, len(sequence.job.prompt_tokens), sequence.exact, sequence.job.label) if cache else SlotCache()
             self._free.put(sequence.seq_id, kept)
         sampler, sequence.sampler = sequence.sampler, None
         if sampler is not None:

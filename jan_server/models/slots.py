@@ -21,6 +21,12 @@ and stays).
 A prompt that is all in a slot's cells without those logits (a shorter one) reads its last token again: that
 token's logits are the first token's distribution.
 
+A client may say which conversation a request continues (`prompt_cache_key`, a Responses `conversation` or
+`previous_response_id`: the job's `route`): the slot that last served that conversation (its `label`) is then
+taken whatever the prefixes say; without one, a slot that no conversation claims, else the least recently used.
+So two conversations that share a system prompt alternate in slots of their own instead of evicting each other's
+answers (what they share is copied from the other slot, jan_server.models.seating).
+
 Another slot, free or busy, may hold more of the prompt than the slot chosen (a system prompt or a document
 that many requests share, arriving together): if it holds at least `COPY_GAIN` more tokens, its cells are copied
 into the chosen slot (jan_server.models.seating), with their count of exact cells, so a seed's text stays the
@@ -48,6 +54,7 @@ class SlotCache:
     logits: object = None
     logits_at: int = 0
     exact: int = 0
+    label: str | None = None  # the conversation it served, as its client named it (see the module's docstring)
 
     def share(self, prompt: list[int], exact: bool) -> int:
         """How many leading tokens of `prompt` the cells hold (with `exact`, of the cells read as a prompt)."""
@@ -78,16 +85,27 @@ class FreeSlots:
     def __len__(self) -> int:
         return len(self._slots)
 
-    def take(self, prompt: list[int], exact: bool, busy: set[int]) -> tuple[int, SlotCache, int]:
+    def take(self, prompt: list[int], exact: bool, busy: set[int], route: str | None = None) -> tuple[int, SlotCache, int]:
         """The slot for `prompt` (see the module's docstring): its id, cache and how many leading tokens of the
         prompt its cells hold (with `exact`, its cells read as a prompt: for a seeded job). `busy`: the slots
-        generating or reading now."""
-        shares = {seq_id: cache.share(prompt, exact) for seq_id, cache in self._slots.items()}
+        generating or reading now; `route`: the conversation the job continues, if its client said."""
+        slots = self._slots
+        if route is not None:
+            own = [seq_id for seq_id, cache in slots.items() if cache.label == route]
+            if own:
+                cache = slots.pop(own[-1])
+                return own[-1], cache, cache.share(prompt, exact)
+            slots = {seq_id: cache for seq_id, cache in slots.items() if cache.label is None}
+            if not slots:  # every free slot serves a conversation: the least recently used gives way
+                seq_id = next(iter(self._slots))
+                cache = self._slots.pop(seq_id)
+                return seq_id, cache, cache.share(prompt, exact)
+        shares = {seq_id: cache.share(prompt, exact) for seq_id, cache in slots.items()}
         best = max(shares, key=shares.get)  # the first of equals: the least recently freed
         if shares[best] <= SIMILARITY * len(prompt):
-            best = self._beside(busy)
-        elif shares[best] < self._slots[best].logits_at / 2:
-            best = next((seq_id for seq_id, cache in self._slots.items() if not cache.tokens), best)
+            best = self._beside(busy, slots)
+        elif shares[best] < slots[best].logits_at / 2:
+            best = next((seq_id for seq_id, cache in slots.items() if not cache.tokens), best)
         return best, self._slots.pop(best), shares[best]
 
     def holding(self, prompt: list[int], exact: bool) -> tuple[int | None, int, int]:
@@ -98,14 +116,15 @@ class FreeSlots:
 
     def take_any(self, busy: set[int]) -> tuple[int, SlotCache]:
         """A slot for a job with no use for a cache (see `_beside`)."""
-        seq_id = self._beside(busy)
+        seq_id = self._beside(busy, self._slots)
         return seq_id, self._slots.pop(seq_id)
 
-    def _beside(self, busy: set[int]) -> int:
-        """The least recently freed slot next to a busy one, else the least recently freed. llama.cpp decodes a
-        batch in one ubatch (one pass over the weights) per run of consecutive sequence ids, so three
-        sequences in slots 0, 2 and 4 take three passes a token, in slots 0, 1 and 2 one."""
-        return next((seq_id for seq_id in self._slots if seq_id - 1 in busy or seq_id + 1 in busy), next(iter(self._slots)))
+    @staticmethod
+    def _beside(busy: set[int], slots) -> int:
+        """Of `slots`, the least recently freed next to a busy one, else the least recently freed. llama.cpp
+        decodes a batch of a non-unified cache in one ubatch (one pass over the weights) per run of consecutive
+        sequence ids, so three sequences in slots 0, 2 and 4 take three passes a token, in slots 0, 1 and 2 one."""
+        return next((seq_id for seq_id in slots if seq_id - 1 in busy or seq_id + 1 in busy), next(iter(slots)))
 
     def items(self) -> list[tuple[int, SlotCache]]:
         return list(self._slots.items())

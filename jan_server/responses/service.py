@@ -19,7 +19,7 @@ import time
 from jan_server.errors import ApiError, InvalidRequestError, ServerError
 from jan_server.models.batching import Runner
 from jan_server.models.grammar import grammar_of
-from jan_server.models.jobs import Job
+from jan_server.models.jobs import Job, route
 from jan_server.models.lifecycle import ModelManager
 from jan_server.responses import items, tooling
 from jan_server.responses.generation import Generation, response_object
@@ -59,6 +59,15 @@ def parameters_of(body: dict) -> dict:
         "grammar": grammar_of(text_format, schema_param="text.format.schema"),
     }
     return {name: value for name, value in given.items() if value is not None}
+
+
+def routing(body: dict, conversation_id: str | None, response_id: str) -> dict:
+    """Where the response's job looks for its conversation's cells and the name it leaves on its slot
+    (jan_server.models.slots): its `prompt_cache_key`, else its conversation, else the response it continues."""
+    if body.get("prompt_cache_key") is not None or conversation_id is not None:
+        named = route("key", body["prompt_cache_key"]) if body.get("prompt_cache_key") is not None else route("conversation", conversation_id)
+        return {"route": named, "label": named}
+    return {"route": route("response", body.get("previous_response_id")), "label": route("response", response_id)}
 
 
 def conversation_id_of(body: dict) -> str | None:
@@ -142,13 +151,14 @@ class ResponseService:
         plan = offer.plan
         if plan is not None and parameters_of(body).get("grammar"):
             raise InvalidRequestError("A JSON text.format cannot be combined with tools the model may call.", param="text.format")
-        parameters = {**parameters_of(body), **(plan.parameters() if plan else {})}
+        response_id = new_id("resp_")
+        parameters = {**parameters_of(body), **(plan.parameters() if plan else {}), **routing(body, conversation_id, response_id)}
         with self.models.serving(body["model"]) as runner:  # not stopped to make room or for being idle meanwhile
             job = prepare(runner, body.get("instructions"), context + new_items, parameters, body.get("truncation") or "disabled", offer.chat_tools)
             if cancelled is not None:
                 job.cancelled = cancelled
             runner.submit(job)
-        generation = Generation(response_object(new_id("resp_"), body, job, conversation_id), job, new_items, self.store, plan, context=context, tools=offer)
+        generation = Generation(response_object(response_id, body, job, conversation_id), job, new_items, self.store, plan, context=context, tools=offer)
         if body.get("background"):
             generation.owner = self.owner
             try:

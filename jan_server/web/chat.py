@@ -16,7 +16,7 @@ from jan_server.models import jobs as choices_of
 from jan_server.models import tools
 from jan_server.models.batching import Job
 from jan_server.models.grammar import grammar_of
-from jan_server.models.jobs import TokenLogprob
+from jan_server.models.jobs import TokenLogprob, route
 from jan_server.errors import ApiError, InvalidRequestError
 
 DONE = b"data: [DONE]\n\n"
@@ -69,6 +69,7 @@ def parameters_of(body: dict) -> dict:
         "stop": body.get("stop"),
         "grammar": grammar_of(body.get("response_format")),
         "logprobs": logprobs_of(body),
+        "route": route("key", body.get("prompt_cache_key")),
     }
     return {name: value for name, value in given.items() if value is not None}
 

@@ -39,6 +39,7 @@ def parameters_of(body: dict) -> dict:
     given = {name: body.get(name) for name in ("temperature", "top_p", "presence_penalty", "frequency_penalty", "seed", "stop")}
     given["max_tokens"] = body.get("max_tokens") or DEFAULT_MAX_TOKENS
     given["logprobs"] = body.get("logprobs")
+    given["route"] = jobs.route("key", body.get("prompt_cache_key"))
     return {name: value for name, value in given.items() if value is not None}
 
 
