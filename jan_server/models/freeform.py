@@ -29,13 +29,20 @@ class UnsupportedGrammar(ValueError):
 
 def gbnf(format: dict | None, prefix: str) -> tuple[str, str]:
     """(rules, root rule name) for a custom tool's `format`."""
+    from lark.exceptions import LarkError
+
     if not format or format.get("type", "text") == "text":
         return f"{prefix} ::= {ANY_TEXT}\n", prefix
     syntax, definition = format.get("syntax"), format.get("definition") or ""
-    if syntax == "regex":
-        return f"{prefix} ::= {regex(definition)}\n", prefix
-    if syntax == "lark":
-        return lark(definition, prefix), f"{prefix}-start"
+    try:
+        if syntax == "regex":
+            return f"{prefix} ::= {regex(definition)}\n", prefix
+        if syntax == "lark":
+            return lark(definition, prefix), f"{prefix}-start"
+    except RecursionError:
+        raise UnsupportedGrammar("the grammar is nested too deeply") from None
+    except LarkError as exc:
+        raise UnsupportedGrammar(f"the Lark grammar does not load: {str(exc).strip().splitlines()[0]}") from None
     raise UnsupportedGrammar(f"unknown grammar syntax {syntax!r} (lark or regex)")
 
 
@@ -123,15 +130,11 @@ def literal(text: str) -> str:
 
 def lark(definition: str, prefix: str) -> str:
     """GBNF rules for a Lark grammar, each named `prefix-<name>`; its start rule is `start`."""
-    from lark.exceptions import LarkError
     from lark.load_grammar import GrammarBuilder
 
     builder = GrammarBuilder()
-    try:
-        builder.load_grammar(definition)
-        grammar = builder.build()
-    except LarkError as exc:
-        raise UnsupportedGrammar(f"the Lark grammar does not load: {str(exc).strip().splitlines()[0]}") from None
+    builder.load_grammar(definition)  # a LarkError if it does not
+    grammar = builder.build()
     if grammar.ignore:
         raise UnsupportedGrammar(f"the Lark grammar's %ignore {', '.join(grammar.ignore)} cannot be translated")
     names = {name for name, *_ in grammar.rule_defs} | {name for name, _ in grammar.term_defs}
@@ -191,6 +194,8 @@ class _Lark:
             return literal(pattern.value)
         if kind == "range":
             low, high = (_literal_to_pattern(child).value for child in children)
+            if len(low) != 1 or len(high) != 1:
+                raise UnsupportedGrammar(f"the Lark range {children[0]}..{children[1]} is not between single characters")
             return f"[{_class_char(ord(low))}-{_class_char(ord(high))}]"
         raise UnsupportedGrammar(f"the Lark construct {kind} cannot be translated")
 
