@@ -1,5 +1,5 @@
 """The domain objects one server holds, built from Settings: the store, the model service with its registry and
-downloads, and the responses service on both."""
+downloads, the responses service on both, and the ingestion and search of vector stores."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from jan_server.models.registry import Registry
 from jan_server.models.remote import KeyVariables, Upstreams
 from jan_server.models.residency import Residency
 from jan_server.responses.service import ResponseService
+from jan_server.retrieval.ingest import Ingestion
+from jan_server.retrieval.search import Searcher
 from jan_server.settings import Settings
 from jan_server.storage.store import Store
 
@@ -26,6 +28,8 @@ class Services:
     models: ModelManager
     downloads: DownloadManager
     responses: ResponseService
+    ingestion: Ingestion
+    search: Searcher
 
     @classmethod
     def open(cls, settings: Settings) -> "Services":
@@ -45,14 +49,18 @@ class Services:
         store = Store.open(settings.sqlalchemy_url)
         responses = ResponseService(store, models)
         responses.fail_interrupted()  # before any request: a new background response is not one a stop left
-        return cls(settings=settings, store=store, registry=registry, models=models, downloads=downloads, responses=responses)
+        return cls(settings=settings, store=store, registry=registry, models=models, downloads=downloads, responses=responses,
+                   ingestion=Ingestion(store, models), search=Searcher(store, models))
 
     def start(self) -> None:
-        """Start background work (called once the server is up): resume the downloads a stop interrupted."""
+        """Start background work (called once the server is up): resume the downloads a stop interrupted, and the
+        ingestion of vector stores' files a stop left in progress."""
         resume_interrupted(self.registry, self.downloads)
+        self.ingestion.start()
 
     def close(self) -> None:
         self.downloads.close()
+        self.ingestion.close()  # before the models: it may be embedding on one
         self.models.close()
         self.responses.close()  # after the models: their close cancels the background jobs
         self.store.close()

@@ -123,6 +123,9 @@ class Settings:
     model_aliases: tuple[str, ...] = setting((), "serve requests for model names matching the glob PATTERN with MODEL, "
                                              "e.g. 'claude-*=my-coder'; repeat for several (the first match wins)",
                                              flag="--model-alias", many=True, metavar="PATTERN=MODEL", shown="none")
+    #: See jan_server.retrieval.ingest: a store records the model that embedded it, and is searched with that one.
+    embedding_model: str = setting("smollm2-135m-instruct", "local model that embeds vector stores' files and "
+                                   "queries, unless a store names its own", metavar="MODEL")
     #: Not settings of the command line. Worker threads bridging Flask to ASGI for chat and model requests: open
     #: streams each hold one, so keep well above the queue. Quick workers run every other request (store, /health)
     #: when the database is not SQLite; with SQLite those run on the event loop (see jan_server.web.bridge).

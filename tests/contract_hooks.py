@@ -103,6 +103,29 @@ def attached_files_stored(message) -> None:
             attachment["file_id"] = stored
 
 
+def vector_store_request(body: dict) -> None:
+    """A vector store request's well-formed file ids name one stored file (another is a 404 the schema cannot state),
+    a static chunking strategy overlaps by at most half a chunk and a store embeds with the bundled model (the schema
+    cannot say either)."""
+    stored = None
+    files = body.get("files") if isinstance(body.get("files"), list) else []
+    for entry in [body, *(f for f in files if isinstance(f, dict))]:
+        for key in ("file_ids", "file_id"):
+            value = entry.get(key)
+            ids = value if isinstance(value, list) else [value]
+            if any(well_formed_id(file_id) for file_id in ids):
+                stored = stored or stored_file_id()
+                entry[key] = [stored if well_formed_id(f) else f for f in value] if isinstance(value, list) else stored
+        strategy = entry.get("chunking_strategy")
+        static = strategy.get("static") if isinstance(strategy, dict) else None
+        size, overlap = (static.get("max_chunk_size_tokens"), static.get("chunk_overlap_tokens")) if isinstance(static, dict) else (None, None)
+        if type(size) is int and type(overlap) is int and 100 <= size <= 4096 and overlap >= 0:
+            static["chunk_overlap_tokens"] = min(overlap, size // 2)
+    model = body.get("embedding_model")
+    if isinstance(model, str) and 1 <= len(model) <= 128:
+        body["embedding_model"] = BUNDLED_MODEL
+
+
 def well_formed_id(value) -> bool:
     return isinstance(value, str) and len(value) <= 64 and bool(OBJECT_ID.fullmatch(value))
 
@@ -129,6 +152,8 @@ def bounded(case) -> None:
         clipped_items(body["items"])
     elif operation == "createMessage":
         attached_files_stored(body)
+    elif operation in ("createVectorStore", "createVectorStoreFile", "createVectorStoreFileBatch"):
+        vector_store_request(body)
     elif operation in ("createThread", "modifyThread") and isinstance(body.get("messages"), list):
         for message in body["messages"]:
             attached_files_stored(message)

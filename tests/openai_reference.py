@@ -23,7 +23,9 @@ EXTRACT = Path(__file__).with_name("openai_schemas.json")
 SCHEMAS = [
     "CreateChatCompletionResponse", "CreateChatCompletionStreamResponse", "CreateCompletionResponse",
     "CreateEmbeddingResponse", "Response", "ResponseStreamEvent", "ResponseItemList", "ConversationResource",
-    "ConversationItem", "ConversationItemList", "OpenAIFile", "ListFilesResponse", "DeleteFileResponse",
+    "ConversationItem", "ConversationItemList", "OpenAIFile", "ListFilesResponse", "DeleteFileResponse", "VectorStoreObject",
+    "ListVectorStoresResponse", "DeleteVectorStoreResponse", "VectorStoreFileObject", "ListVectorStoreFilesResponse",
+    "DeleteVectorStoreFileResponse", "VectorStoreFileBatchObject", "VectorStoreFileContentResponse", "VectorStoreSearchResultsPage",
 ]
 
 

@@ -160,10 +160,10 @@ def test_no_request_leaves_the_host(console, server):
 def test_tags_come_in_the_order_a_user_meets_them(console, spec):
     page, _ = console
     sections = [text.split("\n")[0] for text in page.locator(".opblock-tag-section .opblock-tag").all_inner_texts()]
-    assert sections == ["Chat", "Models", "Files", "Threads", "Messages", "Assistants", "Completions", "Embeddings", "Responses", "Conversations", "Anthropic Messages", "Monitoring", "Clean up"]
+    assert sections == ["Chat", "Models", "Files", "Threads", "Messages", "Assistants", "Completions", "Embeddings", "Responses", "Conversations", "Vector stores", "Anthropic Messages", "Monitoring", "Clean up"]
     assert [tag["name"] for tag in spec["tags"]] == sections[:-1] and all(tag["description"] for tag in spec["tags"])
     deletes = listed_operations(page.locator(".opblock-tag-section").last)
-    assert deletes == ["deleteConversationItem", "deleteConversation", "deleteResponse",  # what the sections made, last
+    assert deletes == ["deleteVectorStoreFile", "deleteVectorStore", "deleteConversationItem", "deleteConversation", "deleteResponse",  # what the sections made, last
                        "deleteAssistant", "deleteMessage", "deleteThread", "deleteFile", "deleteModel"]
 
 

@@ -79,12 +79,33 @@ ADDED_OPERATIONS = [
     # Coding agents on the Responses API (issue 29)
     ("compactResponse", "post", "/responses/compact"),
     ("countResponseInputTokens", "post", "/responses/input_tokens"),
+    # OpenAI's vector stores (issue 30)
+    ("createVectorStore", "post", "/vector_stores"),
+    ("listVectorStores", "get", "/vector_stores"),
+    ("getVectorStore", "get", "/vector_stores/{vector_store_id}"),
+    ("modifyVectorStore", "post", "/vector_stores/{vector_store_id}"),
+    ("deleteVectorStore", "delete", "/vector_stores/{vector_store_id}"),
+    ("createVectorStoreFile", "post", "/vector_stores/{vector_store_id}/files"),
+    ("listVectorStoreFiles", "get", "/vector_stores/{vector_store_id}/files"),
+    ("getVectorStoreFile", "get", "/vector_stores/{vector_store_id}/files/{file_id}"),
+    ("updateVectorStoreFileAttributes", "post", "/vector_stores/{vector_store_id}/files/{file_id}"),
+    ("deleteVectorStoreFile", "delete", "/vector_stores/{vector_store_id}/files/{file_id}"),
+    ("retrieveVectorStoreFileContent", "get", "/vector_stores/{vector_store_id}/files/{file_id}/content"),
+    ("createVectorStoreFileBatch", "post", "/vector_stores/{vector_store_id}/file_batches"),
+    ("getVectorStoreFileBatch", "get", "/vector_stores/{vector_store_id}/file_batches/{batch_id}"),
+    ("cancelVectorStoreFileBatch", "post", "/vector_stores/{vector_store_id}/file_batches/{batch_id}/cancel"),
+    ("listFilesInVectorStoreBatch", "get", "/vector_stores/{vector_store_id}/file_batches/{batch_id}/files"),
+    ("searchVectorStore", "post", "/vector_stores/{vector_store_id}/search"),
 ]
 
 # The order in which the examples run: creates come before the operations that need their generated ids.
 EXAMPLE_ORDER = [
     "listModels", "retrieveModel", "startModel", "createChatCompletion", "stopModel",
     "createFile", "listFiles", "retrieveFile", "downloadFile",
+    "createVectorStore", "listVectorStores", "createVectorStoreFile", "listVectorStoreFiles", "getVectorStoreFile",
+    "updateVectorStoreFileAttributes", "retrieveVectorStoreFileContent", "createVectorStoreFileBatch", "getVectorStoreFileBatch",
+    "cancelVectorStoreFileBatch", "listFilesInVectorStoreBatch", "searchVectorStore", "getVectorStore", "modifyVectorStore", "deleteVectorStoreFile",
+    "deleteVectorStore",
     "createAssistant", "createThread", "listThreads", "getThread", "modifyThread",
     "postThreadAssistants", "getThreadAssistants", "listThreadMessage",
     "listAssistants", "getAssistant", "modifyAssistant",
@@ -101,7 +122,8 @@ NOT_RUN = {"downloadModel", "deleteModel"}
 
 # Which create operation's result supplies each generated-id path parameter.
 ID_SOURCES = {"createFile": "file_id", "createThread": "thread_id", "createAssistant": "assistant_id", "createMessage": "message_id",
-              "createResponse": "response_id", "createConversation": "conversation_id", "createConversationItems": "item_id"}
+              "createResponse": "response_id", "createConversation": "conversation_id", "createConversationItems": "item_id",
+              "createVectorStore": "vector_store_id", "createVectorStoreFileBatch": "batch_id"}
 ID_ALIASES = {"assistants_id": "assistant_id"}
 
 
@@ -271,7 +293,8 @@ def test_documented_examples_work(served, api):
 
 UNKNOWN_IDS = {"thread_id": "thread_missing", "assistant_id": "asst_missing", "assistants_id": "asst_missing",
                "message_id": "msg_missing", "file_id": "file-missing", "model_id": "no-such-model",
-               "response_id": "resp_missing", "conversation_id": "conv_missing", "item_id": "msg_missing"}
+               "response_id": "resp_missing", "conversation_id": "conv_missing", "item_id": "msg_missing",
+               "vector_store_id": "vs_missing", "batch_id": "vsfb_missing"}
 
 
 def test_unknown_ids_get_the_declared_404(served, api):

@@ -43,7 +43,7 @@ def test_open_migrates_to_head_in_wal_mode(tmp_path):
     Store.open(f"sqlite:///{path}").close()  # a second open finds nothing to do
     with sqlite3.connect(path) as connection:
         assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [("0004",)]
+        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [("0005",)]
         tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"threads", "messages", "assistants", "thread_assistants", "responses", "response_items", "conversations", "conversation_items"} <= tables
 
@@ -55,8 +55,9 @@ def test_open_migrates_any_database_to_head(database_url):
     engine = create_engine(database_url)
     try:
         with engine.connect() as connection:
-            assert connection.execute(text("SELECT version_num FROM alembic_version")).all() == [("0004",)]
-        assert {"threads", "messages", "assistants", "thread_assistants", "responses", "conversations"} <= set(inspect(engine).get_table_names())
+            assert connection.execute(text("SELECT version_num FROM alembic_version")).all() == [("0005",)]
+        assert {"threads", "messages", "assistants", "thread_assistants", "responses", "conversations", "vector_stores",
+                "vector_store_files", "vector_store_chunks"} <= set(inspect(engine).get_table_names())
     finally:
         engine.dispose()
 

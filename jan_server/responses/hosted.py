@@ -18,7 +18,7 @@ LEFT_OUT = {
     "computer_use_preview": "this server drives no computer",
     "local_shell": "the shell is the client's (offer it as a function tool)",
     "mcp": "this server connects to no MCP server (offer its tools as function tools)",
-    "file_search": "this server has no vector stores yet",
+    "file_search": "it does not run in Responses yet (search a vector store with POST /v1/vector_stores/{id}/search)",
 }
 
 

@@ -11,7 +11,12 @@ from jan_server.errors import NotFoundError
 from jan_server.storage import db, records
 from jan_server.storage.paging import Page, fetch, fetch_first
 from jan_server.storage.queries import Queries, by_id, require
-from jan_server.storage.tables import file_chunks, files
+from jan_server.storage.tables import (
+    file_chunks,
+    files,
+    vector_store_chunks,
+    vector_store_files,
+)
 
 #: Bytes per stored chunk: one chunk at a time is ever in memory, on the way in or out.
 CHUNK_BYTES = 1024 * 1024
@@ -76,6 +81,10 @@ class Files(Queries):
     def delete(self, file_id: str) -> dict:
         with self._writing() as connection:
             require(connection, files, file_id, "file")
+            # Out of every vector store, its chunks with it (the foreign keys would cascade; the full-text index's
+            # triggers are sure to see a plain delete).
+            connection.execute(delete(vector_store_chunks).where(vector_store_chunks.c.file_id == file_id))
+            connection.execute(delete(vector_store_files).where(vector_store_files.c.id == file_id))
             connection.execute(delete(file_chunks).where(file_chunks.c.file_id == file_id))
             connection.execute(delete(files).where(files.c.id == file_id))
         return {"id": file_id, "object": "file", "deleted": True}

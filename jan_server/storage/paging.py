@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine, Select, Table, and_, bindparam, or_, select
 
-from jan_server.storage import db
 from jan_server.errors import InvalidRequestError, NotFoundError
+from jan_server.storage import db
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
@@ -31,17 +31,20 @@ class Page:
             raise InvalidRequestError("order must be 'asc' or 'desc'.", param="order")
 
 
-def fetch(connection: Connection, table: Table, page: Page, scope: str | None = None, scope_value=None) -> tuple[list, bool]:
-    """The rows of `table` (those whose column `scope` equals `scope_value`, if given) for one page, and whether more follow.
+def fetch(connection: Connection, table: Table, page: Page, scope: str | tuple[str, ...] | None = None, scope_value=None) -> tuple[list, bool]:
+    """The rows of `table` (those whose column `scope` equals `scope_value`, if given; or whose columns, a tuple, equal
+    the values of a tuple) for one page, and whether more follow.
 
     A cursor must name a row of the same list: an unknown `after`/`before` id is a 404 `cursor_not_found`, since
     a client paging through a list whose cursor row was deleted would otherwise silently start again from the top.
     """
-    values = {"scope": scope_value, "limit": page.limit + 1}
+    scoped = _scoped(scope, scope_value)
+    scope = tuple(scoped)
+    values = {**scoped, "limit": page.limit + 1}
     for param in ("after", "before"):
         cursor = getattr(page, param)
         if cursor:
-            found = connection.execute(_cursor_statement(table, scope), {"scope": scope_value, "id": cursor}).first()
+            found = connection.execute(_cursor_statement(table, scope), {**scoped, "id": cursor}).first()
             if found is None:
                 raise NotFoundError("cursor", cursor, param=param)
             values[f"{param}_created_at"], values[f"{param}_seq"] = found
@@ -56,22 +59,33 @@ def fetch(connection: Connection, table: Table, page: Page, scope: str | None = 
 
 def fetch_first(engine: Engine, table: Table, page: Page, scope: str | None = None, scope_value=None) -> tuple[list, bool]:
     """fetch() for a page without cursors: one statement, so it needs no snapshot (see db.read_one_statement)."""
-    statement = _page_statement(table, scope, page.order == "asc", False, False, False)
-    rows = db.read_one_statement(engine, statement, {"scope": scope_value, "limit": page.limit + 1})
+    scoped = _scoped(scope, scope_value)
+    statement = _page_statement(table, tuple(scoped), page.order == "asc", False, False, False)
+    rows = db.read_one_statement(engine, statement, {**scoped, "limit": page.limit + 1})
     return rows[: page.limit], len(rows) > page.limit
 
 
-@functools.cache
-def _cursor_statement(table: Table, scope: str | None) -> Select:
-    statement = select(table.c.created_at, table.c.seq).where(table.c.id == bindparam("id"))
-    return statement if scope is None else statement.where(table.c[scope] == bindparam("scope"))
+def _scoped(scope: str | tuple[str, ...] | None, value) -> dict:
+    """{column: value} of the scope: one column and value, or a tuple of each."""
+    if scope is None:
+        return {}
+    return dict(zip(scope, value)) if isinstance(scope, tuple) else {scope: value}
+
+
+def _where_scope(statement: Select, table: Table, scope: tuple[str, ...]) -> Select:
+    for column in scope:
+        statement = statement.where(table.c[column] == bindparam(column))
+    return statement
 
 
 @functools.cache
-def _page_statement(table: Table, scope: str | None, ascending: bool, reverse: bool, after: bool, before: bool) -> Select:
-    statement = select(table)
-    if scope is not None:
-        statement = statement.where(table.c[scope] == bindparam("scope"))
+def _cursor_statement(table: Table, scope: tuple[str, ...]) -> Select:
+    return _where_scope(select(table.c.created_at, table.c.seq).where(table.c.id == bindparam("id")), table, scope)
+
+
+@functools.cache
+def _page_statement(table: Table, scope: tuple[str, ...], ascending: bool, reverse: bool, after: bool, before: bool) -> Select:
+    statement = _where_scope(select(table), table, scope)
     if after:
         statement = statement.where(_beyond(table, "after", forward=ascending))
     if before:

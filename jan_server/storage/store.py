@@ -1,5 +1,5 @@
 """The store: one database, and the queries of each resource on it (threads, messages, assistants, responses,
-conversations, files)."""
+conversations, files, vector stores)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,9 @@ from jan_server.storage.files import Files
 from jan_server.storage.messages import Messages
 from jan_server.storage.responses import Responses
 from jan_server.storage.threads import Threads
+from jan_server.storage.vector_store_chunks import Chunks
+from jan_server.storage.vector_store_files import VectorStoreFiles
+from jan_server.storage.vector_stores import VectorStores
 
 
 class Store:
@@ -26,6 +29,9 @@ class Store:
         self.responses = Responses(engine, write_lock)
         self.conversations = Conversations(engine, write_lock)
         self.files = Files(engine, write_lock)
+        self.vector_stores = VectorStores(engine, write_lock)
+        self.vector_store_files = VectorStoreFiles(engine, write_lock)
+        self.chunks = Chunks(engine, write_lock)
 
     @classmethod
     def open(cls, url: str) -> "Store":

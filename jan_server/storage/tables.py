@@ -140,3 +140,63 @@ file_chunks = Table(
     Column("n", Integer, primary_key=True),
     Column("data", LargeBinary, nullable=False),
 )
+
+# Vector stores (migrations/versions/0005_vector_stores.py). A store's file is a row of `vector_store_files` whose id
+# is the file's (deleting the file deletes it and its chunks everywhere); its chunks hold their text and their
+# vector (float32 bytes), and a full-text index over the text (SQLite FTS5 or PostgreSQL's, made by the migration).
+# Their seqs are never used again (AUTOINCREMENT on SQLite), so a row's seq tells it from one that replaced it.
+vector_stores = Table(
+    "vector_stores",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("created_at", Integer, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("description", Text),
+    Column("metadata", JSON, nullable=False),
+    Column("expires_after", JSON),
+    Column("last_active_at", Integer, nullable=False),
+    Column("embedding_model", Text, nullable=False),
+)
+
+vector_store_file_batches = Table(
+    "vector_store_file_batches",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("vector_store_id", String(64), ForeignKey("vector_stores.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", Integer, nullable=False),
+    Column("cancelled", Boolean, nullable=False),
+)
+
+vector_store_files = Table(
+    "vector_store_files",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("id", String(64), ForeignKey("files.id", ondelete="CASCADE"), nullable=False),
+    Column("vector_store_id", String(64), ForeignKey("vector_stores.id", ondelete="CASCADE"), nullable=False),
+    Column("batch_id", String(64)),
+    Column("created_at", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("last_error", JSON),
+    Column("chunking_strategy", JSON, nullable=False),
+    Column("attributes", JSON),
+    Column("usage_bytes", BigInteger, nullable=False),
+    UniqueConstraint("vector_store_id", "id", name="uq_vector_store_files_pair"),
+    Index("ix_vector_store_files_order", "vector_store_id", "created_at", "seq"),
+    Index("ix_vector_store_files_status", "status"),
+    sqlite_autoincrement=True,
+)
+
+vector_store_chunks = Table(
+    "vector_store_chunks",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("vector_store_id", String(64), ForeignKey("vector_stores.id", ondelete="CASCADE"), nullable=False),
+    Column("file_id", String(64), ForeignKey("files.id", ondelete="CASCADE"), nullable=False),
+    Column("n", Integer, nullable=False),
+    Column("text", Text, nullable=False),
+    Column("vector", LargeBinary, nullable=False),
+    Index("ix_vector_store_chunks_file", "vector_store_id", "file_id", "n"),
+    sqlite_autoincrement=True,
+)

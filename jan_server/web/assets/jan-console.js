@@ -235,7 +235,8 @@
       var responses = operation.responses || {};
       var found = idsIn(spec, jsonSchema(spec, responses[String(res.status)] || responses["default"]), body, [], 0);
       var actions = toolbox.getSystem().janIdsActions;
-      if (body && body.deleted === true && typeof body.id === "string") actions.forgetId(body.id);
+      // A delete forgets its id from the kind its response states (a store's file: not the file itself), else from every kind.
+      if (body && body.deleted === true && typeof body.id === "string") actions.forgetId(body.id, found.length ? found[0][0] : null);
       else if (found.length) actions.rememberIds(found.reverse());  // a list's first item ends up the most recent
     }
 
@@ -538,7 +539,7 @@
         janIds: {
           actions: {
             rememberIds: function (pairs) { return {type: "jan_ids_remember", payload: pairs}; },
-            forgetId: function (id) { return {type: "jan_ids_forget", payload: id}; },
+            forgetId: function (id, kind) { return {type: "jan_ids_forget", payload: {id: id, kind: kind}}; },
           },
           reducers: {
             jan_ids_remember: function (state, action) {
@@ -548,7 +549,10 @@
               }, state || Im.Map());
             },
             jan_ids_forget: function (state, action) {
-              return (state || Im.Map()).map(function (ids) { return ids.filter(function (id) { return id !== action.payload; }); });
+              return (state || Im.Map()).map(function (ids, kind) {
+                if (action.payload.kind && kind !== action.payload.kind) return ids;
+                return ids.filter(function (id) { return id !== action.payload.id; });
+              });
             },
           },
           selectors: {
