@@ -200,7 +200,7 @@ def test_request_errors(client, api):
 
 def test_prompt_longer_than_the_context(client):
     with pytest.raises(openai.BadRequestError) as error:
-        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hello " * 3000}], max_tokens=4)
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hello " * 9000}], max_tokens=4)
     assert error.value.code == "context_length_exceeded"
 
 

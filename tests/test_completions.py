@@ -148,7 +148,7 @@ def test_stop_strings_end_the_choice(openai_client):
         ({"best_of": 3}, "best_of", "unsupported_parameter"),
         ({"n": 9}, "n", "invalid_value"),  # more than the model's n_parallel (8)
         ({"prompt": [1, 2, 10**6]}, "prompt", "invalid_token"),
-        ({"prompt": "word " * 3000}, "prompt", "context_length_exceeded"),
+        ({"prompt": "word " * 9000}, "prompt", "context_length_exceeded"),
     ],
 )
 def test_what_the_engine_cannot_do_is_a_400_naming_the_field(api, extra, param, code):

@@ -101,7 +101,7 @@ def test_dimensions_only_the_models_own(openai_client, api):
 @pytest.mark.parametrize(
     ("input", "param", "code"),
     [
-        ("word " * 3000, "input", "context_length_exceeded"),
+        ("word " * 9000, "input", "context_length_exceeded"),
         ([[1, 2], [10**6]], "input", "invalid_token"),
     ],
 )
