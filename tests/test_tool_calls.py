@@ -19,7 +19,7 @@ TEXT = 'Let me check.<tool_call>\n{"name": "get_weather", "arguments": {"city": 
 def test_plans():
     assert tools.plan(None, "required") is None and tools.plan([WEATHER], "none") is None
     auto = tools.plan([WEATHER])
-    assert auto.lazy and auto.parameters()["grammar_triggers"] == [tools.TRIGGER_PATTERN]
+    assert auto.lazy and auto.parameters()["grammar_triggers"] == [tools.TRIGGER]
     required = tools.plan([WEATHER], "required")
     assert not required.lazy and required.parameters()["grammar_triggers"] == []
     assert "{0,3}" in required.grammar and "{0," not in tools.plan([WEATHER], "required", parallel_tool_calls=False).grammar

@@ -31,7 +31,7 @@ class Sampling:
     seed: int | None
     stop: list[str]
     grammar: str | None
-    grammar_triggers: list[str] = field(default_factory=list)  # regexes: the grammar applies once one matches (lazy)
+    grammar_triggers: list[str] = field(default_factory=list)  # words: the grammar applies from the first one written on (lazy)
     logprobs: int | None = None  # how many top alternatives to report per token; None: no logprobs at all
 
     @classmethod

@@ -4,7 +4,7 @@ The context has `n_seq_max` = the model's `n_parallel` slots. Unified (the defau
 (llama.cpp's unified KV cache), whose use `cells` keeps count of (jan_server.models.kv) so that the scheduler
 makes room before a decode; a whole step is then one llama_decode. A deterministic model's slots have `n_ctx`
 cells each instead (not unified: `n_parallel` times the memory), because batch invariance needs llama.cpp's
-`split_equal`, below. Samplers are built as `Llama` builds them, each sequence its own chain. With flash
+`split_equal`, below. Each sequence has its own sampler (jan_server.models.sampler). With flash
 attention off, the logits are the ones a single-sequence `Llama` (whose default it is) would give.
 
 A non-unified cache makes llama.cpp split a batch of several sequences into ubatches holding equally many
@@ -29,18 +29,15 @@ loads llama_cpp, so `jan_server.models.batching` imports it only when a model st
 from __future__ import annotations
 
 import ctypes
-import random
 
 import llama_cpp
 import numpy as np
-from llama_cpp._internals import LlamaSampler, LlamaTokenDataArray
-from llama_cpp.llama_grammar import LlamaGrammar
 
 from jan_server.models.jobs import Sampling, TokenLogprob
 from jan_server.models.backend import Row, batch_size
 from jan_server.models.kv import Cells
+from jan_server.models.sampler import Sampler
 
-PENALTY_LAST_N = 64  # llama_cpp.Llama's default window for presence/frequency penalties
 FLASH_TILE = 64  # ggml's CPU flash-attention tile (GGML_FA_TILE_Q): chunks of at least this many rows agree
 
 
@@ -97,37 +94,8 @@ class LlamaBackend:
             finally:
                 self.model.close()
 
-    def make_sampler(self, sampling: Sampling):
-        """The sequence's own chain, as llama_cpp.Llama builds it: penalties, grammar, then greedy or top-k/p + seeded dist."""
-        chain = LlamaSampler()
-        try:
-            chain.add_penalties(self.n_vocab, PENALTY_LAST_N, 1.0, sampling.frequency_penalty, sampling.presence_penalty)
-            if sampling.grammar:
-                sampler = self._grammar_sampler(sampling)
-                if not sampler:
-                    raise ValueError("the grammar could not be parsed")
-                llama_cpp.llama_sampler_chain_add(chain.sampler, sampler)
-            if sampling.temperature == 0:
-                chain.add_greedy()
-            else:
-                chain.add_top_k(sampling.top_k)
-                chain.add_top_p(sampling.top_p, 1)
-                chain.add_min_p(sampling.min_p, 1)
-                chain.add_temp(sampling.temperature)
-                chain.add_dist(sampling.seed & 0xFFFFFFFF if sampling.seed is not None else random.getrandbits(32))
-        except BaseException:
-            chain.close()
-            raise
-        return chain
-
-    def _grammar_sampler(self, sampling: Sampling):
-        """The grammar stage; with triggers, lazy: it constrains the text from a trigger's match on."""
-        grammar = LlamaGrammar.from_string(sampling.grammar, verbose=False)
-        text, root = grammar._grammar.encode(), grammar._root.encode()
-        if not sampling.grammar_triggers:
-            return llama_cpp.llama_sampler_init_grammar(self.vocab, text, root)
-        patterns = (ctypes.c_char_p * len(sampling.grammar_triggers))(*(p.encode() for p in sampling.grammar_triggers))
-        return llama_cpp.llama_sampler_init_grammar_lazy_patterns(self.vocab, text, root, patterns, len(patterns), None, 0)
+    def make_sampler(self, sampling: Sampling) -> Sampler:
+        return Sampler(self.vocab, self.n_vocab, sampling, self.piece)
 
     def logprobs(self, logits, token: int, top: int) -> TokenLogprob:
         """The token's log-softmax over `logits` (a row's, before any sampler touched them) and the `top` best."""
@@ -138,7 +106,7 @@ class LlamaBackend:
         best = sorted(best, key=lambda index: -logprobs[index])
         return TokenLogprob(self.piece(token), float(logprobs[token]), [(self.piece(int(i)), float(logprobs[i])) for i in best])
 
-    def free_sampler(self, sampler) -> None:
+    def free_sampler(self, sampler: Sampler) -> None:
         sampler.close()
 
     def clear(self, seq_id: int, start: int) -> None:
@@ -221,19 +189,16 @@ class LlamaBackend:
         saved = self._saved.get(row)  # already a copy, of this decode's alone, that nothing writes to
         return saved if saved is not None else self._row_logits(self._ends[row])
 
-    def sample(self, sampler, row: int) -> int:
+    def sample(self, sampler: Sampler, row: int) -> int:
         saved = self._saved.get(row)
-        if saved is not None:
-            return self.sample_cached(sampler, saved)
-        return llama_cpp.llama_sampler_sample(sampler.sampler, self.ctx, self._ends[row])
-
-    def sample_cached(self, sampler, logits) -> int:
-        candidates = LlamaTokenDataArray(n_vocab=self.n_vocab)
-        candidates.copy_logits(logits)
-        llama_cpp.llama_sampler_apply(sampler.sampler, ctypes.byref(candidates.candidates))
-        token = int(candidates.candidates_data.id[candidates.candidates.selected])
-        llama_cpp.llama_sampler_accept(sampler.sampler, token)
+        if saved is not None or sampler.constrains:
+            return sampler.sample(saved if saved is not None else self.logits(row))
+        token = llama_cpp.llama_sampler_sample(sampler.chain.sampler, self.ctx, self._ends[row])  # the chain accepts it
+        sampler.follow(token)
         return token
+
+    def sample_cached(self, sampler: Sampler, logits) -> int:
+        return sampler.sample(logits)
 
     def is_eog(self, token: int) -> bool:
         return llama_cpp.llama_vocab_is_eog(self.vocab, token)

@@ -39,9 +39,6 @@ END = "</tool_call>"
 #: Calls one reply may hold with `parallel_tool_calls`: the grammar must end somewhere, and a small model left
 #: unbounded may repeat its call until the token limit.
 MAX_CALLS = 4
-#: The lazy grammar's trigger: llama.cpp matches it against the whole output so far and applies the grammar from
-#: its first group on.
-TRIGGER_PATTERN = r"[\s\S]*?(" + re.escape(TRIGGER) + r")[\s\S]*"
 
 INSTRUCTIONS = (
     "You may call one or more functions to assist with the user query. You are provided with function "
@@ -72,7 +69,7 @@ class ToolPlan:
 
     def parameters(self) -> dict:
         """The generation parameters that apply it (Runner.prepare's `grammar`, `grammar_triggers`)."""
-        return {"grammar": self.grammar, "grammar_triggers": [TRIGGER_PATTERN] if self.lazy else []}
+        return {"grammar": self.grammar, "grammar_triggers": [TRIGGER] if self.lazy else []}
 
 
 def call_id() -> str:
