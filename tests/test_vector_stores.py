@@ -212,16 +212,17 @@ def test_search_filters_on_attributes(openai_client, searchable):
     assert found({"type": "and", "filters": [{"type": "eq", "key": "author", "value": "ada"}, {"type": "gte", "key": "year", "value": 2022}]}) == {ids["atlantis.txt"]}
     assert found({"type": "or", "filters": [{"type": "lt", "key": "year", "value": 2022}, {"type": "in", "key": "author", "value": ["grace"]}]}) == {ids["planets.txt"], ids["cooking.txt"]}
     assert found({"type": "nin", "key": "author", "value": ["ada"]}) == {ids["cooking.txt"]}
+    assert found({"type": "in", "key": "author", "value": "grace"}) == {ids["cooking.txt"]}  # one value: a list of one
     assert found({"type": "eq", "key": "missing", "value": "x"}) == set()  # as on OpenAI: no file has it, none matches
     assert found({"type": "gt", "key": "author", "value": 3}) == set()  # a string is not compared with a number
 
 
 @pytest.mark.parametrize(("body", "param"), [
     ({"query": ""}, "query"),
-    ({"query": "x", "rewrite_query": True}, "rewrite_query"),
     ({"query": "x", "ranking_options": {"hybrid_search": {"embedding_weight": 0, "text_weight": 0}}}, "ranking_options"),
     ({"query": "x", "max_num_results": 51}, "max_num_results"),
-    ({"query": "x", "filters": {"type": "and", "filters": [{"type": "or", "filters": [{"type": "eq", "key": "a"}]}]}}, "filters"),
+    ({"query": "x", "filters": {"type": "and", "filters": [{"type": "or", "filters": [{"type": "eq", "key": "a"}]}]}}, "filters.filters.0.filters.0"),
+    ({"query": "x", "rewrite_query": True}, "rewrite_query"),
 ])
 def test_bad_searches_are_400(api, searchable, body, param):
     store_id, _ = searchable

@@ -96,8 +96,9 @@ class Ingestion:
             chunks = self._embedded(job, text)
         except extract.Unreadable as exc:
             self.store.vector_store_files.fail(job, exc.code, exc.message)
-        except NotFoundError:
-            pass  # the file was deleted meanwhile, and its place in the store with it
+        except NotFoundError as exc:
+            if exc.code != "file_not_found":  # the store's model is gone (a file deleted meanwhile left the store too)
+                self.store.vector_store_files.fail(job, "server_error", exc.message)
         except ConflictError as exc:
             if exc.code != "model_stopping":  # a stopping model: left in progress, taken again next time
                 self.store.vector_store_files.fail(job, "server_error", exc.message)

@@ -44,8 +44,6 @@ class Searcher:
         queries = [body["query"]] if isinstance(body["query"], str) else list(body["query"])
         if not any(query.strip() for query in queries):
             raise InvalidRequestError("The query is empty.", param="query")
-        if body.get("filters") is not None:
-            attribute_filters.check(body["filters"])
         ranking = body.get("ranking_options") or {}
         weights = ranking.get("hybrid_search") or {"embedding_weight": 1.0, "text_weight": 1.0}
         results = self.ranked(store_id, row["embedding_model"], queries, body.get("filters"), weights, body.get("max_num_results", 10))
