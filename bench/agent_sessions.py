@@ -40,6 +40,12 @@ from jan_server.models.registry import BUNDLED_MODEL_ID, bundled_weights  # noqa
 from tests.live_server import LiveServer, free_port  # noqa: E402
 
 
+#: Seconds a server may take to stop: jan-server then writes its slots' cells to the prompt cache's disk tier, which
+#: LiveServer's default 20 s (then SIGKILL) may cut short on a loaded machine (those conversations would then
+#: restore only an older, shorter entry after the restart).
+STOP_TIMEOUT = 600
+
+
 def start_jan(data_dir: Path, args) -> LiveServer:
     server = LiveServer(data_dir).start()
     settings = {"n_parallel": args.slots, "n_threads": args.threads, **({"ctx_len": args.ctx_len} if args.ctx_len else {})}
@@ -119,13 +125,15 @@ def restart(data_dir: Path, conversations: dict, args, rng: random.Random) -> tu
         with client_of(server) as client:
             for session in range(min(args.restart_sessions, args.sessions)):
                 messages = conversations[session] + [{"role": "user", "content": fresh_text(args.turn_tokens, rng)}]
+                before = jan_stats(server)["restored_prompt_tokens"]
                 restored.append(stream(client, messages, 1)[1])
+                print(f"session {session}: {jan_stats(server)['restored_prompt_tokens'] - before} prompt tokens restored")
                 changed = [{"role": "system", "content": f"{rng.choice('ABCDEFGH')}{rng.randrange(10**6)} " + messages[0]["content"]}]
                 cold.append(stream(client, changed + messages[1:], 1)[1])
         stats = jan_stats(server)
         print(f"after the restart: {stats['restored_prompt_tokens']} prompt tokens restored, {stats['prompt_tokens_read']} read")
     finally:
-        server.stop()
+        server.stop(timeout=STOP_TIMEOUT)
     return restored, cold
 
 
@@ -157,7 +165,7 @@ def main() -> None:
             stats = jan_stats(servers["jan-server"])
         finally:
             for server in servers.values():
-                server.stop()
+                server.stop(timeout=STOP_TIMEOUT)
         print(f"\n{args.sessions} sessions x {args.turns} turns, {args.concurrency} at a time, ~{args.prefix_tokens}-token shared "
               f"system prompt, ~{args.turn_tokens} new tokens a turn, {args.answer_tokens}-token answers, {args.threads} threads\n")
         print("| TTFT, s | llama-server | jan-server | ratio |\n|---|---:|---:|---:|")

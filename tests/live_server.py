@@ -81,11 +81,12 @@ class LiveServer:
     def __exit__(self, *_exc) -> None:
         self.stop()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 20) -> None:
+        """SIGINT, then SIGKILL if the server has not ended within `timeout` seconds."""
         if self.process and self.process.poll() is None:
             self.process.send_signal(signal.SIGINT)
             try:
-                self.process.wait(timeout=20)
+                self.process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
