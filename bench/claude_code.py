@@ -3,11 +3,10 @@
 started with a 32,768-token context and one sequence (Claude Code sends 12,000-20,000 prompt tokens: its system
 prompt and the JSON Schemas of its tools). Prints the answer, the exit code and where the time went.
 
-The CLI reaches nothing but the server: its nonessential traffic is off, HOME is a temporary folder, and any other
-connection goes to a proxy on a closed port. Install the CLI first (pinned; `npm` from Node 20 is enough):
+The CLI reaches nothing but the server (tests/claude_cli.py). It is the one pinned in tests/npm (`npm ci --prefix
+tests/npm`; `npm` from Node 20 is enough); tests/test_claude_code.py runs the same with --max-output-tokens 64.
 
-    npm install -g --prefix /tmp/claude-code @anthropic-ai/claude-code@2.1.332
-    python bench/claude_code.py --claude /tmp/claude-code/bin/claude [--max-output-tokens 64]
+    python bench/claude_code.py [--claude tests/npm/node_modules/.bin/claude] [--max-output-tokens 64]
 
 `--max-output-tokens` sets CLAUDE_CODE_MAX_OUTPUT_TOKENS (Claude Code asks for 32,000 otherwise, which the server
 caps at the room left in the context).
@@ -28,24 +27,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import httpx  # noqa: E402
 
 from jan_server.models.registry import BUNDLED_MODEL_ID  # noqa: E402
+from tests.claude_cli import CLAUDE, claude_env  # noqa: E402
 from tests.live_server import PATIENT, LiveServer  # noqa: E402
-
-
-def claude_env(home: Path, base_url: str, max_output_tokens: int | None) -> dict[str, str]:
-    env = {
-        "PATH": os.environ["PATH"], "HOME": str(home), "ANTHROPIC_BASE_URL": base_url, "ANTHROPIC_API_KEY": "dummy",
-        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "DISABLE_AUTOUPDATER": "1", "DISABLE_TELEMETRY": "1",
-        "DISABLE_ERROR_REPORTING": "1", "CLAUDE_CODE_ENABLE_TELEMETRY": "0", "API_TIMEOUT_MS": str(3600 * 1000),
-        "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9", "NO_PROXY": "127.0.0.1,localhost",
-    }
-    if max_output_tokens:
-        env["CLAUDE_CODE_MAX_OUTPUT_TOKENS"] = str(max_output_tokens)
-    return env
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--claude", default="claude", help="the CLI (default: claude on PATH)")
+    parser.add_argument("--claude", default=str(CLAUDE), help="the CLI (default: the one pinned in tests/npm)")
     parser.add_argument("--max-output-tokens", type=int, default=None)
     parser.add_argument("--ctx-len", type=int, default=32768)
     args = parser.parse_args()
