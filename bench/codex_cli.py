@@ -45,6 +45,10 @@ name = "jan-server"
 base_url = "{base_url}"
 wire_api = "responses"
 env_key = "JAN_API_KEY"
+# a small machine may read Codex's prompt for minutes before the first event: wait, and fail rather than retry
+stream_idle_timeout_ms = 3600000
+stream_max_retries = 0
+request_max_retries = 0
 """
 
 
@@ -72,7 +76,7 @@ def turns(codex_home: Path) -> list[dict]:
 def run(codex: str, args: list[str], tmp: Path) -> tuple[subprocess.CompletedProcess, float]:
     began = time.perf_counter()
     done = subprocess.run([codex, "exec", "--skip-git-repo-check", *args], cwd=tmp / "work", env=codex_env(tmp), stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, timeout=3600)
     return done, time.perf_counter() - began
 
 
