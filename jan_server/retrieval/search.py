@@ -42,8 +42,6 @@ class Searcher:
     def search(self, store_id: str, body: dict) -> dict:
         row = self.store.vector_stores.touch(store_id)
         queries = [body["query"]] if isinstance(body["query"], str) else list(body["query"])
-        if not any(query.strip() for query in queries):
-            raise InvalidRequestError("The query is empty.", param="query")
         ranking = body.get("ranking_options") or {}
         weights = ranking.get("hybrid_search") or {"embedding_weight": 1.0, "text_weight": 1.0}
         results = self.ranked(store_id, row["embedding_model"], queries, body.get("filters"), weights, body.get("max_num_results", 10))
@@ -81,11 +79,12 @@ class Searcher:
                 for seq in top if seq in texts and owner.get(seq) in files]
 
     def embed(self, model_id: str, query: str) -> np.ndarray:
+        """The query's vector; a query longer than the model's context is cut to it (its words all count for the
+        full-text ranking)."""
         with self.models.serving(model_id) as runner:
-            try:
-                vectors, _ = runner.embedder().embed([query])
-            except InvalidRequestError as exc:
-                raise InvalidRequestError(exc.message, param="query", code=exc.code) from None
+            embedder = runner.embedder()
+            tokens = embedder.model.tokenize(query.encode("utf-8"), add_bos=True, special=False)[: embedder.n_ctx]
+            vectors, _ = embedder.embed([tokens])
         return vectors[0]
 
     @staticmethod
