@@ -23,8 +23,7 @@ def create_anthropic_message(body):
 def count_anthropic_message_tokens(body):
     asked = anthropic.request_of(body)
     with serving(body["model"]) as runner:
-        job = runner.prepare(asked.messages, asked.parameters, asked.plan and asked.plan.tools)
-    return {"input_tokens": len(job.prompt_tokens)}
+        return {"input_tokens": runner.count(asked.messages, asked.plan and asked.plan.tools)}
 
 
 def serving(model: str):

@@ -337,8 +337,8 @@ def bounded_prompts(value, max_items: int):
 
 def bounded_anthropic(body: dict) -> None:
     """A Messages request kept cheap like a chat request, with what the schema takes but the server refuses by
-    design (image and document blocks: the model reads text only) turned into text blocks, and a named
-    tool_choice naming one of the tools."""
+    design (image and document blocks: the model reads text only) turned into text blocks, a named tool_choice
+    naming one of the tools, and structured output's schema cheap (left out beside tools)."""
     value = body.get("max_tokens")
     if type(value) is int and MAX_TOKENS < value <= 1048576:
         body["max_tokens"] = MAX_TOKENS
@@ -352,6 +352,12 @@ def bounded_anthropic(body: dict) -> None:
                 tool["input_schema"] = {"type": "object"}
             if isinstance(tool, dict) and isinstance(tool.get("description"), str) and len(tool["description"]) <= 100000:
                 tool["description"] = tool["description"][:MAX_CHARS]
+    config = body.get("output_config")
+    if isinstance(config, dict) and isinstance(config.get("format"), dict):
+        if tools:  # structured output with tool calls is a 400 by design
+            del config["format"]
+        elif isinstance(config["format"].get("schema"), dict):
+            config["format"]["schema"] = {"type": "object"}
     names = [tool.get("name") for tool in tools if isinstance(tool, dict)] if isinstance(tools, list) else []
     choice = body.get("tool_choice")
     if isinstance(choice, dict) and choice.get("type") == "tool" and names and isinstance(names[0], str) and choice.get("name") not in names:

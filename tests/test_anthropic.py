@@ -140,6 +140,17 @@ def test_claude_codes_turns_and_tool_schemas_are_taken(client):
         assert calls and all(isinstance(call.input["script"], str) for call in calls)
 
 
+def test_structured_output_follows_its_json_schema(client):
+    schema = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20}, "sunny": {"type": "boolean"}},
+              "required": ["city", "sunny"], "additionalProperties": False}
+    message, _ = created(client, max_tokens=64, temperature=0, messages=ASK, output_config={"format": {"type": "json_schema", "schema": schema}})
+    assert message.stop_reason == "end_turn" and [block.type for block in message.content] == ["text"]
+    jsonschema.validate(json.loads(message.content[0].text), schema)
+    with pytest.raises(anthropic.BadRequestError) as raised:
+        client.messages.create(model=MODEL, max_tokens=8, messages=ASK, tools=[TOOL], output_config={"format": {"type": "json_schema", "schema": schema}})
+    assert raised.value.body["error"]["message"].startswith("output_config.format")
+
+
 def test_stop_reasons(client):
     message, _ = created(client, max_tokens=1, messages=[{"role": "user", "content": "Count to ten."}])
     assert message.stop_reason == "max_tokens" and message.usage.output_tokens == 1
@@ -165,10 +176,12 @@ def test_what_the_server_cannot_do_is_a_bad_request_naming_the_field(client, bod
     assert raised.value.request_id and raised.value.request_id.startswith("req_")
 
 
-def test_a_prompt_longer_than_the_context_is_an_invalid_request(client):
+def test_a_prompt_longer_than_the_context_is_an_invalid_request_and_still_counted(client):
+    long = [{"role": "user", "content": "word " * 20000}]
     with pytest.raises(anthropic.BadRequestError) as raised:
-        client.messages.create(model=MODEL, max_tokens=8, messages=[{"role": "user", "content": "word " * 20000}])
+        client.messages.create(model=MODEL, max_tokens=8, messages=long)
     assert raised.value.body["error"]["message"].startswith("prompt is too long")
+    assert client.messages.count_tokens(model=MODEL, messages=long).input_tokens > 20000
 
 
 def test_an_unknown_model_is_not_found(client):

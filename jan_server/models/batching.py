@@ -70,6 +70,14 @@ class Runner:
         sampling.max_tokens = min(sampling.max_tokens, self.n_ctx - len(tokens))
         return Job(prompt_tokens=tokens, sampling=sampling, deterministic=self.load_settings["deterministic"], **routing(parameters))
 
+    def count(self, messages: list[dict], tools: list[dict] | None = None) -> int:
+        """The prompt tokens of a chat (as `prepare` makes them), even more than the context holds."""
+        self._refuse_embedding_only()
+        prompt = self.prompts.format(messages, tools)
+        with self._closing:
+            self._refuse_closed()
+            return len(self.prompts.encode(prompt))
+
     # Prompts without a chat template (completions) and embeddings: jan_server.models.raw_prompt and .embedding.
     def prepare_text(self, prompt: raw_prompt.Prompt, parameters: dict, suffix: str | None = None) -> Job:
         """Tokenize a raw prompt (text or token ids; with `suffix`, fill-in-the-middle); refuse what does not fit."""

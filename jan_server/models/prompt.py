@@ -48,9 +48,13 @@ class PromptFormatter:
         stop = formatted.stop or []
         return Prompt(formatted.prompt, not formatted.added_special, [stop] if isinstance(stop, str) else list(stop))
 
+    def encode(self, prompt: Prompt) -> list[int]:
+        """The prompt's tokens, however many."""
+        return self.model.tokenize(prompt.text.encode("utf-8"), add_bos=prompt.add_bos, special=True)
+
     def tokenize(self, prompt: Prompt) -> list[int]:
         """The prompt's tokens; a 400 `context_length_exceeded` if they leave no room for an answer."""
-        tokens = self.model.tokenize(prompt.text.encode("utf-8"), add_bos=prompt.add_bos, special=True)
+        tokens = self.encode(prompt)
         if len(tokens) >= self.n_ctx:
             raise InvalidRequestError(
                 f"This model's maximum context length is {self.n_ctx} tokens. However, your messages resulted in "

@@ -13,6 +13,7 @@ import uuid
 
 from jan_server.errors import InvalidRequestError
 from jan_server.models import tools
+from jan_server.models.grammar import grammar_of
 from jan_server.models.batching import Job
 from jan_server.web import chat
 
@@ -21,10 +22,16 @@ DROPPED_BLOCKS = frozenset({"thinking", "redacted_thinking"})
 
 
 def request_of(body: dict) -> chat.ChatRequest:
-    """The chat request of a Messages request (`top_k`, which chat completions lack, added)."""
+    """The chat request of a Messages request (`top_k`, which chat completions lack, added; `output_config.format`
+    as a JSON-schema grammar, as chat's `response_format`)."""
     asked = chat.request_of(chat_body(body))
     if body.get("top_k") is not None:
         asked.parameters["top_k"] = body["top_k"]
+    form = (body.get("output_config") or {}).get("format")
+    if form:
+        if asked.plan:
+            raise InvalidRequestError("Structured output cannot be combined with tool calls; give `tool_choice: none`.", param="output_config.format")
+        asked.parameters["grammar"] = grammar_of({"type": "json_schema", "json_schema": {"schema": form["schema"]}}, "output_config.format.schema")
     return asked
 
 
