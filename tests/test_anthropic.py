@@ -4,6 +4,7 @@ LangChain's ChatAnthropic): every object and stream event is validated against t
 from __future__ import annotations
 
 import json
+import threading
 
 import anthropic
 import httpx
@@ -199,6 +200,17 @@ def test_an_error_after_the_stream_began_is_an_error_event():
            for chunk in anthropic_stream.stream(job, {"model": MODEL, "max_tokens": 8}, None)]
     assert [name for name, _ in raw] == ["message_start", "ping", "content_block_start", "content_block_delta", "error"]
     assert raw[-1][1] == {"type": "error", "error": {"type": "overloaded_error", "message": f"Model '{MODEL}' is stopping."}}
+
+
+def test_a_stream_waiting_for_its_first_token_pings(monkeypatch):
+    """While a long prompt is read nothing else would come for minutes, and Claude Code resends a silent request."""
+    monkeypatch.setattr(anthropic_stream, "PING_SECONDS", 0.05)
+    job = Job(prompt_tokens=[1, 2, 3], sampling=Sampling.from_parameters({"max_tokens": 8}))
+    threading.Timer(0.5, lambda: (job.events.put(("delta", "Hi")), job.events.put(("done", "stop")))).start()
+    names = [chunk.split(b"\n")[0].decode().removeprefix("event: ") for chunk in anthropic_stream.stream(job, {"model": MODEL, "max_tokens": 8}, None)]
+    assert names[:2] == ["message_start", "ping"] and names.index("content_block_start") > 3
+    assert set(names[1:names.index("content_block_start")]) == {"ping"}
+    assert names[-3:] == ["content_block_stop", "message_delta", "message_stop"]
 
 
 def test_a_client_that_leaves_stops_the_generation(server):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import queue
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, NamedTuple
 
@@ -105,9 +106,18 @@ class Job:
         self.cancelled.set()
 
     def __iter__(self) -> Iterator[str]:
-        """The text deltas as they come; raises the job's ApiError if generation failed or the scheduler died."""
+        return self.deltas()
+
+    def deltas(self, idle: float | None = None) -> Iterator[str]:
+        """The text deltas as they come; raises the job's ApiError if generation failed or the scheduler died. With
+        `idle`, an empty delta after each `idle` seconds without an event (a stream's keep-alive while a long prompt
+        is read: agent clients give up on a stream that says nothing for a few minutes)."""
         while True:
-            kind, value = next_event(self.events, self.alive)
+            event = next_event(self.events, self.alive, idle)
+            if event is None:
+                yield ""
+                continue
+            kind, value = event
             if kind == "delta":
                 yield value
             elif kind == "logprob":
@@ -127,11 +137,16 @@ def route(kind: str, name: str | None) -> str | None:
     return None if name is None else f"{kind}:{name}"
 
 
-def next_event(events: queue.SimpleQueue, alive: Callable[[], bool]):
-    """The next event of a queue the scheduler fills; a 500 `scheduler_failed` if its thread ended without one."""
+def next_event(events: queue.SimpleQueue, alive: Callable[[], bool], idle: float | None = None):
+    """The next event of a queue the scheduler fills; a 500 `scheduler_failed` if its thread ended without one.
+    With `idle`, None once that many seconds passed without one."""
+    deadline = None if idle is None else time.monotonic() + idle
     while True:
+        wait = LIVENESS_POLL if deadline is None else min(LIVENESS_POLL, deadline - time.monotonic())
+        if wait <= 0:
+            return None
         try:
-            return events.get(timeout=LIVENESS_POLL)
+            return events.get(timeout=wait)
         except queue.Empty:
             if alive() or not events.empty():  # not empty: the thread's last words arrived just now
                 continue

@@ -1,6 +1,7 @@
 """A Messages answer as Anthropic's Server-Sent Events, as its SDKs parse them: `message_start`, `ping`, each
 content block's `content_block_start`, deltas (`text_delta`, `input_json_delta`) and `content_block_stop`, then
-`message_delta` and `message_stop`; an error after the stream began is an `error` event."""
+`message_delta` and `message_stop`; a `ping` whenever nothing else came for a while; an error after the stream
+began is an `error` event."""
 
 from __future__ import annotations
 
@@ -10,6 +11,10 @@ from jan_server.errors import ApiError
 from jan_server.models import tools
 from jan_server.models.batching import Job
 from jan_server.web import anthropic, anthropic_errors, sse
+
+#: A `ping` after this many seconds without an event: Claude Code cancels and resends a request whose stream says
+#: nothing for a while, as it may when a long prompt is read on a CPU.
+PING_SECONDS = 10.0
 
 
 def event(payload: dict) -> bytes:
@@ -68,7 +73,10 @@ def stream(job: Job, body: dict, plan: tools.ToolPlan | None) -> Iterator[bytes]
     parser = tools.ToolCallParser() if plan else None
     blocks = Blocks()
     try:
-        for text in job:
+        for text in job.deltas(idle=PING_SECONDS):
+            if not text:
+                yield event({"type": "ping"})
+                continue
             for piece in parser.feed(text) if parser else [("content", text)]:
                 yield from blocks.add(piece)
     except ApiError as exc:
