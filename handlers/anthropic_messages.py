@@ -5,13 +5,16 @@ from flask import request
 
 from jan_server.errors import InvalidRequestError
 from jan_server.handlers import event_stream, json_response, services
-from jan_server.web import anthropic, anthropic_stream
+from jan_server.web import anthropic, anthropic_remote, anthropic_stream
 from jan_server.web.disconnect import disconnected
 
 
 def create_anthropic_message(body):
+    if upstream := services().models.remote_for(body["model"]):
+        whole = anthropic_remote.answer(upstream, body)
+        return event_stream(anthropic_remote.replay(whole)) if body.get("stream") else json_response(whole)
     asked = anthropic.request_of(body)
-    with serving(body["model"]) as runner:
+    with services().models.serving(body["model"]) as runner:
         job = runner.prepare(asked.messages, asked.parameters, asked.plan and asked.plan.tools)
         job.cancelled = disconnected(request.environ)  # the scheduler stops the job once its client is gone
         runner.submit(job)
@@ -21,13 +24,8 @@ def create_anthropic_message(body):
 
 
 def count_anthropic_message_tokens(body):
+    if services().models.remote_for(body["model"]):  # its tokenizer is the upstream's, which OpenAI's API does not offer
+        raise InvalidRequestError(f"Model '{body['model']}' is remote: its upstream cannot count tokens.", param="model")
     asked = anthropic.request_of(body)
-    with serving(body["model"]) as runner:
+    with services().models.serving(body["model"]) as runner:
         return {"input_tokens": runner.count(asked.messages, asked.plan and asked.plan.tools)}
-
-
-def serving(model: str):
-    """The local model; a remote one is a 400 (its upstream speaks OpenAI's API, not Anthropic's)."""
-    if services().models.remote_for(model):
-        raise InvalidRequestError(f"Model '{model}' is remote: the Messages API serves local models.", param="model")
-    return services().models.serving(model)

@@ -10,9 +10,11 @@ import shutil
 import threading
 import time
 
+import anthropic
 import httpx
 import openai
 import pytest
+from anthropic.types import Message
 
 from jan_server.models.registry import BUNDLED_MODEL_ID
 from tests.live_server import PATIENT, LiveServer, free_port
@@ -237,6 +239,33 @@ def test_a_stream_is_relayed_event_by_event(front):
     assert "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
     assert [chunk.choices[0].finish_reason for chunk in chunks if chunk.choices][-1] in ("stop", "length")
     assert chunks[-1].usage.completion_tokens <= 12
+
+
+def test_anthropic_messages_are_asked_of_the_upstream_as_chat(front, upstream):
+    """The Messages API on a remote model: the upstream answers the chat completion that asks the same, whole or
+    replayed as Anthropic's events; a forced tool comes back as a tool_use; count_tokens is a 400 (no tokenizer)."""
+    before = upstream_model(upstream)["metadata"].get("completed_requests", 0)
+    with anthropic.Anthropic(base_url=front.base_url, api_key="unused", timeout=PATIENT, max_retries=0) as messages:
+        ask = [{"role": "user", "content": "Say hi."}]
+        message = Message.model_validate(messages.messages.with_raw_response.create(model="up", max_tokens=8, messages=ask).http_response.json(), strict=True)
+        assert message.model == "up" and message.content[0].text and message.stop_reason in ("end_turn", "max_tokens")
+        assert 0 < message.usage.output_tokens <= 8 and message.usage.input_tokens > 0
+        with messages.messages.stream(model="up", max_tokens=8, temperature=0, messages=ask) as stream:
+            text = "".join(stream.text_stream)
+            final = stream.get_final_message()
+        assert text and final.content[0].text == text and final.usage.output_tokens <= 8
+        weather = {"name": "get_weather", "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
+        called = messages.messages.create(model="up", max_tokens=48, tools=[weather], tool_choice={"type": "tool", "name": "get_weather"},
+                                          messages=[{"role": "user", "content": "Weather in Rome?"}])
+        calls = [block for block in called.content if block.type == "tool_use"]
+        assert called.stop_reason == "tool_use" and calls[0].name == "get_weather" and calls[0].id.startswith("toolu_")
+        assert isinstance(calls[0].input["city"], str)
+        with pytest.raises(anthropic.BadRequestError) as refused:
+            messages.messages.count_tokens(model="up", messages=ask)
+        assert refused.value.body["error"]["type"] == "invalid_request_error"
+        with pytest.raises(anthropic.BadRequestError):
+            messages.messages.create(model="up", max_tokens=8, top_k=5, messages=ask)
+    assert upstream_model(upstream)["metadata"]["completed_requests"] == before + 3
 
 
 def test_completions_and_embeddings_are_forwarded_too(front, upstream):
