@@ -16,6 +16,7 @@ from anthropic.types import Message, MessageTokensCount, RawMessageStreamEvent
 from jan_server.errors import UnavailableError
 from jan_server.models.jobs import Job, Sampling
 from jan_server.models.registry import BUNDLED_MODEL_ID
+from jan_server.web import anthropic as anthropic_web
 from jan_server.web import anthropic_stream
 from tests.live_server import PATIENT, LiveServer
 
@@ -150,6 +151,18 @@ def test_structured_output_follows_its_json_schema(client):
     with pytest.raises(anthropic.BadRequestError) as raised:
         client.messages.create(model=MODEL, max_tokens=8, messages=ASK, tools=[TOOL], output_config={"format": {"type": "json_schema", "schema": schema}})
     assert raised.value.body["error"]["message"].startswith("output_config.format")
+
+
+@pytest.mark.parametrize("arguments, written", [
+    ('{"script": "print(1', {"script": "print(1"}),
+    ('{"a": [1, {"b": "q\\"', {"a": [1, {"b": 'q"'}]}),
+    ('{"a": "x\\', {"a": "x"}),
+    ('{"a": 1, "b', {}),
+    ("", {}),
+])
+def test_a_call_cut_by_max_tokens_has_the_input_written_so_far(arguments, written):
+    """A non-streamed message's tool_use `input` is an object even when the limit cut the call (a 500 before)."""
+    assert anthropic_web.tool_input(arguments) == written
 
 
 def test_stop_reasons(client):

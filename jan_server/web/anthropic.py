@@ -137,7 +137,32 @@ def text_block(text: str) -> dict:
 
 
 def tool_use_block(call: tools.ToolCall) -> dict:
-    return {"type": "tool_use", "id": tool_use_id(call), "name": call.name, "input": json.loads(call.arguments)}
+    return {"type": "tool_use", "id": tool_use_id(call), "name": call.name, "input": tool_input(call.arguments)}
+
+
+def tool_input(arguments: str) -> dict:
+    """A call's input. A call cut by max_tokens has the input written so far: its open string and containers
+    closed, or, where even that does not parse (a key cut short), none: `{}`."""
+    try:
+        return json.loads(arguments)
+    except ValueError:
+        pass
+    closers, in_string, escaped = [], False, False
+    for char in arguments:
+        if in_string:
+            escaped, in_string = (not escaped and char == "\\"), in_string and (escaped or char != '"')
+        elif char == '"':
+            in_string = True
+        elif char in "{[":
+            closers.append("}" if char == "{" else "]")
+        elif char in "}]" and closers:
+            closers.pop()
+    text = arguments[:-1] if escaped else arguments
+    try:
+        value = json.loads(text + ('"' if in_string else "") + "".join(reversed(closers)))
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def content_of(text: str, plan: tools.ToolPlan | None) -> tuple[list[dict], bool]:
