@@ -24,9 +24,10 @@ def test_openai_routes_answer_context_length_exceeded(api, path, body, param, st
     assert response.json()["error"] | {"message": None} == {"message": None, "type": "invalid_request_error", "param": param, "code": "context_length_exceeded"}
 
 
-@pytest.mark.parametrize("path, extra", [("/messages", {"max_tokens": 4}), ("/messages", {"max_tokens": 4, "stream": True}), ("/messages/count_tokens", {})])
-def test_anthropic_routes_answer_prompt_too_long(api, path, extra):
-    response = api.post(path, json={"model": MODEL, "messages": [{"role": "user", "content": LONG}], **extra})
+@pytest.mark.parametrize("extra", [{}, {"stream": True}])
+def test_anthropic_messages_answer_prompt_too_long(api, extra):
+    """(count_tokens counts such a prompt: tests/test_anthropic.py.)"""
+    response = api.post("/messages", json={"model": MODEL, "max_tokens": 4, "messages": [{"role": "user", "content": LONG}], **extra})
     assert response.status_code == 400 and response.headers["content-type"] == "application/json", response.text
     error = response.json()
     assert error["type"] == "error" and error["error"]["type"] == "invalid_request_error"
