@@ -65,18 +65,19 @@ def batch_object(connection: Connection, row: Mapping) -> dict:
 
 
 def require_file(connection: Connection, store_id: str, file_id: str) -> Mapping:
-    row = connection.execute(ONE, {"vector_store_id": store_id, "id": file_id}).mappings().first()
-    if row is None:
-        require(connection, vector_stores, store_id, "vector_store")
-        raise NotFoundError("file", file_id)
-    return row
+    return _in_store(connection, ONE, store_id, file_id, "file")
 
 
 def require_batch(connection: Connection, store_id: str, batch_id: str) -> Mapping:
-    row = connection.execute(BATCH, {"vector_store_id": store_id, "id": batch_id}).mappings().first()
+    return _in_store(connection, BATCH, store_id, batch_id, "batch")
+
+
+def _in_store(connection: Connection, query, store_id: str, row_id: str, kind: str) -> Mapping:
+    """The store's row that `query` finds; a 404 naming the store if it is missing, else naming the row."""
+    row = connection.execute(query, {"vector_store_id": store_id, "id": row_id}).mappings().first()
     if row is None:
         require(connection, vector_stores, store_id, "vector_store")
-        raise NotFoundError("batch", batch_id)
+        raise NotFoundError(kind, row_id)
     return row
 
 
