@@ -6,7 +6,10 @@ import httpx
 import openai
 import pytest
 
+from jan_server.models.prompt_cache import HostCache
+from jan_server.models.scheduler import Scheduler
 from tests import postgres
+from tests.fake_scheduler import FakeBackend
 from tests.live_server import PATIENT, LiveServer, openai_at
 
 
@@ -92,3 +95,22 @@ def openai_client(server) -> openai.OpenAI:
     """The official `openai` package pointed at the session's server."""
     with openai_at(server.api_url) as client:
         yield client
+
+
+@pytest.fixture()
+def make():
+    """make(n_slots, max_queued=8, delay=0, n_batch=8, min_chunk=2, cache_bytes=0, cells=0) -> (scheduler, backend):
+    a scheduler over tests/fake_scheduler.py's backend, with a host cache of `cache_bytes` and, given `cells`, that
+    many cells shared by the slots; every scheduler is closed at the end."""
+    made = []
+
+    def make(n_slots, max_queued=8, delay=0.0, n_batch=8, min_chunk=2, cache_bytes=0, cells=0):
+        backend = FakeBackend(delay, min_chunk, cells)
+        scheduler = Scheduler(backend, model_id="fake", n_slots=n_slots, n_batch=n_batch, max_queued=max_queued,
+                              cache=HostCache(cache_bytes), cache_key="fake")
+        made.append(scheduler)
+        return scheduler, backend
+
+    yield make
+    for scheduler in made:
+        scheduler.close()

@@ -20,7 +20,7 @@ from jan_server.models import jobs
 from jan_server.models.registry import BUNDLED_MODEL_ID, Registry
 from jan_server.models.scheduler import DECODE_NICE
 from tests.test_chat import ENDLESS
-from tests.test_scheduler import smallest_n_batch, within_wait
+from tests.fake_scheduler import smallest_n_batch, within_wait
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from jan_server.models.kv import MIN_CTX, Cells, check_fits, default_context
 from jan_server.models.lifecycle import ModelManager
 from jan_server.models.prompt_cache import HostCache
 from jan_server.models.registry import BUNDLED_MODEL_ID, Registry
-from tests.test_scheduler import job, make, outcome  # noqa: F401 (make is a fixture)
+from tests.fake_scheduler import job, outcome
 
 
 def counting(n: int) -> str:

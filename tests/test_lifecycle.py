@@ -14,7 +14,7 @@ from jan_server.models.lifecycle import ModelManager
 from jan_server.models.loading import ThreadBudget, load_settings
 from jan_server.models.registry import BUNDLED_FILE, BUNDLED_MODEL_ID, ModelRecord, Registry, bundled_weights
 from jan_server.models.residency import Residency
-from tests.test_scheduler import WAIT, Crash, error_of, stick, within_wait
+from tests.fake_scheduler import WAIT, Crash, error_of, stick, within_wait
 
 COPY = "smol-copy"
 

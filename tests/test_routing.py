@@ -12,8 +12,8 @@ import pytest
 
 from jan_server.models.registry import BUNDLED_MODEL_ID
 from jan_server.models.slots import FreeSlots, SlotCache
+from tests.fake_scheduler import job, outcome
 from tests.live_server import PATIENT, LiveServer
-from tests.test_scheduler import job, make, outcome  # noqa: F401 (make is a fixture)
 
 SYSTEM = "You are a careful assistant. " + "Follow the house rules and answer briefly. " * 40  # ~330 tokens
 

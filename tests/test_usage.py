@@ -4,7 +4,7 @@ tests/test_scheduler.py: one token event per generated token, the first timed fr
 from __future__ import annotations
 
 from jan_server.models.usage import TokenClock, Usage
-from tests.test_scheduler import ENDLESS, first_delta, job, make, outcome  # noqa: F401 (make: the fixture)
+from tests.fake_scheduler import ENDLESS, first_delta, job, outcome
 
 
 class Recorder:
