@@ -61,16 +61,19 @@ def print_streams(contenders: dict[str, list[tuple]]) -> None:
               f"{min(ttfts(runs)):13.1f} {statistics.median(ttfts(runs)):7.1f}")
 
 
-def server_stream(client: httpx.Client, max_tokens: int, model: str = BUNDLED_MODEL_ID) -> tuple[int, float, float]:
+def server_stream(client: httpx.Client, max_tokens: int, model: str = BUNDLED_MODEL_ID, seed: int | None = None) -> tuple[int, float, float]:
     """(tokens, TTFT, total seconds) for one streamed chat completion of PROMPT through the server."""
-    return chat_stream(client, PROMPT, max_tokens, model)[:3]
+    return chat_stream(client, PROMPT, max_tokens, model, seed)[:3]
 
 
-def chat_stream(client: httpx.Client, messages: list[dict], max_tokens: int, model: str = BUNDLED_MODEL_ID) -> tuple[int, float, float, str]:
-    """(completion tokens, TTFT, total seconds, text) of one streamed chat completion (greedy) on any
-    OpenAI-compatible server; raises unless it finished and reported its usage."""
+def chat_stream(client: httpx.Client, messages: list[dict], max_tokens: int, model: str = BUNDLED_MODEL_ID,
+                seed: int | None = None) -> tuple[int, float, float, str]:
+    """(completion tokens, TTFT, total seconds, text) of one streamed chat completion (greedy, with `seed` if
+    given) on any OpenAI-compatible server; raises unless it finished and reported its usage."""
     body = {"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": 0, "stream": True,
             "stream_options": {"include_usage": True}}
+    if seed is not None:
+        body["seed"] = seed
     start, first, tokens, finished, text = time.perf_counter(), None, None, False, []
     with client.stream("POST", "/chat/completions", json=body) as response:
         response.raise_for_status()
@@ -90,13 +93,13 @@ def chat_stream(client: httpx.Client, messages: list[dict], max_tokens: int, mod
     return tokens, (first or time.perf_counter()) - start, time.perf_counter() - start, "".join(text)
 
 
-def concurrent(client: httpx.Client, streams: int, max_tokens: int) -> tuple[int, float]:
+def concurrent(client: httpx.Client, streams: int, max_tokens: int, seed: int | None = None) -> tuple[int, float]:
     """(total tokens, wall seconds) for `streams` simultaneous streams; raises unless every one completes."""
     results: list = [None] * streams
 
     def run(index):
         try:
-            results[index] = server_stream(client, max_tokens)
+            results[index] = server_stream(client, max_tokens, seed=None if seed is None else seed + index)
         except Exception as exc:  # reported below
             results[index] = exc
 

