@@ -58,8 +58,8 @@ def response_object(response_id: str, body: dict, job: Job, conversation_id: str
     }
 
 
-def usage_of(job: Job) -> dict:
-    usage = job.usage
+def usage_of(usage: dict) -> dict:
+    """Responses' usage from a job's (chat's) usage."""
     return {
         "input_tokens": usage["prompt_tokens"],
         "input_tokens_details": {"cached_tokens": usage["prompt_tokens_details"]["cached_tokens"], "cache_write_tokens": 0},
@@ -164,7 +164,7 @@ class Generation:
             "completed_at": now if status == "completed" else None,
             "incomplete_details": {"reason": "max_output_tokens"} if status == "incomplete" else None,
             "output": output,
-            "usage": usage_of(self.job),
+            "usage": usage_of(self.job.usage),
         }
         try:
             self._save(appended=self.input_items + output if status != "cancelled" else [])
@@ -179,7 +179,7 @@ class Generation:
         return self.context + self.input_items + self.response["output"]
 
     def fail(self, error: ApiError) -> dict:
-        self.response = {**self.response, "status": "failed", "error": {"code": "server_error", "message": error.message}, "usage": usage_of(self.job)}
+        self.response = {**self.response, "status": "failed", "error": {"code": "server_error", "message": error.message}, "usage": usage_of(self.job.usage)}
         self._save(appended=[])
         return self.response
 
