@@ -47,10 +47,11 @@ class Services:
             aliases=Aliases(settings.model_aliases),
         )
         store = Store.open(settings.sqlalchemy_url)
-        responses = ResponseService(store, models)
+        search = Searcher(store, models)
+        responses = ResponseService(store, models, search)
         responses.fail_interrupted()  # before any request: a new background response is not one a stop left
         return cls(settings=settings, store=store, registry=registry, models=models, downloads=downloads, responses=responses,
-                   ingestion=Ingestion(store, models), search=Searcher(store, models))
+                   ingestion=Ingestion(store, models), search=search)
 
     def start(self) -> None:
         """Start background work (called once the server is up): resume the downloads a stop interrupted, and the

@@ -104,8 +104,7 @@ EXAMPLE_ORDER = [
     "createFile", "listFiles", "retrieveFile", "downloadFile",
     "createVectorStore", "listVectorStores", "createVectorStoreFile", "listVectorStoreFiles", "getVectorStoreFile",
     "updateVectorStoreFileAttributes", "retrieveVectorStoreFileContent", "createVectorStoreFileBatch", "getVectorStoreFileBatch",
-    "cancelVectorStoreFileBatch", "listFilesInVectorStoreBatch", "searchVectorStore", "getVectorStore", "modifyVectorStore", "deleteVectorStoreFile",
-    "deleteVectorStore",
+    "cancelVectorStoreFileBatch", "listFilesInVectorStoreBatch", "searchVectorStore", "getVectorStore", "modifyVectorStore",
     "createAssistant", "createThread", "listThreads", "getThread", "modifyThread",
     "postThreadAssistants", "getThreadAssistants", "listThreadMessage",
     "listAssistants", "getAssistant", "modifyAssistant",
@@ -115,7 +114,7 @@ EXAMPLE_ORDER = [
     "createResponse", "getResponse", "cancelResponse", "listInputItems", "compactResponse", "countResponseInputTokens",
     "createConversation", "createConversationItems", "listConversationItems", "getConversationItem",
     "getConversation", "updateConversation", "deleteConversationItem", "deleteConversation", "deleteResponse",
-    "deleteFile", "getMetrics",
+    "deleteVectorStoreFile", "deleteVectorStore", "deleteFile", "getMetrics",
 ]
 # Not run here: downloadModel's example fetches from the internet, and deleteModel's deletes that download.
 NOT_RUN = {"downloadModel", "deleteModel"}
@@ -249,7 +248,7 @@ def assert_conforms(operation: dict, response: httpx.Response) -> None:
 
 
 #: The example id of a kind, which the console replaces in a request body with the most recent id of that kind.
-PLACEHOLDERS = {"file-abc123": "file_id"}
+PLACEHOLDERS = {"file-abc123": "file_id", "vs_abc123": "vector_store_id"}
 
 
 def send(api: httpx.Client, method: str, url: str, operation: dict, body, ids: dict) -> httpx.Response:

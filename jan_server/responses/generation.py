@@ -11,7 +11,7 @@ from typing import Iterator
 from jan_server.errors import ApiError
 from jan_server.models import tools
 from jan_server.models.jobs import Job
-from jan_server.responses import items, tooling
+from jan_server.responses import file_search, items, tooling
 from jan_server.storage.records import new_id
 from jan_server.storage.store import Store
 
@@ -58,14 +58,15 @@ def response_object(response_id: str, body: dict, job: Job, conversation_id: str
     }
 
 
-def usage_of(usage: dict) -> dict:
-    """Responses' usage from a job's (chat's) usage."""
+def usage_of(*usages: dict) -> dict:
+    """Responses' usage from chat usages: a response's passes (one, or two around a file search), each prompt counted."""
+    count = lambda key: sum(usage[key] for usage in usages)
     return {
-        "input_tokens": usage["prompt_tokens"],
-        "input_tokens_details": {"cached_tokens": usage["prompt_tokens_details"]["cached_tokens"], "cache_write_tokens": 0},
-        "output_tokens": usage["completion_tokens"],
+        "input_tokens": count("prompt_tokens"),
+        "input_tokens_details": {"cached_tokens": sum(usage["prompt_tokens_details"]["cached_tokens"] for usage in usages), "cache_write_tokens": 0},
+        "output_tokens": count("completion_tokens"),
         "output_tokens_details": {"reasoning_tokens": 0},
-        "total_tokens": usage["total_tokens"],
+        "total_tokens": count("total_tokens"),
     }
 
 
@@ -76,7 +77,11 @@ class Generation:
 
     With a tool plan (jan_server.models.tools) the model's text is read as message text and tool calls
     (`function_call` and `custom_tool_call` items, named as `tools` has them): the message (if it has any text)
-    comes first, then the calls, in order."""
+    comes first, then the calls, in order.
+
+    With a `file_search` tool (jan_server.responses.file_search), a search call is run here once the model wrote
+    it, and a second job (`resume`) continues the answer with its results: the call is a `file_search_call` item,
+    and the message comes after it (or before, if the model wrote text before calling)."""
 
     response: dict
     job: Job
@@ -92,6 +97,10 @@ class Generation:
     text: str = ""  # the message's text
     raw: str = ""  # all the model wrote
     calls: list[dict] = field(default_factory=list)  # the call items, as they stream
+    search: file_search.FileSearch | None = None
+    resume: Callable[["Generation"], Job] | None = None  # the job answering after a search
+    spent: list[Job] = field(default_factory=list)  # the jobs of the passes before this one
+    message_at: int | None = None  # how many calls come before the message (set by its first text)
 
     def __post_init__(self):
         self._parser = tools.ToolCallParser() if self.plan is not None else None
@@ -102,14 +111,28 @@ class Generation:
 
     def outputs(self) -> Iterator[tuple]:
         """("text", delta) for the message's text, ("call", index) when call `index` starts, ("arguments", index,
-        fragment) for its arguments (a custom tool's call: its input); raises the job's ApiError if generation fails."""
+        fragment) for its arguments (a custom tool's call: its input), ("searching", index) and ("searched", index)
+        around a file search; raises the job's ApiError if generation fails."""
+        yield from self._pass()
+        searches = [index for index, call in enumerate(self.calls) if call["type"] == file_search.KIND]
+        if not searches or self.job.finish_reason != "stop" or self.resume is None:
+            return
+        for index in searches:  # one: a reply offered file_search makes one call
+            self.calls[index]["status"] = "searching"
+            yield ("searching", index)
+            self.search.run(self.calls[index], self._parser.calls[index].arguments)
+            yield ("searched", index)
+        self.spent.append(self.job)
+        self.job, self._parser = self.resume(self), None
+        yield from self._pass()
+
+    def _pass(self) -> Iterator[tuple]:
         for delta in self.job:
             if not self.raw and self.on_first_text is not None:
                 self.on_first_text(self)
             self.raw += delta
             if self._parser is None:
-                self.text += delta
-                yield ("text", delta)
+                yield from self._write(delta)
                 continue
             for event in self._parser.feed(delta):
                 yield from self._read(event)
@@ -117,17 +140,25 @@ class Generation:
             for event in self._parser.close():
                 yield from self._read(event)
 
+    def _write(self, text: str) -> Iterator[tuple]:
+        self.text += text
+        if self.message_at is None and self.text.strip():
+            self.message_at = len(self.calls)
+        yield ("text", text)
+
     def _read(self, event: tuple) -> Iterator[tuple]:
         if event[0] == "content":
-            self.text += event[1]
-            yield ("text", event[1])
+            yield from self._write(event[1])
         elif event[0] == "call":
             _, index, call_id, name = event
             tool = self.tools.called(name)
-            make = items.custom_tool_call if tool.kind == "custom" else items.function_call
-            self.calls.append(make(call_id, tool.name, "", status="in_progress", namespace=tool.namespace))
+            if tool.kind == file_search.NAME:
+                self.calls.append(file_search.call_item())
+            else:
+                make = items.custom_tool_call if tool.kind == "custom" else items.function_call
+                self.calls.append(make(call_id, tool.name, "", status="in_progress", namespace=tool.namespace))
             yield ("call", index)
-        else:
+        elif self.calls[event[1]]["type"] != file_search.KIND:  # a search's queries show once it ran
             _, index, fragment = event
             self.calls[index][items.CALL_TEXT[self.calls[index]["type"]]] += fragment
             yield ("arguments", index, fragment)
@@ -138,18 +169,24 @@ class Generation:
         return bool(self.text.strip()) or not self.calls
 
     def message(self, status: str) -> dict:
-        """The output message as it stands."""
-        return items.message("assistant", self.text, self.message_id, status)
+        """The output message as it stands (citing the files its searches found)."""
+        message = items.message("assistant", self.text, self.message_id, status)
+        if self.search is not None and self.search.found:
+            message["content"][0]["annotations"] = self.search.cited(len(self.text))
+        return message
 
     def call(self, index: int) -> dict:
-        """Call `index` as it stands: completed once the model closed it."""
+        """Call `index` as it stands: completed once the model closed it (a file search: once it ran)."""
+        if self.calls[index]["type"] == file_search.KIND:
+            return dict(self.calls[index])
         completed = self._parser is not None and index < len(self._parser.calls)
         return {**self.calls[index], "status": "completed" if completed else "in_progress"}
 
     def output(self, status: str) -> list[dict]:
         message = [self.message("completed" if status == "completed" else "incomplete")] if self.has_message else []
         calls = [self.call(index) for index in range(len(self.calls))]
-        return message + [call if call["status"] == "completed" else {**call, "status": "incomplete"} for call in calls]
+        calls = [call if call["status"] == "completed" else {**call, "status": "incomplete"} for call in calls]
+        return calls[: self.message_at or 0] + message + calls[self.message_at or 0:]
 
     def finish(self) -> dict:
         """The final object once the job ended (completed, incomplete at max_output_tokens, or cancelled). If it
@@ -164,7 +201,7 @@ class Generation:
             "completed_at": now if status == "completed" else None,
             "incomplete_details": {"reason": "max_output_tokens"} if status == "incomplete" else None,
             "output": output,
-            "usage": usage_of(self.job.usage),
+            "usage": self._usage(),
         }
         try:
             self._save(appended=self.input_items + output if status != "cancelled" else [])
@@ -178,8 +215,11 @@ class Generation:
         """The whole context a response continuing this one starts from (once it ended)."""
         return self.context + self.input_items + self.response["output"]
 
+    def _usage(self) -> dict:
+        return usage_of(*(job.usage for job in [*self.spent, self.job]))
+
     def fail(self, error: ApiError) -> dict:
-        self.response = {**self.response, "status": "failed", "error": {"code": "server_error", "message": error.message}, "usage": usage_of(self.job.usage)}
+        self.response = {**self.response, "status": "failed", "error": {"code": "server_error", "message": error.message}, "usage": self._usage()}
         self._save(appended=[])
         return self.response
 

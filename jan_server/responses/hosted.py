@@ -2,7 +2,7 @@
 yet, so a request may list them (Codex CLI sends `web_search` with every request) and they are left out: not
 offered to the model, not in the response's `tools` echo; a `tool_choice` forcing one is a 400, and so is
 `required` when only hosted tools are given (jan_server.responses.tooling). To make one
-runnable, give it a runner here and offer it (the `file_search` tool, once vector stores exist)."""
+runnable, give it a runner and offer it, as jan_server.responses.file_search does for `file_search`."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ LEFT_OUT = {
     "computer_use_preview": "this server drives no computer",
     "local_shell": "the shell is the client's (offer it as a function tool)",
     "mcp": "this server connects to no MCP server (offer its tools as function tools)",
-    "file_search": "it does not run in Responses yet (search a vector store with POST /v1/vector_stores/{id}/search)",
 }
 
 

@@ -7,7 +7,8 @@ system and developer messages, `output_text` for the assistant's. Function calls
 as OpenAI's `function_call` / `function_call_output` items (a namespace's function: `namespace` beside its `name`),
 a custom tool's as `custom_tool_call` / `custom_tool_call_output`; in the chat they become an assistant message's
 `tool_calls` and `tool` messages (jan_server.models.tools writes them into the prompt); a `compaction` item
-(jan_server.responses.compaction) becomes a system message holding its summary.
+(jan_server.responses.compaction) becomes a system message holding its summary, and a `file_search_call` the
+search function's call and results (jan_server.responses.file_search).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from jan_server.errors import InvalidRequestError
+from jan_server.responses import file_search
 from jan_server.storage.records import new_id
 
 #: What heads a compaction's summary in the chat (see jan_server.responses.compaction).
@@ -87,6 +89,8 @@ def _stored(item: Mapping) -> dict:
         return function_call_output(item["call_id"], text_of(item["output"]), kind)
     if kind == "compaction":
         return compaction(item["encrypted_content"])
+    if kind == file_search.KIND:
+        return file_search.stored(item)
     return message(item["role"], text_of(item["content"]))
 
 
@@ -125,6 +129,8 @@ def chat_messages(items: Iterable[Mapping]) -> list[dict]:
                 messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
         elif item["type"] in OUTPUTS:
             messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": item["output"]})
+        elif item["type"] == file_search.KIND:
+            messages += file_search.chat_messages(item)
         elif item["type"] == "compaction":
             messages.append({"role": "system", "content": f"{COMPACTED}\n{item['encrypted_content']}"})
         else:

@@ -21,7 +21,7 @@ from jan_server.models.batching import Runner
 from jan_server.models.grammar import grammar_of
 from jan_server.models.jobs import Job, route
 from jan_server.models.lifecycle import ModelManager
-from jan_server.responses import items, tooling
+from jan_server.responses import file_search, items, tooling
 from jan_server.responses.generation import Generation, response_object
 from jan_server.storage.records import new_id
 from jan_server.storage.responses import UNFINISHED
@@ -92,9 +92,10 @@ def prepare(runner: Runner, instructions: str | None, context: list[dict], param
 
 
 class ResponseService:
-    def __init__(self, store: Store, models: ModelManager):
+    def __init__(self, store: Store, models: ModelManager, searcher=None):
         self.store = store
         self.models = models
+        self.searcher = searcher  # jan_server.retrieval.search.Searcher, for the file_search tool
         self.owner = new_id("server_")  # this process, as the owner of the background responses it runs
         self._background: dict[str, tuple[Generation, threading.Thread]] = {}
         self._lock = threading.Lock()
@@ -148,6 +149,8 @@ class ResponseService:
         conversation_id = conversation_id_of(body)
         context, new_items = self.context(body, held)
         offer = tooling.offer(body)
+        asked = [item for item in new_items if item["type"] == "message" and item["role"] == "user"]
+        search = file_search.FileSearch.of(body, self.searcher, self.store, items.text_of(asked[-1]["content"]) if asked else None)
         plan = offer.plan
         if plan is not None and parameters_of(body).get("grammar"):
             raise InvalidRequestError("A JSON text.format cannot be combined with tools the model may call.", param="text.format")
@@ -158,7 +161,8 @@ class ResponseService:
             if cancelled is not None:
                 job.cancelled = cancelled
             runner.submit(job)
-        generation = Generation(response_object(response_id, body, job, conversation_id), job, new_items, self.store, plan, context=context, tools=offer)
+        generation = Generation(response_object(response_id, body, job, conversation_id), job, new_items, self.store, plan, context=context, tools=offer,
+                                search=search, resume=lambda searched: self._answer(body, searched))
         if body.get("background"):
             generation.owner = self.owner
             try:
@@ -168,6 +172,20 @@ class ResponseService:
                 raise
             generation.on_first_text = lambda started: started.save_state("in_progress")
         return generation
+
+    def _answer(self, body: dict, generation: Generation) -> Job:
+        """The job that answers after a file search: the context, input and output so far (the search's results
+        in it, whether or not the response shows them), offering no tools, in what is left of max_output_tokens."""
+        parameters = {**parameters_of(body), **routing(body, conversation_id_of(body), generation.id)}
+        if "max_tokens" in parameters:
+            parameters["max_tokens"] = max(1, parameters["max_tokens"] - sum(job.completion_tokens for job in generation.spent))
+        shown = [generation.search.full(item) if item["type"] == file_search.KIND else item for item in generation.output("completed")]
+        with self.models.serving(body["model"]) as runner:
+            job = prepare(runner, body.get("instructions"), generation.context + generation.input_items + shown, parameters,
+                          body.get("truncation") or "disabled", [])
+            job.cancelled = generation.job.cancelled
+            runner.submit(job)
+        return job
 
     def run(self, generation: Generation) -> dict:
         """Generate to the end in this thread; the final object."""

@@ -1,6 +1,7 @@
 """What a Responses request's tools mean to the model: function tools, custom (freeform) tools and the functions
 of `namespace` tools are offered as chat's tools (jan_server.models.tools writes them into the prompt and the call
-grammar), hosted tools are left out (jan_server.responses.hosted). A namespace's function is offered as
+grammar), the `file_search` tool as a function the server runs (jan_server.responses.file_search), the other
+hosted tools are left out (jan_server.responses.hosted). A namespace's function is offered as
 `<namespace>.<name>`, and its calls come back as OpenAI names them: `name` with the `namespace` field."""
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from dataclasses import dataclass, field
 
 from jan_server.errors import InvalidRequestError
 from jan_server.models import tools
-from jan_server.responses import hosted
+from jan_server.responses import file_search, hosted
 from jan_server.responses.items import qualified
 
 
@@ -17,7 +18,7 @@ from jan_server.responses.items import qualified
 class Tool:
     """One tool as the model is offered it (`offered`: chat's tool object) and as its calls come back."""
 
-    kind: str  # function or custom
+    kind: str  # function, custom or file_search
     name: str
     namespace: str | None
     offered: dict
@@ -54,7 +55,11 @@ def offer(body: dict) -> Offer:
     Raises InvalidRequestError for a `tool_choice` that names no offered tool, or forces a call when no tool can be
     offered (only hosted tools, which it names)."""
     offered: dict[str, Tool] = {}
+    if file_search.tool_of(body.get("tools")) is not None:
+        offered[file_search.NAME] = Tool(file_search.NAME, file_search.NAME, None, file_search.offered())
     for given in hosted.offered(body.get("tools")):
+        if given.get("type") == file_search.NAME:
+            continue
         inner = given["tools"] if given.get("type") == "namespace" else [given]
         namespace = given["name"] if given.get("type") == "namespace" else None
         for tool in (_tool(each, namespace, given.get("description") if namespace else None) for each in inner):
@@ -67,22 +72,24 @@ def offer(body: dict) -> Offer:
         raise InvalidRequestError(f"tool_choice 'required' asks for a tool call, but the request offers {why}.", param="tool_choice", code="unsupported_tool")
     if isinstance(choice, dict):
         choice = _forced(choice, offered)
-    plan = tools.plan([tool.offered for tool in offered.values()], choice, body.get("parallel_tool_calls"), body.get("max_tool_calls"))
+    parallel = body.get("parallel_tool_calls") if file_search.NAME not in offered else False  # a search, then the answer
+    plan = tools.plan([tool.offered for tool in offered.values()], choice, parallel, body.get("max_tool_calls"))
     return Offer(plan, offered)
 
 
 def _forced(choice: dict, offered: dict[str, Tool]) -> dict:
     """A tool_choice naming one tool, in chat's shape, by the name the model calls it (a namespace's function by
-    its own name)."""
-    kind, name = choice["type"], choice["name"]
+    its own name); `{"type": "file_search"}` forces a search."""
+    kind, name = choice["type"], choice.get("name", choice["type"])
     named = [key for key, tool in offered.items() if tool.kind == kind and name in (key, tool.name)]
     if not named:
         raise InvalidRequestError(f"Tool choice '{name}' is not one of the {kind} tools in `tools`.", param="tool_choice")
-    return {"type": kind, kind: {"name": named[0]}}
+    chat = "custom" if kind == "custom" else "function"
+    return {"type": chat, chat: {"name": named[0]}}
 
 
 def echoed(body: dict) -> list[dict]:
-    """The response's `tools`: the request's tools but the hosted ones, left out (see jan_server.responses.hosted)."""
+    """The response's `tools`: the request's tools but the hosted ones left out (see jan_server.responses.hosted)."""
     return [_echo(tool) for tool in hosted.offered(body.get("tools"))]
 
 

@@ -3,7 +3,8 @@ Events, each with its `sequence_number`: response.created, response.in_progress,
 response.output_item.added, its content (a message: response.content_part.added, response.output_text.delta...,
 response.output_text.done, response.content_part.done; a function call: response.function_call_arguments.delta...,
 response.function_call_arguments.done; a custom tool's call: response.custom_tool_call_input.delta...,
-response.custom_tool_call_input.done) and response.output_item.done, then response.completed (or
+response.custom_tool_call_input.done; a file search: response.file_search_call.in_progress, .searching, .completed)
+and response.output_item.done, then response.completed (or
 response.incomplete at max_output_tokens, or response.failed with the error). A client that leaves stops the
 generation, which is stored as cancelled. `events` yields the same events as dicts, for the WebSocket mode
 (jan_server.web.responses_socket)."""
@@ -15,6 +16,7 @@ import itertools
 from typing import Iterator
 
 from jan_server.errors import ApiError
+from jan_server.responses.file_search import KIND as SEARCH
 from jan_server.responses.generation import Generation
 from jan_server.responses.items import output_text
 from jan_server.web import sse
@@ -43,10 +45,16 @@ def events(generation: Generation) -> Iterator[dict]:
             yield event("response.output_item.added", output_index=at, item={**generation.message("in_progress"), "content": []})
             yield event("response.content_part.added", item_id=generation.message_id, output_index=at, content_index=0, part=output_text(""))
         else:
-            yield event("response.output_item.added", output_index=at, item=generation.call(entry))
+            item = generation.call(entry)
+            yield event("response.output_item.added", output_index=at, item=item)
+            if item["type"] == SEARCH:
+                yield event("response.file_search_call.in_progress", item_id=item["id"], output_index=at)
 
     def done(at: int, item: dict) -> Iterator[dict]:
-        if item["type"] == "message":
+        closed.add(at)
+        if item["type"] == SEARCH:
+            pass
+        elif item["type"] == "message":
             where = {"item_id": item["id"], "output_index": at, "content_index": 0}
             yield event("response.output_text.done", **where, text=item["content"][0]["text"], logprobs=[])
             yield event("response.content_part.done", **where, part=item["content"][0])
@@ -56,7 +64,8 @@ def events(generation: Generation) -> Iterator[dict]:
             yield event("response.function_call_arguments.done", item_id=item["id"], name=item["name"], output_index=at, arguments=item["arguments"])
         yield event("response.output_item.done", output_index=at, item=item)
 
-    opened: list = []  # the output items streamed so far: MESSAGE first if there is one, then call indexes
+    opened: list = []  # the output items streamed so far, MESSAGE or call indexes, in output order
+    closed: set[int] = set()  # the positions in `opened` whose output_item.done was sent
     yield event("response.created", response=generation.response)
     yield event("response.in_progress", response=generation.response)
     try:
@@ -67,12 +76,19 @@ def events(generation: Generation) -> Iterator[dict]:
                         continue  # blank text before a call is no message; sent with the next text otherwise
                     yield from added(MESSAGE)
                     args = [generation.text]
-                yield event("response.output_text.delta", item_id=generation.message_id, output_index=0, content_index=0, delta=args[0], logprobs=[])
+                yield event("response.output_text.delta", item_id=generation.message_id, output_index=opened.index(MESSAGE), content_index=0, delta=args[0], logprobs=[])
             elif kind == "call":
-                if opened:  # the item before is complete: text only comes before the calls, one call after another
-                    before = opened[-1]
+                searching = generation.calls[args[0]]["type"] == SEARCH  # the message goes on after a search
+                if opened and len(opened) - 1 not in closed and not (searching and opened[-1] == MESSAGE):
+                    before = opened[-1]  # complete: text only comes before the calls, one call after another
                     yield from done(len(opened) - 1, generation.message("completed") if before == MESSAGE else generation.call(before))
                 yield from added(args[0])
+            elif kind == "searching":
+                yield event("response.file_search_call.searching", item_id=generation.calls[args[0]]["id"], output_index=opened.index(args[0]))
+            elif kind == "searched":
+                at = opened.index(args[0])
+                yield event("response.file_search_call.completed", item_id=generation.calls[args[0]]["id"], output_index=at)
+                yield from done(at, generation.call(args[0]))
             else:
                 index, fragment = args
                 call = generation.calls[index]
@@ -94,8 +110,9 @@ def events(generation: Generation) -> Iterator[dict]:
     if response["status"] == "cancelled":
         return
     output = response["output"]
-    if not opened and output:  # an empty message: nothing streamed for it yet
+    if MESSAGE not in opened and any(item["type"] == "message" for item in output):  # an empty message: not streamed yet
         yield from added(MESSAGE)
-    if opened:
-        yield from done(len(opened) - 1, output[len(opened) - 1])
+    for at in range(len(opened)):
+        if at not in closed:
+            yield from done(at, output[at])
     yield event(FINAL_EVENT[response["status"]], response=response)
