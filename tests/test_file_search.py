@@ -5,6 +5,8 @@ after a restart."""
 
 from __future__ import annotations
 
+import time
+
 import openai
 import pytest
 
@@ -82,6 +84,21 @@ def test_a_streamed_search_sends_openais_events_in_order(openai_client):
     assert {event.output_index for event in events if event.type == "response.output_text.delta"} == {1}
     assert [event.sequence_number for event in events] == list(range(len(events)))
     assert_searched_and_cited(events[-1].response, files["harbour.txt"], results=False)
+
+
+def test_a_search_in_the_background_appends_to_its_conversation(openai_client):
+    store_id, files = town(openai_client)
+    conversation = openai_client.conversations.create()
+    response = ask(openai_client, store_id, background=True, conversation=conversation.id)
+    deadline = time.monotonic() + 300  # a bound for a hang, not a speed requirement
+    while response.status in ("queued", "in_progress") and time.monotonic() < deadline:
+        time.sleep(0.2)
+        response = openai_client.responses.retrieve(response.id)
+    assert_searched_and_cited(response, files["harbour.txt"], results=False)
+    kept = list(openai_client.conversations.items.list(conversation.id, order="asc"))
+    assert [item.type for item in kept] == ["message", "file_search_call", "message"] and kept[1].queries[0] == QUESTION
+    follow = openai_client.responses.create(model=MODEL, conversation=conversation.id, input="Thanks.", max_output_tokens=8)
+    assert follow.status in ("completed", "incomplete")
 
 
 def test_bad_file_search_tools_are_refused_naming_the_field(openai_client):
