@@ -23,8 +23,8 @@ from tests.live_server import LiveServer, openai_at  # noqa: E402
 
 MODEL = "smollm2-135m-instruct"
 BATCH = 16  # as jan_server.retrieval.ingest.BATCH
-WORDS = ("river stone harbour lantern orchard copper meadow violin glacier pepper falcon ribbon canyon marble "
-         "thunder willow saddle quartz ember compass velvet tundra beacon cobalt").split()
+WORDS = ["river", "stone", "harbour", "lantern", "orchard", "copper", "meadow", "violin", "glacier", "pepper", "falcon", "ribbon",
+         "canyon", "marble", "thunder", "willow", "saddle", "quartz", "ember", "compass", "velvet", "tundra", "beacon", "cobalt"]
 
 
 def document(words: int, rng: random.Random) -> str:

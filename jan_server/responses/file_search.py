@@ -81,7 +81,7 @@ class FileSearch:
     found: dict[str, list[dict]] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, body: dict, searcher, store, question: str | None) -> "FileSearch | None":
+    def of(cls, body: dict, searcher, store, question: str | None) -> FileSearch | None:
         """The request's file_search tool, its vector stores checked (404 for one that does not exist)."""
         tool = tool_of(body.get("tools"))
         if tool is None:
