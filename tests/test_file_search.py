@@ -82,6 +82,9 @@ def test_a_streamed_search_sends_openais_events_in_order(openai_client):
     assert kinds[7:9] == ["response.output_item.added", "response.content_part.added"] and kinds[-1] == "response.completed"
     assert [event.output_index for event in events[2:7]] == [0] * 5 and events[7].output_index == 1
     assert {event.output_index for event in events if event.type == "response.output_text.delta"} == {1}
+    cited = [event for event in events if event.type == "response.output_text.annotation.added"]
+    assert [(event.output_index, event.annotation_index, event.annotation.file_id) for event in cited] == [(1, 0, files["harbour.txt"])]
+    assert kinds.index("response.output_text.annotation.added") == kinds.index("response.output_text.done") - 1
     assert [event.sequence_number for event in events] == list(range(len(events)))
     assert_searched_and_cited(events[-1].response, files["harbour.txt"], results=False)
 

@@ -1,7 +1,7 @@
 """The Responses API's stream: a generation (jan_server.responses.generation) as OpenAI's typed Server-Sent
 Events, each with its `sequence_number`: response.created, response.in_progress, then per output item
 response.output_item.added, its content (a message: response.content_part.added, response.output_text.delta...,
-response.output_text.done, response.content_part.done; a function call: response.function_call_arguments.delta...,
+response.output_text.annotation.added for each citation, response.output_text.done, response.content_part.done; a function call: response.function_call_arguments.delta...,
 response.function_call_arguments.done; a custom tool's call: response.custom_tool_call_input.delta...,
 response.custom_tool_call_input.done; a file search: response.file_search_call.in_progress, .searching, .completed)
 and response.output_item.done, then response.completed (or
@@ -56,6 +56,8 @@ def events(generation: Generation) -> Iterator[dict]:
             pass
         elif item["type"] == "message":
             where = {"item_id": item["id"], "output_index": at, "content_index": 0}
+            for number, annotation in enumerate(item["content"][0]["annotations"]):  # a file search's citations
+                yield event("response.output_text.annotation.added", **where, annotation_index=number, annotation=annotation)
             yield event("response.output_text.done", **where, text=item["content"][0]["text"], logprobs=[])
             yield event("response.content_part.done", **where, part=item["content"][0])
         elif item["type"] == "custom_tool_call":
