@@ -100,6 +100,9 @@ def test_a_search_in_the_background_appends_to_its_conversation(openai_client):
     assert_searched_and_cited(response, files["harbour.txt"], results=False)
     kept = list(openai_client.conversations.items.list(conversation.id, order="asc"))
     assert [item.type for item in kept] == ["message", "file_search_call", "message"] and kept[1].queries[0] == QUESTION
+    given = response.output[0].model_dump(exclude_unset=True)  # its id taken already: a given item gets a new one
+    added = openai_client.conversations.items.create(conversation.id, items=[given, given])
+    assert [item.type for item in added.data] == ["file_search_call"] * 2 and len({item.id for item in added.data} | {given["id"]}) == 3
     follow = openai_client.responses.create(model=MODEL, conversation=conversation.id, input="Thanks.", max_output_tokens=8)
     assert follow.status in ("completed", "incomplete")
 

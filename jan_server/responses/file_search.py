@@ -53,7 +53,7 @@ def call_item() -> dict:
 
 def stored(given: dict) -> dict:
     """A file_search_call item given back as input."""
-    return {"id": given.get("id") or new_id("fs_"), "type": KIND, "status": given.get("status") or "completed",
+    return {"id": new_id("fs_"), "type": KIND, "status": given.get("status") or "completed",
             "queries": list(given.get("queries") or []), "results": given.get("results")}
 
 
