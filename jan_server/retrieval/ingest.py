@@ -3,8 +3,9 @@
 It reads the database for files waiting (so a restart resumes those a stop left, and files another server added
 are found by its next look), extracts their text, chunks it by the store's embedding model's tokens and embeds
 the chunks in batches on that model's embedding context. Chats come first: before each batch it waits while the
-model has chats running or queued (up to YIELD_S, so ingestion is never starved). A file that cannot be read is
-`failed` with OpenAI's last_error; one deleted or cancelled meanwhile is dropped.
+model has chats running or queued (up to YIELD_S, so ingestion is never starved). A remote model's chunks are by
+estimated tokens (jan_server.retrieval.chunking) and embedded by its upstream. A file that cannot be read or
+embedded is `failed` with OpenAI's last_error; one deleted or cancelled meanwhile is dropped.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from jan_server.errors import (
     NotFoundError,
 )
 from jan_server.retrieval import chunking, extract
+from jan_server.retrieval import upstream as remote
 from jan_server.storage.store import Store
 from jan_server.storage.vector_store_files import Pending
 
@@ -57,11 +59,9 @@ class Ingestion:
             self._thread.join()
 
     def embedding_model(self, requested: str | None, default: str) -> str:
-        """The model a new store records: the one asked for, else the server's; it must be a local model."""
+        """The model a new store records: the one asked for, else the server's (local or remote)."""
         model_id = requested or default
         param = "embedding_model"
-        if self.models.remote_for(model_id) is not None:
-            raise InvalidRequestError(f"Model '{model_id}' is remote: a store's files are embedded by a local model.", param=param)
         try:
             found = self.models.registry.find(self.models.resolve(model_id))
         except InvalidRequestError:
@@ -113,6 +113,14 @@ class Ingestion:
 
     def _embedded(self, job: Pending, text: str) -> list[tuple[str, bytes]] | None:
         """(text, float32 vector bytes) of each chunk; None if the server is closing."""
+        if upstream := self.models.remote_for(job.embedding_model):
+            pieces = chunking.estimated(text, job.chunking)
+            vectors = []
+            for start in range(0, len(pieces), BATCH):
+                if self._closed.is_set():
+                    return None
+                vectors += remote.embed(upstream, pieces[start:start + BATCH])
+            return [(piece, vector.astype("<f4").tobytes()) for piece, vector in zip(pieces, vectors)]
         with self.models.serving(job.embedding_model) as runner:
             embedder = runner.embedder()
             pieces = chunking.chunks(embedder.model, text, job.chunking)

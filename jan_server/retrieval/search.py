@@ -15,6 +15,7 @@ import numpy as np
 
 from jan_server.errors import InvalidRequestError
 from jan_server.retrieval import filters as attribute_filters
+from jan_server.retrieval import upstream as remote
 from jan_server.storage.store import Store
 
 #: Reciprocal rank fusion's constant (Cormack et al.; the value most systems use).
@@ -80,7 +81,9 @@ class Searcher:
 
     def embed(self, model_id: str, query: str) -> np.ndarray:
         """The query's vector; a query longer than the model's context is cut to it (its words all count for the
-        full-text ranking)."""
+        full-text ranking). A remote model's comes from its upstream: a failure there is the search's 502 or 504."""
+        if upstream := self.models.remote_for(model_id):
+            return remote.embed(upstream, [query])[0]
         with self.models.serving(model_id) as runner:
             embedder = runner.embedder()
             tokens = embedder.model.tokenize(query.encode("utf-8"), add_bos=True, special=False)[: embedder.n_ctx]
