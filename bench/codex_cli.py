@@ -1,6 +1,6 @@
 """Codex CLI, unchanged, against jan-server: the real CLI from npm answers `codex exec --skip-git-repo-check "Reply
 with the word hello."` through the Responses API (a custom provider, `wire_api = "responses"`), then a second turn
-of the same session (`codex exec resume --last …`) continues it. The bundled model, greedy (tests/codex_cli.py's
+of the same session (`codex exec resume --last …`) continues it. The bundled model, greedy (tests/live_server.py's
 `greedy_model`), is started with a 16,384-token context and one sequence: Codex sends about 9,200 prompt tokens
 (its instructions, environment context and tools: function tools, a `namespace` of sub-agent tools and
 `web_search`, which is left out). Prints each turn's answer, exit code, time and token counts from Codex's own
@@ -24,8 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.codex_cli import CODEX, FIRST, SECOND, codex_env, codex_exec, greedy_model, logged_turns, start_for_codex  # noqa: E402
-from tests.live_server import LiveServer  # noqa: E402
+from tests.codex_cli import CODEX, FIRST, SECOND, codex_env, codex_exec, logged_turns, start_for_codex  # noqa: E402
+from tests.live_server import LiveServer, greedy_model  # noqa: E402
 
 
 def main() -> None:

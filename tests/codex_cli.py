@@ -6,7 +6,7 @@ Codex sets no `max_output_tokens` and has no setting for it, so an answer is bou
 `max_tokens` (`parameters`; 2,048 for the bundled model). Codex fails a turn whose answer reaches a bound (it
 reports the `incomplete` response as an error and exits 1), so a lower bound would make the sampled 135M model's
 occasional rambling answer a failure rather than a longer run. Nor does it send a temperature: Codex talks to
-`greedy_model`, the bundled weights with `temperature: 0` in their model.json, so its answers are the same each run
+tests/live_server.py's `greedy_model`, the bundled weights with `temperature: 0` in their model.json, so its answers are the same each run
 (sampled at the default 0.7, about 1 in 5 cold first turns looped to the bound)."""
 
 from __future__ import annotations
@@ -18,10 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from jan_server.models.registry import BUNDLED_FILE, bundled_weights
 from tests.live_server import PATIENT, LiveServer
-
-GREEDY_MODEL = "smollm2-135m-greedy"
 
 CODEX = Path(__file__).resolve().parent / "npm" / "node_modules" / ".bin" / "codex"
 FIRST = "Reply with the word hello."
@@ -43,16 +40,6 @@ stream_idle_timeout_ms = 3600000
 stream_max_retries = 0
 request_max_retries = 0
 """
-
-
-def greedy_model(data_dir: Path) -> str:
-    """A model in `data_dir` (a server's, before it starts) that is the bundled weights answering greedily: Jan's
-    model format, a folder with the GGUF (a link) and a model.json whose `parameters` are the request defaults."""
-    folder = data_dir / "models" / GREEDY_MODEL
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / BUNDLED_FILE).symlink_to(bundled_weights())
-    (folder / "model.json").write_text(json.dumps({"name": "SmolLM2 135M Instruct, greedy", "parameters": {"temperature": 0}}))
-    return GREEDY_MODEL
 
 
 def start_for_codex(server: LiveServer, model: str, ctx_len: int) -> None:

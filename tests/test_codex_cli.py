@@ -4,15 +4,15 @@ hello."` through the real server and the bundled weights, then a second turn of 
 tools, a `namespace` of sub-agent tools, and `web_search`, which is left out), so the model is started with a
 16,384-token context and one sequence. Codex sends no temperature nor `max_output_tokens` and fails a turn whose
 answer reaches the bound (2,048 tokens), which the 135M model sampled at its default 0.7 sometimes loops to (1 or 2
-of 5 cold first turns seen), so it is given the weights answering greedily (tests/codex_cli.py's `greedy_model`), as
+of 5 cold first turns seen), so it is given the weights answering greedily (tests/live_server.py's `greedy_model`), as
 the README tells a user. Nothing leaves the machine; bench/codex_cli.py runs the same and prints timings."""
 
 from __future__ import annotations
 
 import httpx
 
-from tests.codex_cli import CODEX, FIRST, SECOND, codex_env, codex_exec, greedy_model, logged_turns, start_for_codex
-from tests.live_server import PATIENT, LiveServer
+from tests.codex_cli import CODEX, FIRST, SECOND, codex_env, codex_exec, logged_turns, start_for_codex
+from tests.live_server import PATIENT, LiveServer, greedy_model
 
 CONTEXT = 16384
 
