@@ -1,11 +1,10 @@
 """Codex CLI, unchanged, against jan-server: the real CLI from npm answers `codex exec --skip-git-repo-check "Reply
 with the word hello."` through the Responses API (a custom provider, `wire_api = "responses"`), then a second turn
-of the same session (`codex exec resume --last …`) continues it. The bundled model, greedy (tests/live_server.py's
-`greedy_model`), is started with a 16,384-token context and one sequence: Codex sends about 9,200 prompt tokens
+of the same session (`codex exec resume --last …`) continues it. The bundled model is started with a 16,384-token
+context and one sequence: Codex sends about 9,200 prompt tokens
 (its instructions, environment context and tools: function tools, a `namespace` of sub-agent tools and
 `web_search`, which is left out). Prints each turn's answer, exit code, time and token counts from Codex's own
-session log; the second turn's prompt holds the first turn (the prompt cache serves it). tests/test_codex_cli.py
-runs the same in CI.
+session log; the second turn's prompt holds the first turn (the prompt cache serves it).
 
 Codex reaches nothing but the server (tests/codex_cli.py). It is the CLI pinned in tests/npm:
 
@@ -24,8 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from jan_server.models.registry import BUNDLED_MODEL_ID  # noqa: E402
 from tests.codex_cli import CODEX, FIRST, SECOND, codex_env, codex_exec, logged_turns, start_for_codex  # noqa: E402
-from tests.live_server import LiveServer, greedy_model  # noqa: E402
+from tests.live_server import LiveServer  # noqa: E402
 
 
 def main() -> None:
@@ -35,10 +35,9 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        model = greedy_model(tmp / "data")
         with LiveServer(tmp / "data") as server:
-            start_for_codex(server, model, args.ctx_len)
-            env = codex_env(tmp, server.api_url, model, args.ctx_len)
+            start_for_codex(server, BUNDLED_MODEL_ID, args.ctx_len)
+            env = codex_env(tmp, server.api_url, BUNDLED_MODEL_ID, args.ctx_len)
             for name, argv in (("first", [FIRST]), ("second", ["resume", "--last", SECOND])):
                 began = time.perf_counter()
                 done = codex_exec(args.codex, argv, tmp, env)

@@ -5,9 +5,7 @@ CODEX_HOME, HOME a temporary folder, analytics off, any other connection sent to
 Codex sets no `max_output_tokens` and has no setting for it, so an answer is bounded by the model's default
 `max_tokens` (`parameters`; 2,048 for the bundled model). Codex fails a turn whose answer reaches a bound (it
 reports the `incomplete` response as an error and exits 1), so a lower bound would make the sampled 135M model's
-occasional rambling answer a failure rather than a longer run. Nor does it send a temperature: Codex talks to
-tests/live_server.py's `greedy_model`, the bundled weights with `temperature: 0` in their model.json, so its answers are the same each run
-(sampled at the default 0.7, about 1 in 5 cold first turns looped to the bound)."""
+occasional rambling answer a failure rather than a longer run."""
 
 from __future__ import annotations
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -14,8 +13,6 @@ from pathlib import Path
 
 import httpx
 import openai
-
-from jan_server.models.registry import BUNDLED_FILE, bundled_weights
 
 #: How long a test's client waits for the server. Generous on purpose: the tests share a small machine with
 #: other work, and under load one chat on the bundled model takes many times its usual second (a 60 s read
@@ -104,16 +101,3 @@ class LiveServer:
     def log_path(self) -> Path:
         """The server's stdout and stderr (its log), appended to by every start."""
         return self.data_dir.parent / f"{self.data_dir.name}-server.log"
-
-
-GREEDY_MODEL = "smollm2-135m-greedy"
-
-
-def greedy_model(data_dir: Path) -> str:
-    """A model in `data_dir` (a server's, before it starts) that is the bundled weights answering greedily: Jan's
-    model format, a folder with the GGUF (a link) and a model.json whose `parameters` are the request defaults."""
-    folder = data_dir / "models" / GREEDY_MODEL
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / BUNDLED_FILE).symlink_to(bundled_weights())
-    (folder / "model.json").write_text(json.dumps({"name": "SmolLM2 135M Instruct, greedy", "parameters": {"temperature": 0}}))
-    return GREEDY_MODEL
