@@ -1,15 +1,17 @@
 """Agent sessions against jan-server and llama-server in one run: many conversations sharing a long system prompt,
 more than the slots, each turn resending the whole conversation (issue 32's workload).
 
-Both servers run at once on the bundled model with the same threads; every turn of every session goes to one
-server then the other (the order alternating), so the two time-to-first-token (TTFT) figures of a turn are taken
-seconds apart. `--concurrency` sessions run at a time, each turn adding `--turn-tokens` of fresh text. llama-server
-runs at its defaults (4 slots sharing the model's trained context, 8 GiB host prompt cache); jan-server with
-`--slots` slots sharing its default context (the trained one), or `--ctx-len` cells. Printed: first-turn and later-turn TTFT p50/p90 of each, the ratio, the TTFT
-of reading `--turn-tokens` tokens alone on jan-server (the limit a later turn can reach), and jan-server's prompt
-tokens read and restored. With `--restart`, jan-server is then restarted on the same data dir: the next turn of
-each of `--restart-sessions` sessions (restored from disk) against the same conversation read cold (its system
-prompt changed at the start, so nothing cached matches).
+Both servers run at once on the bundled model with the same threads; every turn of every session goes to one server
+then the other (the order alternating), so the two time-to-first-token (TTFT) figures of a turn are taken seconds
+apart. The turns go round the sessions (every session's first turn, then every second turn, ...), `--concurrency` at a
+time, each adding `--turn-tokens` of fresh text: with more sessions than slots, a session's cells have left its slot
+by its next turn. llama-server runs at its defaults (4 slots sharing the model's trained context, 8 GiB host prompt
+cache); jan-server with `--slots` slots sharing its default context (the trained one), or `--ctx-len` cells. Printed:
+first-turn and later-turn TTFT p50/p90 of each, the ratio, the TTFT of reading `--turn-tokens` tokens alone on
+jan-server (the limit a later turn can reach), and jan-server's prompt tokens read and restored. With `--restart`,
+jan-server is then restarted on the same data dir: the next turn of each of `--restart-sessions` sessions (restored
+from disk) against the same conversation read cold (its system prompt changed at the start, so nothing cached
+matches).
 
     python bench/agent_sessions.py --llama-server PATH [--sessions 12] [--prefix-tokens 2000] [--turns 4]
         [--turn-tokens 170] [--concurrency 2] [--answer-tokens 32] [--restart]
@@ -69,31 +71,38 @@ def run_sessions(servers: dict[str, LiveServer], system: str, args, rng: random.
     ttfts = {name: {turn: [] for turn in range(1, args.turns + 1)} for name in servers}
     conversations = {name: {session: [{"role": "system", "content": system}] for session in range(args.sessions)} for name in servers}
     texts = {session: [fresh_text(args.turn_tokens, rng) for _ in range(args.turns)] for session in range(args.sessions)}
-    sessions: queue.SimpleQueue = queue.SimpleQueue()
-    for session in range(args.sessions):
-        sessions.put(session)
+    turns: queue.SimpleQueue = queue.SimpleQueue()
+    for turn in range(1, args.turns + 1):  # every session's first turn, then every second turn...: more conversations
+        for session in range(args.sessions):  # open than slots, as an agent's clients keep them
+            turns.put((session, turn))
+    answered = {session: [threading.Event() for _ in range(args.turns + 1)] for session in range(args.sessions)}
     lock, failures = threading.Lock(), []
 
     def work() -> None:
         with client_of(servers["jan-server"]) as jan, client_of(servers["llama-server"]) as llama:
             clients = {"jan-server": jan, "llama-server": llama}
-            while True:
+            while not failures:
                 try:
-                    session = sessions.get_nowait()
+                    session, turn = turns.get_nowait()
                 except queue.Empty:
                     return
+                if turn > 1:  # taken earlier by another worker
+                    answered[session][turn - 1].wait()
                 try:
-                    for turn in range(1, args.turns + 1):
-                        order = list(servers) if (session + turn) % 2 else list(servers)[::-1]
-                        for name in order:
-                            messages = conversations[name][session]
-                            messages.append({"role": "user", "content": texts[session][turn - 1]})
-                            _, ttft, _, answer = stream(clients[name], messages, args.answer_tokens)
-                            messages.append({"role": "assistant", "content": answer})
-                            with lock:
-                                ttfts[name][turn].append(ttft)
+                    order = list(servers) if (session + turn) % 2 else list(servers)[::-1]
+                    for name in order:
+                        messages = conversations[name][session]
+                        messages.append({"role": "user", "content": texts[session][turn - 1]})
+                        _, ttft, _, answer = stream(clients[name], messages, args.answer_tokens)
+                        messages.append({"role": "assistant", "content": answer})
+                        with lock:
+                            ttfts[name][turn].append(ttft)
+                    answered[session][turn].set()
                 except Exception as exc:  # reported after the others finish
                     failures.append(exc)
+                    for events in answered.values():  # no worker waits for a turn that will not come
+                        for event in events:
+                            event.set()
 
     workers = [threading.Thread(target=work) for _ in range(args.concurrency)]
     for worker in workers:
@@ -125,9 +134,11 @@ def restart(data_dir: Path, conversations: dict, args, rng: random.Random) -> tu
         with client_of(server) as client:
             for session in range(min(args.restart_sessions, args.sessions)):
                 messages = conversations[session] + [{"role": "user", "content": fresh_text(args.turn_tokens, rng)}]
-                before = jan_stats(server)["restored_prompt_tokens"]
+                before = jan_stats(server)
                 restored.append(stream(client, messages, 1)[1])
-                print(f"session {session}: {jan_stats(server)['restored_prompt_tokens'] - before} prompt tokens restored")
+                after = jan_stats(server)
+                print(f"session {session}: {after['restored_prompt_tokens'] - before['restored_prompt_tokens']} prompt tokens "
+                      f"restored, {after['prompt_tokens_read'] - before['prompt_tokens_read']} read (its new message)")
                 changed = [{"role": "system", "content": f"{rng.choice('ABCDEFGH')}{rng.randrange(10**6)} " + messages[0]["content"]}]
                 cold.append(stream(client, changed + messages[1:], 1)[1])
         stats = jan_stats(server)
