@@ -1,5 +1,6 @@
 """Routing by what the client says (jan_server.models.slots): `prompt_cache_key` (chat, completions, Responses),
-a Responses `conversation` or `previous_response_id` seat a request in the slot its conversation last used.
+a Responses `conversation` or `previous_response_id`, a Messages `metadata.user_id` with a `cache_control` marker
+seat a request in the slot its conversation last used.
 
 Two conversations share a long system prompt and alternate on two slots. Without routing, the second one's first
 turn takes the first one's slot (it holds most of its prompt: the system prompt), so, with no prompt cache to
@@ -12,6 +13,7 @@ import pytest
 
 from jan_server.models.registry import BUNDLED_MODEL_ID
 from jan_server.models.slots import FreeSlots, SlotCache
+from jan_server.web.anthropic import request_of
 from tests.fake_scheduler import job, outcome
 from tests.live_server import PATIENT, LiveServer
 
@@ -95,3 +97,48 @@ def test_completions_and_responses_route_too(uncached):
                 usage = response["usage"]
                 assert usage["input_tokens"] - usage["input_tokens_details"]["cached_tokens"] < 40
             previous[name] = response["id"]
+
+
+MARKED = {"type": "ephemeral"}
+
+
+def messages_route(**given) -> str | None:
+    body = {"model": BUNDLED_MODEL_ID, "max_tokens": 8, "messages": [{"role": "user", "content": "Hi"}], **given}
+    return request_of(body).parameters.get("route")
+
+
+def test_a_messages_route_is_the_user_id_and_the_content_up_to_the_first_marker():
+    system = [{"type": "text", "text": "You are Claude Code.", "cache_control": MARKED}, {"type": "text", "text": "Today is Monday."}]
+    session = messages_route(system=system, metadata={"user_id": "user_1_session_a"})
+    assert session.startswith("cache:") and len(session) < 24  # a short hash
+    later = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."},
+             {"role": "user", "content": [{"type": "text", "text": "Go on.", "cache_control": {**MARKED, "ttl": "1h"}}]}]
+    assert messages_route(system=system, metadata={"user_id": "user_1_session_a"}, messages=later) == session  # its next turn
+    background = [{"type": "text", "text": "Summarise the topic.", "cache_control": MARKED}]
+    assert messages_route(system=background, metadata={"user_id": "user_1_session_a"}) not in (session, None)
+    assert messages_route(system=system, metadata={"user_id": "user_1_session_b"}) not in (session, None)
+    tool = {"name": "read", "input_schema": {"type": "object"}, "cache_control": MARKED}  # tools come first
+    assert messages_route(system=system, tools=[tool], metadata={"user_id": "user_1_session_a"}) not in (session, None)
+    assert messages_route(system=system, metadata={}) is None  # no user id: prefix matching
+    assert messages_route(system="You are Claude Code.", metadata={"user_id": "user_1_session_a"}) is None  # no marker
+
+
+def test_messages_conversations_of_two_sessions_keep_their_slots(uncached):
+    def later_turns(user_ids: dict) -> list[int]:
+        """Two sessions, two turns each, alternating: the input tokens each later turn read."""
+        system = [{"type": "text", "text": f"{user_ids} {SYSTEM}", "cache_control": MARKED}]
+        conversations: dict[str, list] = {name: [] for name in user_ids}
+        read = []
+        for turn in range(2):
+            for name, messages in conversations.items():
+                messages.append({"role": "user", "content": f"Session {name}, question {turn}: name a colour."})
+                body = {"model": BUNDLED_MODEL_ID, "system": system, "messages": messages, "max_tokens": 8, "temperature": 0,
+                        "metadata": {"user_id": user_ids[name]}}
+                answer = uncached.post("/messages", json=body).json()
+                messages.append({"role": "assistant", "content": answer["content"] or "Red."})
+                if turn:
+                    read.append(answer["usage"]["input_tokens"])
+        return read
+
+    assert any(read > 40 for read in later_turns({"a": None, "b": None}))  # one read its history again
+    assert all(read < 40 for read in later_turns({"a": "user_1_session_a", "b": "user_1_session_b"}))  # the new message only

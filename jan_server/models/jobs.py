@@ -81,7 +81,8 @@ class Job:
     #: Prompt tokens whose cells were reused (from a slot) rather than read; set by the scheduler when it seats the job.
     cached_tokens: int = 0
     #: The conversation the job continues and the name it leaves on its slot, as the client gave them
-    #: (`prompt_cache_key`, a Responses `conversation` or `previous_response_id`: jan_server.models.slots).
+    #: (`prompt_cache_key`, a Responses `conversation` or `previous_response_id`, a Messages user id and cache
+    #: marker: jan_server.models.slots).
     route: str | None = None
     label: str | None = None
     finish_reason: str | None = None
@@ -133,7 +134,7 @@ class Job:
 
 
 def route(kind: str, name: str | None) -> str | None:
-    """A job's `route` or `label` from what the client named (kind: `key`, `conversation`, `response`)."""
+    """A job's `route` or `label` from what the client named (kind: `key`, `conversation`, `response`, `cache`)."""
     return None if name is None else f"{kind}:{name}"
 
 

@@ -22,7 +22,8 @@ A prompt that is all in a slot's cells without those logits (a shorter one) read
 token's logits are the first token's distribution.
 
 A client may say which conversation a request continues (`prompt_cache_key`, a Responses `conversation` or
-`previous_response_id`: the job's `route`): the slot that last served that conversation (its `label`) is then
+`previous_response_id`, a Messages `metadata.user_id` with a `cache_control` marker: jan_server.web.anthropic_route;
+the job's `route`): the slot that last served that conversation (its `label`) is then
 taken whatever the prefixes say; without one, a slot that no conversation claims, else the least recently used.
 So two conversations that share a system prompt alternate in slots of their own instead of evicting each other's
 answers (what they share is copied from the other slot, jan_server.models.seating).

@@ -16,6 +16,7 @@ from jan_server.models import tools
 from jan_server.models.grammar import grammar_of
 from jan_server.models.batching import Job
 from jan_server.web import chat
+from jan_server.web.anthropic_route import route_of
 
 #: Blocks of a turn that are dropped: earlier thinking, which Anthropic drops from earlier turns too.
 DROPPED_BLOCKS = frozenset({"thinking", "redacted_thinking"})
@@ -23,10 +24,12 @@ DROPPED_BLOCKS = frozenset({"thinking", "redacted_thinking"})
 
 def request_of(body: dict) -> chat.ChatRequest:
     """The chat request of a Messages request (`top_k`, which chat completions lack, added; `output_config.format`
-    as a JSON-schema grammar, as chat's `response_format`)."""
+    as a JSON-schema grammar, as chat's `response_format`; the route its user id and first cache marker give)."""
     asked = chat.request_of(chat_body(body))
     if body.get("top_k") is not None:
         asked.parameters["top_k"] = body["top_k"]
+    if named := route_of(body):
+        asked.parameters["route"] = named
     form = (body.get("output_config") or {}).get("format")
     if form:
         if asked.plan:
