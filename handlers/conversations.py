@@ -7,7 +7,7 @@ from jan_server.storage.paging import Page
 
 def create_conversation(body=None):
     body = body or {}
-    return services().store.conversations.create(body.get("metadata"), input_items(body.get("items") or []))
+    return services().store.conversations.create(body.get("metadata"), input_items(body.get("items") or [], "items"))
 
 
 def get_conversation(conversation_id):
@@ -23,7 +23,7 @@ def delete_conversation(conversation_id):
 
 
 def create_conversation_items(conversation_id, body):
-    return services().store.conversations.add_items(conversation_id, input_items(body["items"]))
+    return services().store.conversations.add_items(conversation_id, input_items(body["items"], "items"))
 
 
 def list_conversation_items(conversation_id, limit=20, order="desc", after=None, before=None):

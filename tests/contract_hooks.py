@@ -71,7 +71,7 @@ def refused_only_by_the_model(ctx, response, case) -> None:
         return
     error = response.json().get("error") or {}
     param = error.get("param") or anthropic_field(error.get("message") or "")
-    assert param.split(".")[0] in fields, f"Schema-valid data refused for a reason the model does not decide: {response.text[:500]}"
+    assert re.split(r"[.\[]", param)[0] in fields, f"Schema-valid data refused for a reason the model does not decide: {response.text[:500]}"
 
 
 def anthropic_field(message: str) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import openai
 import pytest
 
+from jan_server.models.registry import BUNDLED_MODEL_ID
 from tests.live_server import LiveServer, openai_at
 from tests.openai_reference import assert_valid
 from tests.test_responses import ENDLESS, create, wait_for
@@ -40,6 +41,25 @@ def test_conversation_objects_and_items(openai_client):
     with pytest.raises(openai.NotFoundError) as missing:
         openai_client.conversations.retrieve(conversation.id)
     assert missing.value.body["code"] == "conversation_not_found"
+
+
+IMAGE = [{"role": "user", "content": [{"type": "input_text", "text": "What is this?"}, {"type": "input_image", "image_url": "http://127.0.0.1/x.png"}]}]
+
+
+def test_an_image_in_conversation_items_is_a_400_naming_it_and_nothing_is_added(openai_client):
+    """As an image in a response's input is."""
+    with pytest.raises(openai.BadRequestError) as refused:
+        openai_client.responses.create(model=BUNDLED_MODEL_ID, input=IMAGE)
+    assert (refused.value.body["param"], refused.value.body["code"]) == ("input[0].content[1]", "image_input_unsupported")
+    with pytest.raises(openai.BadRequestError) as refused:
+        openai_client.conversations.create(items=IMAGE)
+    assert (refused.value.body["param"], refused.value.body["code"]) == ("items[0].content[1]", "image_input_unsupported")
+    assert "read text only" in refused.value.body["message"]
+    conversation = openai_client.conversations.create(items=[{"role": "user", "content": "Hello."}])
+    with pytest.raises(openai.BadRequestError) as refused:
+        openai_client.conversations.items.create(conversation.id, items=[{"role": "user", "content": "Look."}, *IMAGE])
+    assert (refused.value.body["param"], refused.value.body["code"]) == ("items[1].content[1]", "image_input_unsupported")
+    assert [item.content[0].text for item in openai_client.conversations.items.list(conversation.id).data] == ["Hello."]
 
 
 def test_a_response_in_a_conversation_appends_its_input_and_output(openai_client):

@@ -59,22 +59,25 @@ def compaction(summary: str) -> dict:
     return {"id": new_id("cmp_"), "type": "compaction", "encrypted_content": summary}
 
 
-def input_items(given: str | Iterable[Mapping]) -> list[dict]:
-    """The stored items for a request's `input` (or a conversation's `items`), each with a new id."""
+def input_items(given: str | Iterable[Mapping], field: str = "input", model: str | None = None) -> list[dict]:
+    """The stored items for a request's `input` (or a conversation's `items`: `field`), each with a new id; a 400
+    for an image (see check_text_only)."""
     if isinstance(given, str):
         return [message("user", given)]
+    check_text_only(given, field, model)
     return [_stored(item) for item in given]
 
 
-def check_text_only(given: str | Iterable[Mapping], model: str) -> None:
-    """A 400 for an image in the input: the server's models read text only."""
-    for at, item in enumerate([] if isinstance(given, str) else given):
+def check_text_only(given: Iterable[Mapping], field: str, model: str | None) -> None:
+    """A 400 naming the first image part of `given`: the server's models read text only."""
+    reader = f"The model '{model}' cannot read images: it reads" if model else "Images cannot be read: this server's models read"
+    for at, item in enumerate(given):
         content = item.get("content")
         for part_at, part in enumerate(content if isinstance(content, list) else []):
             if part.get("type") == "input_image":
                 raise InvalidRequestError(
-                    f"The model '{model}' cannot read images: it reads text only (input[{at}].content[{part_at}] is an input_image).",
-                    param=f"input[{at}].content[{part_at}]",
+                    f"{reader} text only ({field}[{at}].content[{part_at}] is an input_image).",
+                    param=f"{field}[{at}].content[{part_at}]",
                     code="image_input_unsupported",
                 )
 

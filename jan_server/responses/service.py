@@ -138,8 +138,7 @@ class ResponseService:
         else:
             context = []
         given = body.get("input") or []
-        items.check_text_only(given, body["model"])
-        new_items = items.input_items(given)
+        new_items = items.input_items(given, model=body["model"])
         items.check_call_outputs(context + new_items)
         return context, new_items
 
