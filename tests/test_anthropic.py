@@ -209,10 +209,15 @@ def test_an_error_after_the_stream_began_is_an_error_event():
     job = Job(prompt_tokens=[1, 2, 3], sampling=Sampling.from_parameters({"max_tokens": 8}))
     job.events.put(("delta", "Once"))
     job.events.put(("error", UnavailableError(f"Model '{MODEL}' is stopping.", code="model_stopping")))
-    raw = [(chunk.split(b"\n")[0].decode().removeprefix("event: "), json.loads(chunk.split(b"\n")[1].removeprefix(b"data: ")))
-           for chunk in anthropic_stream.stream(job, {"model": MODEL, "max_tokens": 8}, None)]
+    raw = sse_events(anthropic_stream.stream(job, {"model": MODEL, "max_tokens": 8}, None))
     assert [name for name, _ in raw] == ["message_start", "ping", "content_block_start", "content_block_delta", "error"]
     assert raw[-1][1] == {"type": "error", "error": {"type": "overloaded_error", "message": f"Model '{MODEL}' is stopping."}}
+
+
+def sse_events(chunks) -> list[tuple[str, dict]]:
+    """(name, data) of each event of a stream's writes (a write may hold several events)."""
+    events = b"".join(chunks).split(b"\n\n")[:-1]
+    return [(event.split(b"\n")[0].decode().removeprefix("event: "), json.loads(event.split(b"\n")[1].removeprefix(b"data: "))) for event in events]
 
 
 def test_a_stream_waiting_for_its_first_token_pings(monkeypatch):
@@ -220,7 +225,7 @@ def test_a_stream_waiting_for_its_first_token_pings(monkeypatch):
     monkeypatch.setattr(anthropic_stream, "PING_SECONDS", 0.05)
     job = Job(prompt_tokens=[1, 2, 3], sampling=Sampling.from_parameters({"max_tokens": 8}))
     threading.Timer(0.5, lambda: (job.events.put(("delta", "Hi")), job.events.put(("done", "stop")))).start()
-    names = [chunk.split(b"\n")[0].decode().removeprefix("event: ") for chunk in anthropic_stream.stream(job, {"model": MODEL, "max_tokens": 8}, None)]
+    names = [name for name, _ in sse_events(anthropic_stream.stream(job, {"model": MODEL, "max_tokens": 8}, None))]
     assert names[:2] == ["message_start", "ping"] and names.index("content_block_start") > 3
     assert set(names[1:names.index("content_block_start")]) == {"ping"}
     assert names[-3:] == ["content_block_stop", "message_delta", "message_stop"]

@@ -65,11 +65,12 @@ class Blocks:
 def stream(job: Job, body: dict, plan: tools.ToolPlan | None) -> Iterator[bytes]:
     """The events of a submitted job's answer. A client that left ends it without a word (the job is cancelled).
     `message_start` counts the whole prompt as input (the scheduler may be seating the job meanwhile, so what it
-    reuses is not known yet); `message_delta` carries the whole usage, with the prompt tokens reused from the cache."""
+    reuses is not known yet); `message_delta` carries the whole usage, with the prompt tokens reused from the cache.
+    The events of one step go out as one write, as chat's one chunk does: each write crosses from the generator's
+    thread to the server's event loop."""
     unseated = {"input_tokens": len(job.prompt_tokens), "output_tokens": 0, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
     head = {**anthropic.message(job, "", body, None), "stop_reason": None, "usage": unseated}
-    yield event({"type": "message_start", "message": head})
-    yield event({"type": "ping"})
+    yield event({"type": "message_start", "message": head}) + event({"type": "ping"})
     parser = tools.ToolCallParser() if plan else None
     blocks = Blocks()
     try:
@@ -77,16 +78,16 @@ def stream(job: Job, body: dict, plan: tools.ToolPlan | None) -> Iterator[bytes]
             if not text:
                 yield event({"type": "ping"})
                 continue
-            for piece in parser.feed(text) if parser else [("content", text)]:
-                yield from blocks.add(piece)
+            written = b"".join(written for piece in (parser.feed(text) if parser else [("content", text)]) for written in blocks.add(piece))
+            if written:
+                yield written
     except ApiError as exc:
         yield event({"type": "error", "error": anthropic_errors.error_object(exc.status, exc.to_dict()["error"])[1]})
         return
     if job.finish_reason is None:  # cancelled: the client is gone
         return
-    for piece in parser.close() if parser else []:
-        yield from blocks.add(piece)
-    yield from blocks.close()
+    ending = [written for piece in (parser.close() if parser else []) for written in blocks.add(piece)]
     reason, sequence = anthropic.stop_reason(job, bool(parser and parser.calls), body)
-    yield event({"type": "message_delta", "delta": {"stop_reason": reason, "stop_sequence": sequence}, "usage": anthropic.usage(job)})
-    yield event({"type": "message_stop"})
+    ending += [*blocks.close(), event({"type": "message_delta", "delta": {"stop_reason": reason, "stop_sequence": sequence}, "usage": anthropic.usage(job)}),
+               event({"type": "message_stop"})]
+    yield b"".join(ending)
