@@ -3,7 +3,7 @@
 from flask import request
 
 from jan_server.models import jobs
-from jan_server.web import chat
+from jan_server.web import chat, chat_stream
 from jan_server.web.disconnect import disconnected
 from jan_server.handlers import event_stream, forwarded, json_response, services
 
@@ -18,5 +18,5 @@ def create_chat_completion(body):
         choices = runner.submit_choices(job, body.get("n") or 1)
     if body.get("stream"):
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        return event_stream(chat.stream(choices, body["model"], include_usage, asked.plan), cancel=job.cancel)
+        return event_stream(chat_stream.stream(choices, body["model"], include_usage, asked.plan), cancel=job.cancel)
     return json_response(chat.completion(choices, jobs.results(choices), body["model"], asked.plan))

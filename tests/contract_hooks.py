@@ -267,30 +267,51 @@ def cut_texts(parts: list) -> None:
 
 def consistent_tools(body: dict) -> None:
     """What the schema cannot say about tools (400s for schema-valid bodies otherwise): a named tool_choice
-    names a function of `tools`, tool_choice comes with tools, tools with a text response_format; and generated
-    `parameters` schemas become a plain object (any JSON Schema is schema-valid there, but not every one makes
-    a grammar)."""
+    names a tool of its kind in `tools`, tool_choice comes with tools, tools with a text response_format, a custom
+    tool's name is no function's; and generated `parameters` schemas become a plain object, a custom tool's valid
+    grammar format plain text (any JSON Schema or definition is schema-valid there, but not every one makes a
+    grammar)."""
     tools = body.get("tools")
     if isinstance(tools, list) and len(tools) <= 128:  # more is a negative case: keep it
         del tools[MAX_TOOLS:]
-    functions = [tool["function"] for tool in tools if isinstance(tool, dict) and isinstance(tool.get("function"), dict)] if isinstance(tools, list) else []
+    given = {kind: [tool[kind] for tool in tools if isinstance(tool, dict) and isinstance(tool.get(kind), dict)] if isinstance(tools, list) else []
+             for kind in ("function", "custom")}
+    functions, customs = given["function"], given["custom"]
     for function in functions:
         if isinstance(function.get("parameters"), dict):
             function["parameters"] = {"type": "object"}
-        description = function.get("description")
+    for custom in customs:
+        if valid_grammar_format(custom.get("format")):
+            custom["format"] = {"type": "text"}
+        if isinstance(custom.get("name"), str) and custom["name"] in [function.get("name") for function in functions] and len(custom["name"]) < 64:
+            custom["name"] = f"c{custom['name']}"
+    for tool in functions + customs:
+        description = tool.get("description")
         if isinstance(description, str) and len(description) <= 100000:
-            function["description"] = description[:MAX_CHARS]
+            tool["description"] = description[:MAX_CHARS]
     choice = body.get("tool_choice")
-    valid_choice = choice in ("none", "auto", "required") or (isinstance(choice, dict) and isinstance(choice.get("function"), dict))
+    kind = next((key for key in ("function", "custom") if isinstance(choice, dict) and isinstance(choice.get(key), dict)), None)
+    valid_choice = choice in ("none", "auto", "required") or kind is not None
     if valid_choice and not tools:
         del body["tool_choice"]
-    elif isinstance(choice, dict) and valid_choice and isinstance(choice["function"].get("name"), str) and functions:
-        if isinstance(functions[0].get("name"), str):
-            choice["function"]["name"] = functions[0]["name"]
+    elif kind and isinstance(choice[kind].get("name"), str) and choice.get("type") == kind:
+        named = next((tool["name"] for tool in given[kind] if isinstance(tool.get("name"), str)), None)
+        if named:
+            choice[kind]["name"] = named
+        elif tools:
+            body["tool_choice"] = "auto"
     response_format = body.get("response_format")
     if tools and isinstance(response_format, dict) and response_format.get("type") in ("json_object", "json_schema"):
         if "tool_choice" not in body or valid_choice:
             body["tool_choice"] = "none"
+
+
+def valid_grammar_format(form) -> bool:
+    if not isinstance(form, dict):
+        return False
+    grammar = form.get("grammar")
+    return (form.keys() == {"type", "grammar"} and form["type"] == "grammar" and isinstance(grammar, dict)
+            and isinstance(grammar.get("definition"), str) and len(grammar["definition"]) <= 100000 and grammar.get("syntax") in ("lark", "regex"))
 
 
 def bounded_completion(body: dict) -> None:

@@ -71,6 +71,15 @@ class ToolPlan:
         """The generation parameters that apply it (Runner.prepare's `grammar`, `grammar_triggers`)."""
         return {"grammar": self.grammar, "grammar_triggers": [TRIGGER] if self.lazy else []}
 
+    @property
+    def customs(self) -> set[str]:
+        """The names of its custom tools, whose calls carry plain-text input rather than JSON arguments."""
+        return custom_names(self.tools)
+
+
+def custom_names(tools: list[dict]) -> set[str]:
+    return {tool["custom"]["name"] for tool in tools if tool.get("type") == "custom"}
+
 
 def call_id() -> str:
     return f"call_{uuid.uuid4().hex[:24]}"
@@ -87,13 +96,14 @@ def plan(tools: list[dict] | None, tool_choice: str | dict | None = None, parall
         return None
     choice = tool_choice or "auto"
     offered = [tool[tool.get("type", "function")] for tool in tools]
+    customs = custom_names(tools)
     if isinstance(choice, dict):
-        name = choice[choice.get("type", "function")]["name"]
-        offered = [tool for tool in offered if tool["name"] == name]
+        kind = choice.get("type", "function")
+        name = choice[kind]["name"]
+        offered = [tool for tool in offered if tool["name"] == name and (name in customs) == (kind == "custom")]
         if not offered:
-            raise InvalidRequestError(f"Tool choice '{name}' is not one of the tools in `tools`.", param="tool_choice")
+            raise InvalidRequestError(f"Tool choice '{name}' is not one of the {kind} tools in `tools`.", param="tool_choice")
     most = 1 if isinstance(choice, dict) or parallel_tool_calls is False else min(MAX_CALLS, max_calls or MAX_CALLS)
-    customs = {tool["custom"]["name"] for tool in tools if tool.get("type") == "custom"}
     functions = [tool for tool in offered if tool["name"] not in customs]
     return ToolPlan(tools=tools, grammar=call_grammar(functions, most, [tool for tool in offered if tool["name"] in customs]), lazy=choice == "auto")
 

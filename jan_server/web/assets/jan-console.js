@@ -171,10 +171,11 @@
       if (text) { into.text += text; delta(live); }
       (change.tool_calls || []).forEach(function (call) {
         var tool = into.tools[call.index || 0] = into.tools[call.index || 0] || {id: null, name: "", arguments: ""};
-        var fn = call["function"] || {};
+        var fn = call["function"] || call.custom || {};  // a custom tool's call streams its `input`
+        var written = fn.arguments || fn.input;
         if (call.id) tool.id = call.id;
         if (fn.name) tool.name += fn.name;
-        if (fn.arguments) { tool.arguments += fn.arguments; delta(live); }
+        if (written) { tool.arguments += written; delta(live); }
       });
       if (choice.finish_reason) into.finish = choice.finish_reason;
     });
