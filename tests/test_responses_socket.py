@@ -58,6 +58,17 @@ def test_errors_are_events_and_a_failed_continuation_drops_its_previous_response
         assert after["type"] in ENDED
 
 
+def test_a_message_too_deep_to_read_is_an_error_event(server):
+    """JSON nested deeper than Python's parser goes (a RecursionError, not a ValueError) is answered like any other
+    unreadable message: the turn sent next gets its own answer, not the one the first never had."""
+    with connect(socket_url(server)) as ws:
+        ws.send("[" * 100_000)
+        ws.send(json.dumps({"type": "response.create", "model": MODEL, "max_output_tokens": 4, "input": "Hi."}))
+        refused = json.loads(ws.recv(timeout=600))
+        assert refused["type"] == "error" and refused["status"] == 400 and refused["error"]["code"] == "invalid_json"
+        assert json.loads(ws.recv(timeout=600))["type"] == "response.created"
+
+
 def test_a_stored_response_continues_on_another_socket(server):
     with connect(socket_url(server)) as ws:
         _, first = turn(ws, input="The code word is slate.")

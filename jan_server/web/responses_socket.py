@@ -75,7 +75,7 @@ class Session:
         """The create-response body of a `response.create` message, validated as createResponse's (400 otherwise)."""
         try:
             message = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
             raise InvalidRequestError("A WebSocket message must be a JSON object.", code="invalid_json") from None
         if not isinstance(message, dict) or message.get("type") != "response.create":
             raise InvalidRequestError("Send `{\"type\": \"response.create\", ...}`: the only message this socket takes.", param="type", code="invalid_value")
