@@ -143,6 +143,12 @@ class PreparedJSONBodyValidator(JSONRequestBodyValidator):
             path = ".".join(str(item) for item in error.absolute_path)
             raise BadRequestProblem(detail=f"{error.message} - '{path}'" if path else error.message)
 
+    async def _parse(self, stream, scope):
+        try:
+            return await super()._parse(stream, scope)
+        except RecursionError:  # nested deeper than the JSON parser goes: as unreadable as a syntax error (not a 500)
+            raise BadRequestProblem(detail="The JSON body is nested too deeply to read.") from None
+
     async def wrap_receive(self, receive, *, scope):
         headers = Headers(scope=scope)
         if not self._required and not int(headers.get("content-length") or 0) and "transfer-encoding" not in headers:
