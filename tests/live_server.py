@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -14,6 +15,8 @@ from pathlib import Path
 import httpx
 import openai
 
+from jan_server.models.registry import BUNDLED_FILE, bundled_weights
+
 #: How long a test's client waits for the server. Generous on purpose: the tests share a small machine with
 #: other work, and under load one chat on the bundled model takes many times its usual second (a 60 s read
 #: limit failed an ordinary chat so). Only a hung server should ever reach these limits.
@@ -24,6 +27,17 @@ def openai_at(api_url: str) -> openai.OpenAI:
     """The official `openai` package pointed at a server, without retries, so that a failure shows at once. Its timeout
     is a number: SDK releases differ in the HTTP library under them (3.63 moved to httpx2 and refuses httpx objects)."""
     return openai.OpenAI(api_key="x", base_url=api_url, max_retries=0, timeout=PATIENT.read)
+
+
+def bundled_copy(data_dir: Path, model_id: str, manifest: dict | None = None) -> Path:
+    """A model folder `model_id` in `data_dir` (before or while its server runs): a link to the bundled GGUF, and
+    `manifest` as its model.json if given."""
+    folder = data_dir / "models" / model_id
+    folder.mkdir(parents=True)
+    (folder / BUNDLED_FILE).symlink_to(bundled_weights())
+    if manifest is not None:
+        (folder / "model.json").write_text(json.dumps(manifest))
+    return folder
 
 
 def free_port() -> int:

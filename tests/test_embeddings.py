@@ -4,13 +4,12 @@ against OpenAI's published CreateEmbeddingResponse; an embedding-only model (set
 from __future__ import annotations
 
 import base64
-import json
-import os
 
 import numpy as np
 import pytest
 
 from jan_server.models.registry import BUNDLED_MODEL_ID, bundled_weights
+from tests.live_server import bundled_copy
 from tests.openai_reference import assert_valid
 from tests.test_app import assert_openai_error
 
@@ -120,10 +119,7 @@ def test_empty_inputs_are_refused_by_the_spec(api, input):
 def embedding_model(server, api):
     """A model.json with `settings.embedding: true` next to a link to the bundled GGUF, under another id."""
     model_id = "smollm2-embed"
-    directory = server.data_dir / "models" / model_id
-    directory.mkdir(parents=True)
-    os.symlink(bundled_weights(), directory / "smollm2-embed.gguf")
-    (directory / "model.json").write_text(json.dumps({"id": model_id, "settings": {"embedding": True, "n_parallel": 1, "n_threads": 1}}))
+    bundled_copy(server.data_dir, model_id, {"id": model_id, "settings": {"embedding": True, "n_parallel": 1, "n_threads": 1}})
     yield model_id
     assert api.delete(f"/models/{model_id}").status_code == 200
 

@@ -11,8 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from jan_server.models.registry import BUNDLED_FILE, bundled_weights
-from tests.live_server import PATIENT, LiveServer
+from tests.live_server import PATIENT, LiveServer, bundled_copy
 
 NPM = Path(__file__).parent / "npm"
 BUN = NPM / "node_modules" / ".bin" / "bun"
@@ -46,19 +45,11 @@ PASSING = [
 NOT_PASSING = ["image-input", "tool-calling"]
 
 
-def add_model(data_dir: Path) -> None:
-    """MODEL in `data_dir` (before its server starts): the bundled GGUF (a link) and MODEL_JSON."""
-    folder = data_dir / "models" / MODEL
-    folder.mkdir(parents=True)
-    (folder / BUNDLED_FILE).symlink_to(bundled_weights())
-    (folder / "model.json").write_text(json.dumps(MODEL_JSON))
-
-
 @pytest.fixture(scope="module")
 def suite_server(tmp_path_factory):
     """A server of its own with MODEL started."""
     data_dir = tmp_path_factory.mktemp("open-responses") / "data"
-    add_model(data_dir)
+    bundled_copy(data_dir, MODEL, MODEL_JSON)
     with LiveServer(data_dir) as server:
         httpx.put(f"{server.api_url}/models/{MODEL}/start", timeout=PATIENT).raise_for_status()
         yield server

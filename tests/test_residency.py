@@ -9,9 +9,9 @@ import httpx
 import pytest
 
 from jan_server.errors import UnavailableError
-from jan_server.models.registry import BUNDLED_FILE, BUNDLED_MODEL_ID, bundled_weights
+from jan_server.models.registry import BUNDLED_MODEL_ID
 from jan_server.models.residency import Residency
-from tests.live_server import PATIENT, LiveServer
+from tests.live_server import PATIENT, LiveServer, bundled_copy
 from tests.test_remote import ENDLESS
 
 COPY = "smol-copy"
@@ -87,9 +87,7 @@ def test_idle_models_are_taken_out_after_the_timeout_and_busy_ones_stay():
 @pytest.fixture()
 def data_dir(tmp_path):
     """A data dir with the bundled model and a copy of it (its weights symlinked)."""
-    copy = tmp_path / "data" / "models" / COPY
-    copy.mkdir(parents=True)
-    (copy / BUNDLED_FILE).symlink_to(bundled_weights())
+    bundled_copy(tmp_path / "data", COPY)
     return tmp_path / "data"
 
 
