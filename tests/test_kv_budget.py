@@ -56,6 +56,23 @@ def test_an_idle_slots_cells_give_way_to_a_long_prompt_and_come_back_from_the_ho
 
 
 @pytest.mark.parametrize("cache_bytes", [10_000, 0])
+def test_a_seated_job_vacates_the_idle_slots_whose_cells_a_cache_keeps(make, cache_bytes):
+    """Room enough for all, yet the idle slots' cells go to the host cache as a job is seated (every read attends
+    over them); what it shares with one is copied first. Without a cache to keep them, they stay."""
+    scheduler, backend = make(3, n_batch=64, cells=200, cache_bytes=cache_bytes)
+    first, second = list(range(100, 120)), list(range(200, 240))
+    for prompt in (first, second):
+        assert outcome(scheduler.submit(job(prompt=prompt, max_tokens=3))) == (counting(3), "length")
+    assert (backend.cells.held(0), backend.cells.held(1)) == ((0, 42) if cache_bytes else (22, 42))
+    shared = scheduler.submit(job(prompt=second[:18] + [7, 8, 9], max_tokens=3))  # another slot, slot 1's 18 copied
+    assert outcome(shared) == (counting(3), "length") and shared.cached_tokens == 18
+    assert backend.cells.held(1) == (0 if cache_bytes else 42)
+    again = scheduler.submit(job(prompt=first + [1, 2, 3, 50]))
+    assert outcome(again) == (counting(3), "length")
+    assert again.cached_tokens == 22 and scheduler.stats()["restored_prompt_tokens"] == (22 if cache_bytes else 0)
+
+
+@pytest.mark.parametrize("cache_bytes", [10_000, 0])
 def test_generations_that_outgrow_the_cells_preempt_the_newest_and_all_finish(make, cache_bytes):
     """Three sequences of 12 prompt tokens and 20 generated share 64 cells: the newest give way (their cells to
     the host cache) and resume where they stopped, restored when the cache kept them, else read again."""

@@ -7,8 +7,9 @@ prompt chunks), samples each sequence, hands the text to its job's event queue a
 sequences, freeing their slots at once. A free slot keeps its cells and its prompt's last logits as a cache
 (jan_server.models.slots); cells a slot must give up go to the prompt cache beyond the slots, in host memory
 (jan_server.models.prompt_cache) and on disk (jan_server.models.disk_cache). When the slots share their cells
-(a unified KV cache), idle slots give their cells up as others need them, and if generating sequences still run
-out, the newest is preempted and resumes later from the prompt cache (jan_server.models.room).
+(a unified KV cache), idle slots give their cells up to the prompt cache as a job is seated (every read attends
+over them), and if generating sequences still run out, the newest is preempted and resumes later from the prompt
+cache (jan_server.models.room).
 
 Failures stay as small as they can: an error while seating or sampling one job fails that job alone (500
 `generation_failed`); a failed decode fails the sequences that were in that batch. If the thread itself dies,

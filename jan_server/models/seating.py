@@ -90,12 +90,13 @@ class Seating:
         choice = choice if keeps[choice] >= keeps["slot"] + COPY_GAIN else "slot"
         try:
             self._keep_evicted(seq_id, cache, keeps["slot"] if choice == "slot" else 0)
+            if choice == "copy":  # shares the source's cells: before they are vacated
+                self.backend.copy(source, seq_id)
+                cache, shared = SlotCache(exact=source_exact), held
+            self._vacate()
             if choice == "restore":
                 cache, shared = self._restore(seq_id, entry, stored)
                 self.restored_prompt_tokens += min(keeps["restore"], shared)
-            elif choice == "copy":
-                self.backend.copy(source, seq_id)
-                cache, shared = SlotCache(exact=source_exact), held
             self._seat(leader, cache, shared)
         except Exception as exc:
             self._fail(leader, exc)
