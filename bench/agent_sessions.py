@@ -1,14 +1,17 @@
 """Agent sessions against jan-server and llama-server in one run: many conversations sharing a long system prompt,
 more than the slots, each turn resending the whole conversation (issue 32's workload).
 
-Both servers run at once on the bundled model with the same threads; every turn of every session goes to one server
-then the other (the order alternating), so the two time-to-first-token (TTFT) figures of a turn are taken seconds
-apart. The turns go round the sessions (every session's first turn, then every second turn, ...), `--concurrency` at a
-time, each adding `--turn-tokens` of fresh text: with more sessions than slots, a session's cells have left its slot
-by its next turn. llama-server runs at its defaults (4 slots sharing the model's trained context, 8 GiB host prompt
-cache); jan-server with `--slots` slots sharing its default context (the trained one), or `--ctx-len` cells. Printed:
-first-turn and later-turn TTFT p50/p90 of each, the ratio, the TTFT of reading `--turn-tokens` tokens alone on
-jan-server (the limit a later turn can reach), and jan-server's prompt tokens read and restored. With `--restart`,
+Both servers are up at once on the bundled model with the same threads, but only one is sent work at a time: two
+servers computing together on 2 cores would each time the other's load as well (and jan-server's decoding threads
+run nicer than llama-server's, so it would lose that contest). The turns go round the sessions (every session's
+first turn, then every second turn, ...); each round goes to one server, `--concurrency` sessions at a time, then to
+the other, the order alternating by round. Each turn adds `--turn-tokens` of fresh text: with more sessions than
+slots, a session's cells have left its slot by its next turn. llama-server runs at its defaults (4 slots sharing the
+model's trained context, 8 GiB host prompt cache); jan-server with `--slots` slots sharing its default context
+(the trained one), or `--ctx-len` cells. Printed: first-turn and later-turn TTFT p50/p90 of each, the ratio; two
+TTFTs on jan-server with nothing else running: reading `--turn-tokens` tokens into an empty context, and a later
+turn whose conversation is in its slot (the limit a later turn can reach: its new tokens attend over the whole
+conversation); and jan-server's prompt tokens read and restored. With `--restart`,
 jan-server is then restarted on the same data dir: the next turn of each of `--restart-sessions` sessions (restored
 from disk) against the same conversation read cold (its system prompt changed at the start, so nothing cached
 matches).
@@ -23,13 +26,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import queue
 import random
 import statistics
 import sys
 import tempfile
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -66,51 +68,24 @@ def jan_stats(server: LiveServer) -> dict:
 
 
 def run_sessions(servers: dict[str, LiveServer], system: str, args, rng: random.Random) -> tuple[dict, dict]:
-    """Every session's turns on every server; returns {server: {turn: [TTFT, ...]}} and each server's
-    conversations (messages by session)."""
-    ttfts = {name: {turn: [] for turn in range(1, args.turns + 1)} for name in servers}
+    """Every session's turns on every server, a round of turns (every session's turn t) on one server, then on the
+    other; returns {server: {turn: [TTFT, ...]}} and each server's conversations (messages by session)."""
+    ttfts = {name: {} for name in servers}
     conversations = {name: {session: [{"role": "system", "content": system}] for session in range(args.sessions)} for name in servers}
     texts = {session: [fresh_text(args.turn_tokens, rng) for _ in range(args.turns)] for session in range(args.sessions)}
-    turns: queue.SimpleQueue = queue.SimpleQueue()
-    for turn in range(1, args.turns + 1):  # every session's first turn, then every second turn...: more conversations
-        for session in range(args.sessions):  # open than slots, as an agent's clients keep them
-            turns.put((session, turn))
-    answered = {session: [threading.Event() for _ in range(args.turns + 1)] for session in range(args.sessions)}
-    lock, failures = threading.Lock(), []
 
-    def work() -> None:
-        with client_of(servers["jan-server"]) as jan, client_of(servers["llama-server"]) as llama:
-            clients = {"jan-server": jan, "llama-server": llama}
-            while not failures:
-                try:
-                    session, turn = turns.get_nowait()
-                except queue.Empty:
-                    return
-                if turn > 1:  # taken earlier by another worker
-                    answered[session][turn - 1].wait()
-                try:
-                    order = list(servers) if (session + turn) % 2 else list(servers)[::-1]
-                    for name in order:
-                        messages = conversations[name][session]
-                        messages.append({"role": "user", "content": texts[session][turn - 1]})
-                        _, ttft, _, answer = stream(clients[name], messages, args.answer_tokens)
-                        messages.append({"role": "assistant", "content": answer})
-                        with lock:
-                            ttfts[name][turn].append(ttft)
-                    answered[session][turn].set()
-                except Exception as exc:  # reported after the others finish
-                    failures.append(exc)
-                    for events in answered.values():  # no worker waits for a turn that will not come
-                        for event in events:
-                            event.set()
+    def take_turn(name: str, session: int, turn: int) -> float:
+        messages = conversations[name][session]
+        messages.append({"role": "user", "content": texts[session][turn - 1]})
+        with client_of(servers[name]) as client:
+            _, ttft, _, answer = stream(client, messages, args.answer_tokens)
+        messages.append({"role": "assistant", "content": answer})
+        return ttft
 
-    workers = [threading.Thread(target=work) for _ in range(args.concurrency)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-    if failures:
-        raise failures[0]
+    with ThreadPoolExecutor(args.concurrency) as pool:
+        for turn in range(1, args.turns + 1):
+            for name in list(servers) if turn % 2 else list(servers)[::-1]:
+                ttfts[name][turn] = list(pool.map(lambda session: take_turn(name, session, turn), range(args.sessions)))
     return ttfts, conversations
 
 
@@ -123,6 +98,21 @@ def alone(server: LiveServer, tokens: int, rng: random.Random, times: int = 3) -
     """The median TTFT of reading `tokens` tokens of fresh text, nothing else."""
     with client_of(server) as client:
         return statistics.median(stream(client, [{"role": "user", "content": fresh_text(tokens, rng)}], 1)[1] for _ in range(times))
+
+
+def in_slot(server: LiveServer, conversations: dict, args, rng: random.Random, times: int = 3) -> float:
+    """The median TTFT of a later turn whose conversation's cells are in its slot, nothing else running: the work
+    left once a session's cells are restored (its new tokens, attending over the conversation)."""
+    ttfts = []
+    with client_of(server) as client:
+        for session in range(times):
+            messages = list(conversations[session])
+            for _ in range(2):  # the first turn puts its cells back in a slot; the second is timed
+                messages.append({"role": "user", "content": fresh_text(args.turn_tokens, rng)})
+                _, ttft, _, answer = stream(client, messages, args.answer_tokens)
+                messages.append({"role": "assistant", "content": answer})
+            ttfts.append(ttft)
+    return statistics.median(ttfts)
 
 
 def restart(data_dir: Path, conversations: dict, args, rng: random.Random) -> tuple[list[float], list[float]]:
@@ -173,6 +163,7 @@ def main() -> None:
             servers["llama-server"] = start_llama(Path(tmp) / "llama-data", binary, args)
             ttfts, conversations = run_sessions(servers, system, args, rng)
             reference = alone(servers["jan-server"], args.turn_tokens, rng)
+            floor = in_slot(servers["jan-server"], conversations["jan-server"], args, rng)
             stats = jan_stats(servers["jan-server"])
         finally:
             for server in servers.values():
@@ -186,7 +177,9 @@ def main() -> None:
                 print(f"| {label} {name} | {figures['llama-server']:.2f} | {figures['jan-server']:.2f} | "
                       f"{figures['llama-server'] / figures['jan-server']:.2f} |")
         later = statistics.median(t for turn in range(2, args.turns + 1) for t in ttfts["jan-server"][turn])
-        print(f"\nreading ~{args.turn_tokens} tokens alone on jan-server: {reference:.2f} s; later-turn p50 / that: {later / reference:.2f}")
+        print(f"\njan-server, nothing else running: reading ~{args.turn_tokens} tokens into an empty context {reference:.2f} s "
+              f"(later-turn p50 / that: {later / reference:.2f}); a later turn in its slot {floor:.2f} s (later-turn p50 / that: "
+              f"{later / floor:.2f})")
         print(f"jan-server prompt tokens: {stats['prompt_tokens_read']} read, {stats['cached_prompt_tokens']} reused "
               f"({stats['restored_prompt_tokens']} restored from the host cache)")
         if args.restart:

@@ -1,8 +1,10 @@
 """The free slots of a scheduler and what each still holds, so a new job is seated where most of its prompt is
 already decoded.
 
-A slot that served a job keeps its cells: its prompt's, and its answer's. The next turn of a conversation resends
-that prompt, then the answer and the new message, so seating it in that slot leaves only the new message to read.
+A slot that served a job keeps its cells: its prompt's, and its answer's (in a unified cache with a prompt cache,
+until another job is seated: they then go to the prompt cache, jan_server.models.room). The next turn of a
+conversation resends that prompt, then the answer and the new message, so seating it in that slot leaves only the
+new message to read.
 A job that gives a `seed` reuses only the cells that were read as a prompt, though: llama.cpp computes the cells of
 a token decoded alone (as every generated token is) slightly differently from the same token read within a prompt
 (we measured logits up to 0.6 apart on SmolLM2), and a seed promises the same text with or without a cache. So a
