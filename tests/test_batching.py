@@ -13,6 +13,7 @@ import llama_cpp
 import pytest
 from llama_cpp._internals import LlamaModel, LlamaSampler
 
+from jan_server.models.batching import cache_key
 from jan_server.models.grammar import grammar_of
 from jan_server.models.lifecycle import ModelManager
 from jan_server.errors import ApiError, InvalidRequestError, NotFoundError, ServerError, UnavailableError
@@ -39,6 +40,24 @@ def runner(models, n_parallel, flash_attn=True, n_batch=512, deterministic=True)
         models.stop(BUNDLED_MODEL_ID)
     models.start(BUNDLED_MODEL_ID, settings)
     return models.running(BUNDLED_MODEL_ID)
+
+
+def test_rope_scaling_reaches_the_context_and_the_cells_key(models):
+    """YaRN scaling is llama's context's (the same greedy prompt reads otherwise) and in the prompt cache's key
+    (cells read under one scaling never serve another)."""
+    greedy = {"temperature": 0, "max_tokens": 12}
+    plain = runner(models, 1)
+    text = ask(plain, "Name three colours.", **greedy)[0]
+    key = cache_key(plain.record, plain.load_settings)
+    models.stop(BUNDLED_MODEL_ID)
+    models.start(BUNDLED_MODEL_ID, {"n_parallel": 1, "ctx_len": 512, "deterministic": True, "rope_scaling": "yarn", "rope_scale": 4})
+    try:
+        scaled = models.running(BUNDLED_MODEL_ID)
+        assert scaled.load_settings["rope_scale"] == 4.0
+        assert ask(scaled, "Name three colours.", **greedy)[0] != text
+        assert cache_key(scaled.record, scaled.load_settings) != key
+    finally:
+        models.stop(BUNDLED_MODEL_ID)
 
 
 def ask(runner, content, **parameters):

@@ -45,10 +45,11 @@ def test_thread_budget_arithmetic():
 def test_load_settings_come_from_one_table():
     plain = ModelRecord(id="plain", manifest={}, directory=None, weights=None)
     assert load_settings(plain, {}) == {"ctx_len": 0, "ngl": 0, "n_batch": 512, "n_parallel": 8, "n_threads": None, "flash_attn": True,
-                                        "deterministic": False}
+                                        "deterministic": False, "rope_scaling": None, "rope_scale": None}
     zeroed = ModelRecord(id="zeroed", manifest={"settings": {"n_parallel": 0, "ctx_len": 1024, "n_threads": 2}}, directory=None, weights=None)
     assert load_settings(zeroed, {"n_batch": 64, "flash_attn": False}, deterministic=True) == {
-        "ctx_len": 1024, "ngl": 0, "n_batch": 64, "n_parallel": 8, "n_threads": 2, "flash_attn": False, "deterministic": True}  # the server's
+        "ctx_len": 1024, "ngl": 0, "n_batch": 64, "n_parallel": 8, "n_threads": 2, "flash_attn": False, "deterministic": True,
+        "rope_scaling": None, "rope_scale": None}  # the server's
     strict = ModelRecord(id="strict", manifest={"settings": {"deterministic": True}}, directory=None, weights=None)
     assert load_settings(strict, {})["deterministic"] and not load_settings(strict, {"deterministic": False}, deterministic=True)["deterministic"]
 

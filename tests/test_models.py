@@ -148,3 +148,22 @@ def test_settings_that_do_not_fit_in_memory_are_a_409_and_the_model_starts_again
     started = api.put(f"/models/{BUNDLED_MODEL_ID}/start")
     assert started.status_code == 200, started.text
     assert started.json()["state"] == "running"
+
+
+def test_rope_scaling_stretches_a_context_beyond_the_trained_one_and_a_bad_value_is_named(server, api):
+    """`rope_scaling` yarn's factor is by default the context over the trained one (8,192 for the bundled model);
+    an unknown type is a 400 naming the field on a start request, and a 409 naming it from a model.json."""
+    api.put(f"/models/{BUNDLED_MODEL_ID}/stop").raise_for_status()
+    started = api.put(f"/models/{BUNDLED_MODEL_ID}/start", json={"ctx_len": 16384, "n_parallel": 1, "rope_scaling": "yarn"})
+    assert started.status_code == 200, started.text
+    assert {key: started.json()["metadata"][key] for key in ("ctx_len", "rope_scaling", "rope_scale")} == {
+        "ctx_len": 16384, "rope_scaling": "yarn", "rope_scale": 2.0}
+    api.put(f"/models/{BUNDLED_MODEL_ID}/stop").raise_for_status()
+    for bad in ({"rope_scaling": "ntk"}, {"rope_scaling": "yarn", "rope_scale": 0.5}):
+        error = assert_openai_error(api.put(f"/models/{BUNDLED_MODEL_ID}/start", json=bad), 400)
+        assert list(bad)[-1] in error["message"] + str(error["param"])
+    directory = model_dir(server, "smol-ntk")
+    (directory / "SmolLM2-135M-Instruct.Q4_1.gguf").symlink_to(bundled_weights())
+    (directory / "model.json").write_text(json.dumps({"settings": {"ctx_len": 512, "rope_scaling": "ntk"}}))
+    error = assert_openai_error(api.put("/models/smol-ntk/start"), 409)
+    assert error["code"] == "model_load_failed" and "rope_scaling 'ntk'" in error["message"]

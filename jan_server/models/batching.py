@@ -13,6 +13,7 @@ import threading
 from jan_server.errors import ConflictError, InvalidRequestError
 from jan_server.models import kv, raw_prompt
 from jan_server.models.jobs import Job, Sampling, choice_jobs
+from jan_server.models.loading import rope_params, rope_scale
 from jan_server.models.prompt import PromptFormatter
 from jan_server.models.prompt_cache import HostCache
 from jan_server.models.registry import ModelRecord
@@ -38,6 +39,7 @@ class Runner:
         unified = not load_settings["deterministic"]
         try:
             self.n_ctx = load_settings["ctx_len"] = context_size(model, load_settings["ctx_len"], 1 if unified else self.n_slots)
+            load_settings["rope_scale"] = rope_scale(load_settings, model.n_ctx_train())
         except BaseException:
             model.close()
             raise
@@ -45,7 +47,7 @@ class Runner:
         self._closed = False
         self._embedder = None  # opened on the first embedding request (see embedder())
         self.backend = LlamaBackend(model, n_ctx=self.n_ctx, n_slots=self.n_slots, n_batch=load_settings["n_batch"], n_threads=load_settings["n_threads"],
-                                    flash_attn=load_settings["flash_attn"], unified=unified)
+                                    flash_attn=load_settings["flash_attn"], unified=unified, rope=rope_params(load_settings))
         try:
             self.prompts = PromptFormatter(model, self.n_ctx)
             self.scheduler = Scheduler(self.backend, model_id=record.id, n_slots=self.n_slots, n_batch=self.backend.n_batch, max_queued=max_queued,
@@ -105,7 +107,8 @@ class Runner:
             self._refuse_closed()
             if self._embedder is None:
                 try:
-                    self._embedder = Embedder(self.model, model_id=self.record.id, n_ctx=self.n_ctx, n_threads=self.load_settings["n_threads"])
+                    self._embedder = Embedder(self.model, model_id=self.record.id, n_ctx=self.n_ctx, n_threads=self.load_settings["n_threads"],
+                                              rope=rope_params(self.load_settings))
                 except ValueError as exc:
                     raise ConflictError(f"Could not open model '{self.record.id}' for embeddings: {exc}", code="model_load_failed") from None
             return self._embedder
@@ -181,5 +184,5 @@ def cache_key(record: ModelRecord, load_settings: dict) -> str:
     """What a model's cells depend on: its weights file (path, size, modification time) and the settings the
     context was made with. Entries of the prompt cache are kept under it (jan_server.models.prompt_cache)."""
     weights = record.weights.stat()
-    context = {key: load_settings[key] for key in ("ctx_len", "flash_attn", "deterministic")}
+    context = {key: load_settings[key] for key in ("ctx_len", "flash_attn", "deterministic", "rope_scaling", "rope_scale")}
     return f"{record.weights.resolve()}:{weights.st_size}:{weights.st_mtime_ns}:{sorted(context.items())}"

@@ -37,7 +37,7 @@ def pooling_of(model) -> int:
 class Embedder:
     """A pooled-embedding context on a loaded model: inputs of up to `n_ctx` tokens each."""
 
-    def __init__(self, model, *, model_id: str, n_ctx: int, n_threads: int):
+    def __init__(self, model, *, model_id: str, n_ctx: int, n_threads: int, rope: dict | None = None):
         self.model = model
         self.model_id = model_id
         self.n_ctx = n_ctx
@@ -53,6 +53,8 @@ class Embedder:
         params.n_threads = params.n_threads_batch = n_threads
         params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED  # as llama_cpp.Llama: the same vectors
         params.no_perf = True
+        for name, value in (rope or {}).items():  # the chat context's positions (jan_server.models.loading.rope_params)
+            setattr(params, name, value)
         self.ctx = llama_cpp.llama_init_from_model(model.model, params)
         if not self.ctx:
             self.ctx = None

@@ -46,7 +46,8 @@ class LlamaBackend:
     batches of up to `self.n_batch` tokens: `n_batch`, or enough for every slot's token and two prompt chunks of
     `min_chunk` (the scheduler's batch_size)."""
 
-    def __init__(self, model, *, n_ctx: int, n_slots: int, n_batch: int, n_threads: int, flash_attn: bool, unified: bool):
+    def __init__(self, model, *, n_ctx: int, n_slots: int, n_batch: int, n_threads: int, flash_attn: bool, unified: bool,
+                 rope: dict | None = None):
         self.model = model
         self.flash_attn = flash_attn
         #: The fewest tokens of a prompt chunk whose cells are those of any other split (a lone token's differ).
@@ -63,6 +64,8 @@ class LlamaBackend:
             params.kv_unified = unified
             params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
             params.no_perf = True
+            for name, value in (rope or {}).items():  # jan_server.models.loading.rope_params
+                setattr(params, name, value)
             self.ctx = llama_cpp.llama_init_from_model(model.model, params)
             if not self.ctx:
                 self.ctx = None

@@ -15,6 +15,8 @@ log = logging.getLogger(__name__)
 
 #: The settings a Runner loads with, besides `n_threads` (which the ThreadBudget grants).
 LOAD_KEYS = ("ctx_len", "ngl", "n_batch", "n_parallel")
+#: RoPE scaling types, named as llama-server's --rope-scaling names them.
+ROPE_SCALINGS = ("none", "linear", "yarn")
 
 _load_lock = threading.Lock()  # llama-cpp-python's quiet mode redirects the process's stderr while loading
 
@@ -54,7 +56,31 @@ def load_settings(record: ModelRecord, overrides: dict, deterministic: bool = Fa
     loaded["n_threads"] = int(settings["n_threads"]) if settings.get("n_threads") else None
     loaded["flash_attn"] = bool(DEFAULT_SETTINGS["flash_attn"] if settings.get("flash_attn") is None else settings["flash_attn"])
     loaded["deterministic"] = bool(deterministic if settings.get("deterministic") is None else settings["deterministic"])
+    loaded["rope_scaling"] = settings.get("rope_scaling")
+    if loaded["rope_scaling"] not in (None, *ROPE_SCALINGS):
+        raise ValueError(f"rope_scaling {loaded['rope_scaling']!r} is none of {', '.join(ROPE_SCALINGS)}")
+    loaded["rope_scale"] = float(settings["rope_scale"]) if settings.get("rope_scale") else None
     return loaded
+
+
+def rope_scale(settings: dict, n_ctx_train: int) -> float | None:
+    """How far linear or YaRN scaling stretches the trained positions: `rope_scale`, else the context over the
+    trained one (at least 1; llama-server's --rope-scale). None for no scaling, or the GGUF's own."""
+    if settings["rope_scaling"] not in ("linear", "yarn"):
+        return None
+    return settings["rope_scale"] or max(1.0, settings["ctx_len"] / n_ctx_train)
+
+
+def rope_params(settings: dict) -> dict:
+    """The llama.cpp context parameters of the model's RoPE scaling (none set: what its GGUF says)."""
+    import llama_cpp
+
+    if settings["rope_scaling"] is None:
+        return {}
+    params = {"rope_scaling_type": getattr(llama_cpp, f"LLAMA_ROPE_SCALING_TYPE_{settings['rope_scaling'].upper()}")}
+    if settings["rope_scale"]:
+        params["rope_freq_scale"] = 1 / settings["rope_scale"]
+    return params
 
 
 def load_weights(record: ModelRecord, ngl: int):
