@@ -12,10 +12,10 @@ last token's logits are computed anew, so its text is what it would have been). 
 alone never gets here: it is a 400 `context_length_exceeded` when it is prepared.
 
 Idle slots do not wait to be needed, though: as a job is seated, every idle slot's cells go to the prompt cache
-(`_vacate`), the cells the job keeps or restores are placed after, and its reads go where they left. In a unified
-cache every token read or decoded attends over all cells up to the highest one in use, whoever holds them: beside
-7 idle slots of 1,500 cells, reading 1,900 tokens took 1.65x as long, and each token after 1.6x; a high slot alone
-costs as much (bench/unified_kv.py). Saving 2,000 tokens' cells takes about 60 ms, restoring them 35 ms, so the
+(`_vacate`) before the job's restored cells and its reads take the lowest free cells. In a unified cache every
+token read or decoded attends over all cells up to the highest one in use, whoever holds them: beside 7 idle
+slots of 1,500 cells, reading 1,900 tokens took 1.65x as long, and each token after 1.6x; the highest slot alone
+costs as much (docs/BENCHMARKS.md). Saving 2,000 tokens' cells takes about 60 ms, restoring them 35 ms, so the
 next turn of a conversation whose slot was vacated pays that instead. Without a prompt cache to keep them, idle
 slots keep their cells until the room is needed.
 
