@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from jan_server.models.registry import BUNDLED_MODEL_ID, bundled_weights
+from tests.live_server import bundled_copy
 from tests.test_app import assert_openai_error
-
 
 
 def model_dir(server, model_id):
@@ -162,8 +162,7 @@ def test_rope_scaling_stretches_a_context_beyond_the_trained_one_and_a_bad_value
     for bad in ({"rope_scaling": "ntk"}, {"rope_scaling": "yarn", "rope_scale": 0.5}):
         error = assert_openai_error(api.put(f"/models/{BUNDLED_MODEL_ID}/start", json=bad), 400)
         assert list(bad)[-1] in error["message"] + str(error["param"])
-    directory = model_dir(server, "smol-ntk")
-    (directory / "SmolLM2-135M-Instruct.Q4_1.gguf").symlink_to(bundled_weights())
-    (directory / "model.json").write_text(json.dumps({"settings": {"ctx_len": 512, "rope_scaling": "ntk"}}))
+    bundled_copy(server.data_dir, "smol-ntk", {"settings": {"ctx_len": 512, "rope_scaling": "ntk"}})
     error = assert_openai_error(api.put("/models/smol-ntk/start"), 409)
     assert error["code"] == "model_load_failed" and "rope_scaling 'ntk'" in error["message"]
+    api.delete("/models/smol-ntk").raise_for_status()  # the session's server lists its models' settings as they are
