@@ -122,9 +122,7 @@ def test_the_list_shows_models_dropped_in_edited_and_removed_by_hand(server, api
 
 
 def test_delete_stops_a_running_model_and_removes_its_files(server, api):
-    directory = model_dir(server, "smol-copy")
-    (directory / "SmolLM2-135M-Instruct.Q4_1.gguf").symlink_to(bundled_weights())
-    (directory / "model.json").write_text(json.dumps({"name": "Smol copy", "settings": {"ctx_len": 512}}))
+    directory = bundled_copy(server.data_dir, "smol-copy", {"name": "Smol copy", "settings": {"ctx_len": 512}})
     assert api.put("/models/smol-copy/start").json()["state"] == "running"
     deleted = api.delete("/models/smol-copy")
     assert deleted.json() == {"id": "smol-copy", "object": "model", "deleted": True}
