@@ -40,6 +40,15 @@ def bundled_copy(data_dir: Path, model_id: str, manifest: dict | None = None) ->
     return folder
 
 
+def until(condition, what: str, timeout: float = 300):
+    """`condition()` once it is true; the limit is for a hang only."""
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        assert time.monotonic() < deadline, f"no sign that {what}"
+        time.sleep(0.2)
+    return result
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

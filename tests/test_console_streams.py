@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -17,7 +16,7 @@ import httpx
 import pytest
 
 from tests.http_fixture import FileServer, Route
-from tests.live_server import LiveServer
+from tests.live_server import LiveServer, until
 from tests.test_docs_browser import opened_console, path_input, try_it_out
 
 MODEL = "smollm2-135m-instruct"
@@ -68,14 +67,6 @@ def metric(server, name: str) -> float:
     text = httpx.get(f"{server.base_url}/metrics", timeout=30).text
     found = re.search(rf'^{name}\{{model="{MODEL}"\}} (\S+)$', text, re.MULTILINE)
     return float(found[1]) if found else 0.0
-
-
-def wait_until(predicate, timeout: float = 300):
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, "condition not met"
-        time.sleep(0.2)
-    return value
 
 
 #: The state of the stream panel and its text at the first moment its text is not empty, read in one evaluation.
@@ -160,7 +151,7 @@ def test_stop_ends_the_generation_on_the_server(console, server):
     page.locator(panel("createChatCompletion") + " .jan-stream__stop").click()
     live = page.locator(panel("createChatCompletion"))
     live.and_(page.locator("[data-state='stopped']")).wait_for(timeout=PATIENT_MS)
-    wait_until(lambda: metric(server, "jan_model_busy_slots") == 0)  # the slot is free again
+    until(lambda: metric(server, "jan_model_busy_slots") == 0, "the slot is free again")
     generated = metric(server, "jan_generated_tokens_total") - before
     assert 0 < generated < 1500  # without Stop it would have gone on to 1500
     assert "[DONE]" not in live.locator(".jan-stream__type").all_inner_texts() and "Finish reason" not in live.inner_text()

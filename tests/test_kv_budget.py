@@ -13,6 +13,7 @@ from jan_server.models.lifecycle import ModelManager
 from jan_server.models.prompt_cache import HostCache
 from jan_server.models.registry import BUNDLED_MODEL_ID, Registry
 from tests.fake_scheduler import job, outcome
+from tests.live_server import until
 
 
 def counting(n: int) -> str:
@@ -49,7 +50,7 @@ def test_an_idle_slots_cells_give_way_to_a_long_prompt_and_come_back_from_the_ho
     assert outcome(scheduler.submit(job(prompt=first, max_tokens=3))) == (counting(3), "length")  # slot 0: 22 cells
     long = list(range(200, 230))  # 30 tokens + 2 generated: more than the 26 cells left
     assert outcome(scheduler.submit(job(prompt=long, max_tokens=3))) == (counting(3), "length")
-    assert backend.saved == [0] and backend.cells.held(0) == 0
+    assert backend.saved[:1] == [0] and backend.cells.held(0) == 0
     again = scheduler.submit(job(prompt=first + [1, 2, 3, 50]))
     assert outcome(again) == (counting(3), "length")
     assert again.cached_tokens == scheduler.stats()["restored_prompt_tokens"] == 22
@@ -70,6 +71,22 @@ def test_a_seated_job_vacates_the_idle_slots_whose_cells_a_cache_keeps(make, cac
     again = scheduler.submit(job(prompt=first + [1, 2, 3, 50]))
     assert outcome(again) == (counting(3), "length")
     assert again.cached_tokens == 22 and scheduler.stats()["restored_prompt_tokens"] == (22 if cache_bytes else 0)
+
+
+def test_an_idle_scheduler_saves_its_slots_cells_ahead_so_a_seated_job_only_clears_them(make):
+    """With nothing to do, the scheduler saves each idle slot's cells to the host cache, keeping them; a job seated
+    later vacates the slot without saving it again, and the conversation's next turn restores the saved cells."""
+    scheduler, backend = make(3, n_batch=64, cells=200, cache_bytes=10_000)
+    first = list(range(100, 120))
+    assert outcome(scheduler.submit(job(prompt=first, max_tokens=3))) == (counting(3), "length")
+    until(lambda: backend.saved == [0], "the idle slot's cells are saved", timeout=30)
+    assert backend.cells.held(0) == 22  # kept in the slot too
+    assert outcome(scheduler.submit(job(prompt=list(range(200, 240)), max_tokens=3))) == (counting(3), "length")
+    assert backend.cells.held(0) == 0  # vacated, not saved again
+    until(lambda: backend.saved == [0, 1], "the other slot's cells are saved", timeout=30)
+    again = scheduler.submit(job(prompt=first + [1, 2, 3, 50]))
+    assert outcome(again) == (counting(3), "length")
+    assert again.cached_tokens == scheduler.stats()["restored_prompt_tokens"] == 22
 
 
 @pytest.mark.parametrize("cache_bytes", [10_000, 0])

@@ -5,16 +5,15 @@ other does. On PostgreSQL (what replicas share) and on one SQLite file."""
 from __future__ import annotations
 
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
 from tests import postgres
-from tests.live_server import PATIENT, LiveServer
+from tests.live_server import PATIENT, LiveServer, until
 from tests.test_crash import all_messages, text
-from tests.test_responses import MODEL, SETTLE_S
+from tests.test_responses import MODEL
 
 pytestmark = pytest.mark.databases(*postgres.BOTH)
 
@@ -95,15 +94,6 @@ def started(server: LiveServer) -> str:
     response_id = httpx.post(f"{server.api_url}/responses", json=ROWS, timeout=PATIENT).json()["id"]
     until(lambda: status_of(server, response_id) == "in_progress", f"{response_id} generates")
     return response_id
-
-
-def until(condition, what: str):
-    """`condition()` once it is true; the limit is for a hang only."""
-    deadline = time.monotonic() + SETTLE_S
-    while not (result := condition()):
-        assert time.monotonic() < deadline, f"no sign that {what}"
-        time.sleep(0.2)
-    return result
 
 
 def jobs_ended(server: LiveServer) -> dict:

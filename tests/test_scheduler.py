@@ -110,7 +110,7 @@ def test_a_conversation_evicted_from_its_slot_resumes_from_the_host_cache(make):
         scheduler, backend = make(1, n_batch=64, cache_bytes=cache_bytes)
         outcome(scheduler.submit(job(prompt=turn)))
         outcome(scheduler.submit(job(prompt=range(50, 80))))
-        assert backend.saved == ([0] if cache_bytes else [])
+        assert backend.saved[:1] == ([0] if cache_bytes else [])  # then, idle, the other's (test_kv_budget)
         decoded = len(backend.rows)
         resumed = scheduler.submit(job(prompt=follow_up))
         assert outcome(resumed) == ("<1><2><3>", "length")

@@ -19,6 +19,11 @@ costs as much (docs/BENCHMARKS.md). Saving 2,000 tokens' cells takes about 60 ms
 next turn of a conversation whose slot was vacated pays that instead. Without a prompt cache to keep them, idle
 slots keep their cells until the room is needed.
 
+The saving need not wait for a job, either: a scheduler with nothing to do offers its idle slots' cells to the
+prompt cache one slot at a time (`_offer`), keeping them in the slot, so that a job seated later only clears
+them where it would have saved them first (about 60 ms a slot of 2,000 tokens, out of its time to first token and
+every live sequence's step). A job that arrives meanwhile waits for at most one slot's save.
+
 With per-slot cells (a deterministic model: `backend.cells` is None) none of this applies.
 
 `Room` is a part of the Scheduler (a mixin), run by its thread only.
@@ -56,6 +61,17 @@ class Room:
             for seq_id, cache in self._free.items():
                 if self.backend.cells.held(seq_id):
                     self._evict(seq_id, cache)
+
+    def _unoffered(self) -> tuple[int, SlotCache] | None:
+        """An idle slot whose cells have not been offered to the prompt cache yet (see the module's docstring)."""
+        if not self.cache.enabled:
+            return None
+        return next(((seq_id, cache) for seq_id, cache in self._free.items() if not cache.offered and len(cache.tokens) >= COPY_GAIN), None)
+
+    def _offer(self, seq_id: int, cache: SlotCache) -> None:
+        """Save an idle slot's cells to the prompt cache, keeping them in the slot; once, whether or not it works."""
+        cache.offered = True
+        self._keep_evicted(seq_id, cache, 0)
 
     def _evict(self, seq_id: int, cache: SlotCache) -> None:
         """Save an idle slot's cells to the prompt cache and clear them."""

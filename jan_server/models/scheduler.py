@@ -9,7 +9,8 @@ sequences, freeing their slots at once. A free slot keeps its cells and its prom
 (jan_server.models.prompt_cache) and on disk (jan_server.models.disk_cache). When the slots share their cells
 (a unified KV cache), idle slots give their cells up to the prompt cache as a job is seated (every read attends
 over them), and if generating sequences still run out, the newest is preempted and resumes later from the prompt
-cache (jan_server.models.room).
+cache (jan_server.models.room). With nothing to do, the thread saves the idle slots' cells to the prompt cache
+ahead of that, one slot at a time (jan_server.models.room).
 
 Failures stay as small as they can: an error while seating or sampling one job fails that job alone (500
 `generation_failed`); a failed decode fails the sequences that were in that batch. If the thread itself dies,
@@ -160,12 +161,18 @@ class Scheduler(Seating, Room, Decoding):
     def _loop(self) -> None:
         while True:
             with self._ready:
+                idle = None
                 while not self._live and not self._waiting and not self._preempted and not self._stopping:
+                    if (idle := self._unoffered()) is not None:
+                        break
                     self._ready.wait()
                 if self._stopping:
                     return
                 while not self._preempted and self._waiting and len(self._free) >= len(self._waiting[0]):
                     self._admit(self._waiting.popleft())
+            if idle is not None:  # nothing else to do: save a slot's cells before a job needs them gone (room)
+                self._offer(*idle)
+                continue
             try:
                 self._resume_preempted()
                 self._step()

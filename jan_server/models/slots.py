@@ -58,6 +58,7 @@ class SlotCache:
     logits_at: int = 0
     exact: int = 0
     label: str | None = None  # the conversation it served, as its client named it (see the module's docstring)
+    offered: bool = False  # given to the prompt cache while the scheduler was idle (jan_server.models.room)
 
     def share(self, prompt: list[int], exact: bool) -> int:
         """How many leading tokens of `prompt` the cells hold (with `exact`, of the cells read as a prompt)."""
