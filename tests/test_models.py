@@ -160,7 +160,8 @@ def test_rope_scaling_stretches_a_context_beyond_the_trained_one_and_a_bad_value
     for bad in ({"rope_scaling": "ntk"}, {"rope_scaling": "yarn", "rope_scale": 0.5}):
         error = assert_openai_error(api.put(f"/models/{BUNDLED_MODEL_ID}/start", json=bad), 400)
         assert list(bad)[-1] in error["message"] + str(error["param"])
-    bundled_copy(server.data_dir, "smol-ntk", {"settings": {"ctx_len": 512, "rope_scaling": "ntk"}})
-    error = assert_openai_error(api.put("/models/smol-ntk/start"), 409)
-    assert error["code"] == "model_load_failed" and "rope_scaling 'ntk'" in error["message"]
-    api.delete("/models/smol-ntk").raise_for_status()  # the session's server lists its models' settings as they are
+    for name, settings in (("smol-ntk", {"rope_scaling": "ntk"}), ("smol-far", {"rope_scaling": "yarn", "rope_scale": "far"})):
+        bundled_copy(server.data_dir, name, {"settings": {"ctx_len": 512, **settings}})
+        error = assert_openai_error(api.put(f"/models/{name}/start"), 409)
+        assert error["code"] == "model_load_failed" and f"{list(settings)[-1]} {list(settings.values())[-1]!r}" in error["message"]
+        api.delete(f"/models/{name}").raise_for_status()  # the session's server lists its models' settings as they are

@@ -31,10 +31,10 @@ class Backend(Protocol):
     def copy(self, source: int, target: int) -> None:
         """Make the target sequence's cells a copy of all the source's (before the next decode runs)."""
 
-    def save(self, seq_id: int) -> bytes:
-        """The sequence's cells, to restore later into any sequence of a context like this one."""
+    def save(self, seq_id: int) -> bytes | memoryview:
+        """The sequence's cells (bytes-like), to restore later into any sequence of a context like this one."""
 
-    def restore(self, seq_id: int, state: bytes) -> None:
+    def restore(self, seq_id: int, state: bytes | memoryview) -> None:
         """Make the sequence's cells those `save` gave (before the next decode runs)."""
 
     #: The fewest tokens of a prompt chunk whose cells are the same however the prompt is split.

@@ -67,13 +67,15 @@ class DiskCache:
         stored, shared = max(shares, key=lambda share: share[1], default=(None, 0))
         return (stored, shared) if shared else (None, 0)
 
-    def load(self, stored: Stored) -> tuple[SlotCache, bytes] | None:
-        """The entry's cells and state, or None (and the file deleted) if it is not whole."""
+    def load(self, stored: Stored) -> tuple[SlotCache, memoryview] | None:
+        """The entry's cells and state (a view of the file's bytes, not a copy), or None (and the file deleted) if it
+        is not whole."""
         try:
             data = stored.path.read_bytes()
-            header, body = data.split(b"\n", 1)
-            meta = json.loads(header[len(MAGIC):])
-            if len(body) != meta["state"] + meta["logits"] * 4 + 32 or hashlib.sha256(data[:-32]).digest() != data[-32:]:
+            start = data.index(b"\n") + 1
+            meta = json.loads(data[len(MAGIC):start - 1])
+            body = memoryview(data)[start:]
+            if len(body) != meta["state"] + meta["logits"] * 4 + 32 or hashlib.sha256(memoryview(data)[:-32]).digest() != data[-32:]:
                 raise ValueError("its length or checksum is wrong")
         except (OSError, ValueError, KeyError) as exc:
             log.warning("prompt cache entry %s skipped: %s", stored.path.name, exc)
@@ -88,7 +90,7 @@ class DiskCache:
         cells = SlotCache(list(meta["tokens"]), logits, meta["logits_at"], meta["exact"])
         return cells, state
 
-    def put(self, key: str, cells: SlotCache, state: bytes) -> None:
+    def put(self, key: str, cells: SlotCache, state: bytes | memoryview) -> None:
         self._writes.put((key, cells, state))
 
     def flush(self) -> None:
@@ -105,12 +107,14 @@ class DiskCache:
             finally:
                 self._writes.task_done()
 
-    def _write(self, key: str, cells: SlotCache, state: bytes) -> None:
+    def _write(self, key: str, cells: SlotCache, state: bytes | memoryview) -> None:
         logits = b"" if cells.logits is None else np.asarray(cells.logits, dtype=np.float32).tobytes()
         meta = {"key": key, "tokens": cells.tokens, "exact": cells.exact, "logits_at": cells.logits_at,
                 "state": len(state), "logits": len(logits) // 4}
         head = MAGIC + json.dumps(meta, separators=(",", ":")).encode() + b"\n"
-        digest = hashlib.sha256(head + state + logits)
+        digest = hashlib.sha256(head)
+        for part in (state, logits):  # not concatenated: a copy of tens of MB under the GIL
+            digest.update(part)
         size = len(head) + len(state) + len(logits) + 32
         if size > self.budget:
             return

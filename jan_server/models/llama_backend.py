@@ -125,18 +125,21 @@ class LlamaBackend:
             self.cells.copy(source, target)
         llama_cpp.llama_memory_seq_cp(self.memory, source, target, -1, -1)
 
-    def save(self, seq_id: int) -> bytes:
+    def save(self, seq_id: int) -> memoryview:
+        """The sequence's cells, written by llama.cpp straight into memory that is not zeroed first and not copied
+        after (as ctypes buffers and bytes would be: 51 ms for 2,400 tokens' 55 MB against 6-27)."""
         size = llama_cpp.llama_state_seq_get_size(self.ctx, seq_id)
-        buffer = (ctypes.c_uint8 * size)()
-        written = llama_cpp.llama_state_seq_get_data(self.ctx, buffer, size, seq_id)
+        buffer = np.empty(size, dtype=np.uint8)
+        written = llama_cpp.llama_state_seq_get_data(self.ctx, pointer(buffer), size, seq_id)
         if written == 0:
             raise RuntimeError(f"could not save the cells of sequence {seq_id}")
-        return ctypes.string_at(buffer, written)
+        return memoryview(buffer[:written])
 
-    def restore(self, seq_id: int, state: bytes) -> None:
-        """The saved cells into the sequence (llama.cpp drops its own first; on a failure it is left empty)."""
-        buffer = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
-        if llama_cpp.llama_state_seq_set_data(self.ctx, buffer, len(state), seq_id) == 0:
+    def restore(self, seq_id: int, state: bytes | memoryview) -> None:
+        """The saved cells into the sequence, read where they are (llama.cpp drops its own first; on a failure it is
+        left empty)."""
+        data = np.frombuffer(state, dtype=np.uint8)
+        if llama_cpp.llama_state_seq_set_data(self.ctx, pointer(data), data.size, seq_id) == 0:
             self.clear(seq_id, 0)
             raise RuntimeError(f"could not restore the cells of sequence {seq_id}")
         if self.cells:
@@ -217,3 +220,8 @@ class LlamaBackend:
                 size = llama_cpp.llama_token_to_piece(self.vocab, token, buffer, len(buffer), 0, False)
             piece = self._pieces[token] = buffer.raw[:size]
         return piece
+
+
+def pointer(array: np.ndarray):
+    """A uint8 array's memory as the `uint8_t *` llama.cpp takes, without a copy."""
+    return array.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8))

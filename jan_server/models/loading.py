@@ -59,8 +59,19 @@ def load_settings(record: ModelRecord, overrides: dict, deterministic: bool = Fa
     loaded["rope_scaling"] = settings.get("rope_scaling")
     if loaded["rope_scaling"] not in (None, *ROPE_SCALINGS):
         raise ValueError(f"rope_scaling {loaded['rope_scaling']!r} is none of {', '.join(ROPE_SCALINGS)}")
-    loaded["rope_scale"] = float(settings["rope_scale"]) if settings.get("rope_scale") else None
+    loaded["rope_scale"] = within(settings["rope_scale"], "rope_scale", 1, 1024) if settings.get("rope_scale") else None
     return loaded
+
+
+def within(value, name: str, low: float, high: float) -> float:
+    """A number setting between `low` and `high`, as the spec bounds it (nothing checks a model.json against it)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = low - 1
+    if not low <= number <= high:
+        raise ValueError(f"{name} {value!r} is not a number from {low:g} to {high:g}")
+    return number
 
 
 def rope_scale(settings: dict, n_ctx_train: int) -> float | None:

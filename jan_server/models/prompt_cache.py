@@ -53,7 +53,7 @@ class Entry:
 
     key: str
     cells: SlotCache
-    state: bytes
+    state: bytes | memoryview
 
     @property
     def size(self) -> int:
@@ -125,7 +125,7 @@ class HostCache:
         with self._lock:
             return not any(self._covers(entry, key, cells) for entry in self._entries.values())
 
-    def put(self, key: str, cells: SlotCache, state: bytes) -> None:
+    def put(self, key: str, cells: SlotCache, state: bytes | memoryview) -> None:
         """Keep an entry (and write it to disk), dropping those it covers and then the least recently used until
         it fits."""
         if self.disk:
