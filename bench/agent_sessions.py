@@ -5,7 +5,8 @@ Both servers are up at once on the bundled model with the same threads, but only
 servers computing together on 2 cores would each time the other's load as well (and jan-server's decoding threads
 run nicer than llama-server's, so it would lose that contest). The turns go round the sessions (every session's
 first turn, then every second turn, ...); each round goes to one server, `--concurrency` sessions at a time, then to
-the other, the order alternating by round. Each turn adds `--turn-tokens` of fresh text: with more sessions than
+the other, the order alternating by round, `--settle` seconds apart (so what a server does once idle is not timed
+against the other). Each turn adds `--turn-tokens` of fresh text: with more sessions than
 slots, a session's cells have left its slot by its next turn. llama-server runs at its defaults (4 slots sharing the
 model's trained context, 8 GiB host prompt cache); jan-server with `--slots` slots sharing its default context
 (the trained one), or `--ctx-len` cells. Printed: first-turn and later-turn TTFT p50/p90 of each, the ratio; two
@@ -86,6 +87,7 @@ def run_sessions(servers: dict[str, LiveServer], system: str, args, rng: random.
         for turn in range(1, args.turns + 1):
             for name in list(servers) if turn % 2 else list(servers)[::-1]:
                 ttfts[name][turn] = list(pool.map(lambda session: take_turn(name, session, turn), range(args.sessions)))
+                time.sleep(args.settle)
     return ttfts, conversations
 
 
@@ -150,6 +152,8 @@ def main() -> None:
     parser.add_argument("--slots", type=int, default=4, help="jan-server's n_parallel (llama-server's default is 4)")
     parser.add_argument("--ctx-len", type=int, help="jan-server's cells, shared by its slots (default: the model's own)")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--settle", type=float, default=3.0, help="seconds between one server's round and the other's, "
+                        "for what a server does once idle (jan-server saves its idle slots' cells) to end untimed")
     parser.add_argument("--restart", action="store_true", help="then measure jan-server's restart from disk")
     parser.add_argument("--restart-sessions", type=int, default=4)
     args = parser.parse_args()

