@@ -17,13 +17,13 @@ token read or decoded attends over all cells up to the highest one in use, whoev
 slots of 1,500 cells, reading 1,900 tokens took 1.65x as long, and each token after 1.6x; the highest slot alone
 costs as much (docs/BENCHMARKS.md). Saving 2,400 tokens' cells takes 6-27 ms, restoring them 3 ms, so the
 next turn of a conversation whose slot was vacated pays that instead. Without a prompt cache to keep them, idle
-slots keep their cells until the room is needed.
+slots keep their cells until the room is needed. With per-slot cells (a deterministic model: `backend.cells` is
+None) none of this applies.
 
-The saving need not wait for a job, either: a scheduler with nothing to do offers its idle slots' cells to the
-prompt cache one slot at a time (`_offer`), keeping them in the slot, so that a job seated later only clears
-them where it would have saved them first (out of its time to first token and every live sequence's step). A job that arrives meanwhile waits for at most one slot's save.
-
-With per-slot cells (a deterministic model: `backend.cells` is None) none of this applies.
+The saving need not wait for a job, either (per-slot cells too): a scheduler with nothing to do offers its idle
+slots' cells to the prompt cache one slot at a time (`_offer`), keeping them in the slot, so that a job seated
+later only clears them where it would have saved them first (out of its time to first token and every live
+sequence's step). A job that arrives meanwhile waits for at most one slot's save.
 
 `Room` is a part of the Scheduler (a mixin), run by its thread only.
 """

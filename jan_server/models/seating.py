@@ -86,7 +86,8 @@ class Seating:
             busy.add(leader.followers[-1].seq_id)
         self._live += [leader, *leader.followers]
         keeps = {"slot": self._keepable(live[0], shared), "copy": self._keepable(live[0], held), "restore": self._keepable(live[0], stored)}
-        choice = max(("copy", "restore"), key=keeps.get)  # a copy, on a tie: it moves nothing in a unified cache
+        # on a tie, a copy in a unified cache (it moves nothing), else a restore (a copy moves a whole per-slot buffer)
+        choice = max(("copy", "restore") if self.backend.cells is not None else ("restore", "copy"), key=keeps.get)
         choice = choice if keeps[choice] >= keeps["slot"] + COPY_GAIN else "slot"
         try:
             self._keep_evicted(seq_id, cache, keeps["slot"] if choice == "slot" else 0)
