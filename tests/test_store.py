@@ -48,6 +48,21 @@ def test_open_migrates_to_head_in_wal_mode(tmp_path):
     assert {"threads", "messages", "assistants", "thread_assistants", "responses", "response_items", "conversations", "conversation_items"} <= tables
 
 
+def test_open_waits_while_another_process_writes_the_new_file_before_it_is_in_wal_mode(tmp_path):
+    """A write in progress on a file still in rollback mode (another server switching it to WAL, or migrating):
+    SQLite refuses the switch at once, without its busy handler. The store waits for the lock, as for any other."""
+    path = tmp_path / "jan.db"
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    writer.execute("CREATE TABLE other (a)")
+    writer.execute("BEGIN")
+    writer.execute("INSERT INTO other VALUES (1)")  # a RESERVED lock on a rollback-mode file
+    threading.Timer(0.5, writer.execute, ("COMMIT",)).start()
+    Store.open(f"sqlite:///{path}").close()
+    writer.close()
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
 def test_open_migrates_any_database_to_head(database_url):
     """Alembic's migrations on each kind of database (PostgreSQL too), run twice as a restart would."""
     Store.open(database_url).close()
