@@ -74,8 +74,9 @@ class DiskCache:
             data = stored.path.read_bytes()
             start = data.index(b"\n") + 1
             meta = json.loads(data[len(MAGIC):start - 1])
-            body = memoryview(data)[start:]
-            if len(body) != meta["state"] + meta["logits"] * 4 + 32 or hashlib.sha256(memoryview(data)[:-32]).digest() != data[-32:]:
+            view = memoryview(data)
+            body = view[start:]
+            if len(body) != meta["state"] + meta["logits"] * 4 + 32 or hashlib.sha256(view[:-32]).digest() != data[-32:]:
                 raise ValueError("its length or checksum is wrong")
         except (OSError, ValueError, KeyError) as exc:
             log.warning("prompt cache entry %s skipped: %s", stored.path.name, exc)
